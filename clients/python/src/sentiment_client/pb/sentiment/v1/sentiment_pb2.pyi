@@ -1,0 +1,147 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AttentionMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTENTION_MODE_UNSPECIFIED: _ClassVar[AttentionMode]
+    ATTENTION_MODE_NONE: _ClassVar[AttentionMode]
+    ATTENTION_MODE_SUMMARY: _ClassVar[AttentionMode]
+    ATTENTION_MODE_FULL: _ClassVar[AttentionMode]
+ATTENTION_MODE_UNSPECIFIED: AttentionMode
+ATTENTION_MODE_NONE: AttentionMode
+ATTENTION_MODE_SUMMARY: AttentionMode
+ATTENTION_MODE_FULL: AttentionMode
+
+class PredictRequest(_message.Message):
+    __slots__ = ("texts", "attention", "model_version")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    attention: AttentionMode
+    model_version: int
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., attention: _Optional[_Union[AttentionMode, str]] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("predictions", "model_name", "model_version")
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    model_name: str
+    model_version: int
+    def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("label", "score", "probabilities", "truncated", "num_tokens", "batch", "attention")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    score: float
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    truncated: bool
+    num_tokens: int
+    batch: BatchStats
+    attention: Attention
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., truncated: _Optional[bool] = ..., num_tokens: _Optional[int] = ..., batch: _Optional[_Union[BatchStats, _Mapping]] = ..., attention: _Optional[_Union[Attention, _Mapping]] = ...) -> None: ...
+
+class BatchStats(_message.Message):
+    __slots__ = ("queue_seconds", "compute_seconds", "batch_size", "padded_length")
+    QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PADDED_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    queue_seconds: float
+    compute_seconds: float
+    batch_size: int
+    padded_length: int
+    def __init__(self, queue_seconds: _Optional[float] = ..., compute_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., padded_length: _Optional[int] = ...) -> None: ...
+
+class Attention(_message.Message):
+    __slots__ = ("tokens", "cls_attention", "rollout", "num_layers", "num_heads", "weights")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CLS_ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_HEADS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedScalarFieldContainer[str]
+    cls_attention: _containers.RepeatedScalarFieldContainer[float]
+    rollout: _containers.RepeatedScalarFieldContainer[float]
+    num_layers: int
+    num_heads: int
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, tokens: _Optional[_Iterable[str]] = ..., cls_attention: _Optional[_Iterable[float]] = ..., rollout: _Optional[_Iterable[float]] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., weights: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class PredictStreamRequest(_message.Message):
+    __slots__ = ("request_id", "request")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    request: PredictRequest
+    def __init__(self, request_id: _Optional[str] = ..., request: _Optional[_Union[PredictRequest, _Mapping]] = ...) -> None: ...
+
+class PredictStreamResponse(_message.Message):
+    __slots__ = ("request_id", "response", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    response: PredictResponse
+    error: StreamError
+    def __init__(self, request_id: _Optional[str] = ..., response: _Optional[_Union[PredictResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
+
+class StreamError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ("model_version",)
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_version: int
+    def __init__(self, model_version: _Optional[int] = ...) -> None: ...
+
+class GetModelInfoResponse(_message.Message):
+    __slots__ = ("name", "version", "labels", "max_length", "num_layers", "num_heads", "hidden_size", "vocab_size", "metrics_json", "available_versions", "max_texts_per_request", "max_text_chars", "execution_provider")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_HEADS_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    max_length: int
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    vocab_size: int
+    metrics_json: str
+    available_versions: _containers.RepeatedScalarFieldContainer[int]
+    max_texts_per_request: int
+    max_text_chars: int
+    execution_provider: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., metrics_json: _Optional[str] = ..., available_versions: _Optional[_Iterable[int]] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., execution_provider: _Optional[str] = ...) -> None: ...

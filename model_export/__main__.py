@@ -1,0 +1,5 @@
+"""Entry point for `python -m model_export`."""
+
+from model_export.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""Score an exported model directory with ONNX Runtime, as the server will run it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from model_export.tokenizer import encode, load_tokenizer
+
+
+def session(model_path: Path, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session with every graph optimisation on and no spin-waiting."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def pad_numpy(sequences: Sequence[Sequence[int]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    length = max(len(s) for s in sequences)
+    ids = np.zeros((len(sequences), length), dtype=np.int64)
+    mask = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+class OnnxClassifier:
+    """Tokenizer + ONNX session of one model directory."""
+
+    def __init__(self, model_dir: Path, model_file: str = "model.onnx", threads: int = 1) -> None:
+        self.config = json.loads((model_dir / "config.json").read_text())
+        self.labels: list[str] = self.config["labels"]
+        self.tokenizer = load_tokenizer(model_dir / "tokenizer.json", self.config["max_length"])
+        self.session = session(model_dir / model_file, threads)
+
+    def logits_of_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64) -> NDArray[np.float32]:
+        """Logits in input order; batches sorted by length so little is padding."""
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            members = order[start : start + batch_size]
+            input_ids, mask = pad_numpy([ids[i] for i in members])
+            (logits,) = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})
+            out[members] = logits
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[int]:
+        return [int(i) for i in self.logits_of_ids(encode(self.tokenizer, texts)).argmax(-1)]

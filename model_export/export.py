@@ -1,0 +1,123 @@
+"""Write a model directory: model.onnx, tokenizer.json, config.json, under the next version number."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+from torch.jit import TracerWarning  # type: ignore[attr-defined]
+
+from model_export.data import sha256_file
+
+OPSET = 17
+INPUTS = ("input_ids", "attention_mask")
+OUTPUTS = ("logits", "attentions")
+
+
+def versions(root: Path) -> list[int]:
+    """Integer version directories under `root`, ascending."""
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(root: Path) -> int:
+    existing = versions(root)
+    return existing[-1] + 1 if existing else 1
+
+
+class _Exportable(nn.Module):
+    """Names the graph's outputs in the contract's order."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        logits, attentions = self.model(input_ids, attention_mask)
+        return logits, attentions
+
+
+def _trace(model: nn.Module, path: Path, ids: Tensor, mask: Tensor) -> None:
+    dynamic = {0: "batch", 1: "seq"}
+    torch.onnx.export(
+        _Exportable(model),
+        (ids, mask),
+        str(path),
+        input_names=list(INPUTS),
+        output_names=list(OUTPUTS),
+        dynamic_axes={
+            "input_ids": dynamic,
+            "attention_mask": dynamic,
+            "logits": {0: "batch"},
+            "attentions": {0: "batch", 3: "seq", 4: "seq"},
+        },
+        opset_version=OPSET,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
+def export_onnx(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """ONNX graph with dynamic batch and sequence axes, and `metadata` in its metadata_props."""
+    model.eval()
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]], dtype=torch.long)
+    mask = (ids != 0).long()
+    with warnings.catch_warnings():
+        # sqrt(d_k) of a traced size is folded to a constant on purpose: d_k is fixed per model
+        warnings.simplefilter("ignore", TracerWarning)
+        # the TorchScript exporter (it needs no onnxscript) warns of its own deprecation internally
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _trace(model, path, ids, mask)
+    graph = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    graph.producer_name = "sentiment-service model_export"
+    onnx.save(graph, str(path))
+
+
+def write_config(directory: Path, config: dict[str, Any]) -> None:
+    """config.json, with the sha256 of every ONNX file in the directory."""
+    config = dict(config)
+    config["sha256"] = {p.name: sha256_file(p) for p in sorted(directory.glob("*.onnx"))}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def stage(root: Path, model: nn.Module, tokenizer: Tokenizer, config: dict[str, Any]) -> Path:
+    """Write the files into a hidden staging directory under `root`; publish() makes it a version."""
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".staging-{next_version(root)}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    metadata = {
+        "labels": json.dumps(config["labels"]),
+        "max_length": str(config["max_length"]),
+        "model": json.dumps(config["model"]),
+        "data": json.dumps(config["training"]["data"]),
+        "metrics": json.dumps(config["metrics"]),
+    }
+    export_onnx(model, staging / "model.onnx", metadata)
+    tokenizer.save(str(staging / "tokenizer.json"))
+    write_config(staging, config)
+    return staging
+
+
+def publish(staging: Path) -> Path:
+    """Rename the verified staging directory to the next version: a server never sees half a model."""
+    root = staging.parent
+    version = next_version(root)
+    final = root / str(version)
+    config = json.loads((staging / "config.json").read_text())
+    config["version"] = version
+    (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    staging.rename(final)
+    return final

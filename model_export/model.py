@@ -1,0 +1,152 @@
+"""The Transformer encoder classifier, attention written out (Vaswani et al. 2017, section 3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from model_export.config import ModelConfig, Positional
+
+# Added to the score of a padded key before the softmax: exp() of it underflows to exactly 0.
+MASK_VALUE = -1e9
+
+
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: nn.Module | None = None
+) -> tuple[Tensor, Tensor]:
+    """Scaled dot-product attention: softmax(QK^T / sqrt(d_k) + mask) V.
+
+    q, k, v: (B, heads, T, d_k); mask: (B, 1, 1, T) with 1 for real keys, 0 for padding.
+    Returns the output (B, heads, T, d_k) and the weights (B, heads, T, T).
+    """
+    d_k = q.size(-1)
+    scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(d_k)  # (B, heads, T, T)
+    scores = scores.masked_fill(mask == 0, MASK_VALUE)
+    weights = scores.softmax(dim=-1)
+    attended = dropout(weights) if dropout is not None else weights
+    return torch.matmul(attended, v), weights
+
+
+def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(same)."""
+    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
+    inv_freq = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+    )  # (d_model / 2,)
+    table = torch.zeros(max_len, d_model)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq)
+    return table
+
+
+class MultiHeadAttention(nn.Module):
+    """Project to heads, attend, concatenate the heads, project back."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.d_k = config.d_k
+        self.w_q = nn.Linear(config.d_model, config.d_model)
+        self.w_k = nn.Linear(config.d_model, config.d_model)
+        self.w_v = nn.Linear(config.d_model, config.d_model)
+        self.w_o = nn.Linear(config.d_model, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        batch, length, d_model = x.shape
+
+        def split(t: Tensor) -> Tensor:
+            return t.view(batch, length, self.n_heads, self.d_k).transpose(1, 2)  # (B, h, T, d_k)
+
+        out, weights = attention(
+            split(self.w_q(x)), split(self.w_k(x)), split(self.w_v(x)), mask, self.dropout
+        )
+        out = out.transpose(1, 2).reshape(batch, length, d_model)  # (B, T, d_model)
+        return self.w_o(out), weights
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward: two linear maps with a GELU between."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.w_1 = nn.Linear(config.d_model, config.d_ff)
+        self.w_2 = nn.Linear(config.d_ff, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.w_2(self.dropout(nn.functional.gelu(self.w_1(x))))
+        return out
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention and feed-forward, each followed by residual + LayerNorm (post-norm)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn = MultiHeadAttention(config)
+        self.norm1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.ff = FeedForward(config)
+        self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        attended, weights = self.attn(x, mask)
+        x = self.norm1(x + self.dropout(attended))
+        x = self.norm2(x + self.dropout(self.ff(x)))
+        return x, weights
+
+
+class SentimentTransformer(nn.Module):
+    """Encoder + classifier on [CLS]. forward() returns logits and every layer's attention."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=0)
+        if config.positional is Positional.SINUSOIDAL:
+            self.register_buffer(
+                "pos_table", sinusoidal_table(config.max_len, config.d_model), persistent=False
+            )
+            self.pos_embed: nn.Embedding | None = None
+        else:
+            self.pos_embed = nn.Embedding(config.max_len, config.d_model)
+        self.embed_norm = (
+            nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+            if config.embedding_norm
+            else nn.Identity()
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_layers))
+        self.pooler = nn.Linear(config.d_model, config.d_model) if config.pooler else None
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+
+    def positions(self, length: int) -> Tensor:
+        """Positional vectors for positions 0..length-1: (length, d_model)."""
+        if self.pos_embed is not None:
+            return self.pos_embed.weight[:length]
+        table = self.get_buffer("pos_table")
+        return table[:length]
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Hidden states (B, T, d_model) and attentions (B, layers, heads, T, T)."""
+        length = input_ids.size(1)
+        x = self.tok_embed(input_ids) * self.config.embedding_scale + self.positions(length)
+        x = self.dropout(self.embed_norm(x))  # (B, T, d_model)
+        mask = attention_mask[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+        all_weights = []
+        for layer in self.layers:
+            x, weights = layer(x, mask)
+            all_weights.append(weights)
+        return x, torch.stack(all_weights, dim=1)  # (B, layers, heads, T, T)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """input_ids, attention_mask: (B, T) int64, 1 = real token. Returns logits (B, labels)
+        and attentions (B, layers, heads, T, T)."""
+        x, attentions = self.encode(input_ids, attention_mask)
+        cls = x[:, 0]  # (B, d_model)
+        if self.pooler is not None:
+            cls = torch.tanh(self.pooler(cls))
+        return self.classifier(self.dropout(cls)), attentions

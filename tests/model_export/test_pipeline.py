@@ -1,0 +1,129 @@
+"""The whole build on the tiny preset: the model directory honours the contract."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from model_export.config import LABELS, Preset, recipe
+from model_export.data import sha256_file
+from model_export.evaluate import OnnxClassifier, session
+from model_export.export import versions
+from model_export.pipeline import build
+from model_export.verify import VerificationError, verify
+
+
+def test_model_directory_contract(model_dir: Path) -> None:
+    names = {p.name for p in model_dir.iterdir()}
+    assert {
+        "model.onnx",
+        "tokenizer.json",
+        "config.json",
+        "metrics.json",
+        "training_curve.png",
+        "confusion_matrix.png",
+    } <= names
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["labels"] == list(LABELS) and config["version"] == 1
+    assert config["sha256"]["model.onnx"] == sha256_file(model_dir / "model.onnx")
+    assert config["training"]["data"]["sha256"] and config["training"]["data"]["train"] > 0
+    test = config["metrics"]["test"]
+    assert sum(map(sum, test["confusion"])) == test["count"] == config["training"]["data"]["test"]
+    assert 0.0 <= test["accuracy"] <= 1.0
+    assert config["verification"]["max_logit_diff_vs_pytorch"] <= 1e-4
+    meta = {p.key: p.value for p in onnx.load(str(model_dir / "model.onnx")).metadata_props}
+    assert json.loads(meta["labels"]) == list(LABELS)
+    assert int(meta["max_length"]) == config["max_length"]
+    assert (model_dir / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_onnx_graph_has_dynamic_axes(model_dir: Path) -> None:
+    sess = session(model_dir / "model.onnx")
+    for batch, seq in ((1, 3), (7, 40)):
+        ids = np.full((batch, seq), 5, dtype=np.int64)
+        logits, attentions = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        assert logits.shape == (batch, 2)
+        config = json.loads((model_dir / "config.json").read_text())["model"]
+        assert attentions.shape == (batch, config["n_layers"], config["n_heads"], seq, seq)
+
+
+def test_verify_passes_and_catches_corruption(model_dir: Path, tmp_path: Path) -> None:
+    report = verify(model_dir)
+    assert report["max_logit_diff_alone_vs_padded"] <= 1e-5
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    data = bytearray((broken / "model.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (broken / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match="sha256"):
+        verify(broken)
+
+
+def test_user_data_trains_next_version_with_int8(model_root: Path, tmp_path: Path, cache_dir: Path) -> None:
+    root = tmp_path / "sentiment"
+    shutil.copytree(model_root, root)
+    rows = [
+        {"text": f"{word} movie number {i}", "label": label}
+        for i in range(150)
+        for word, label in (("great", "positive"), ("awful", "negative"))
+    ]
+    data = tmp_path / "mine.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    path = build(recipe(Preset.TINY), root, cache_dir, data_file=data)
+    assert path == root / "2" and versions(root) == [1, 2]
+    config = json.loads((path / "config.json").read_text())
+    assert config["training"]["data"]["source"] == str(data)
+    assert config["quantized"]["file"] == "model.int8.onnx"
+    assert config["sha256"]["model.int8.onnx"] == sha256_file(path / "model.int8.onnx")
+    assert config["quantized"]["speedup_vs_fp32"] > 0
+    int8 = OnnxClassifier(path, "model.int8.onnx")
+    assert len(int8.predict(["great movie", "awful movie"])) == 2
+    assert not any(p.name.startswith(".staging") for p in root.iterdir())
+
+
+def test_cli_reports_malformed_data(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,positive\nworse,maybe\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model_export",
+            "build",
+            "--preset",
+            "tiny",
+            "--data",
+            str(bad),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "bad.csv:3: label 'maybe'" in result.stderr
+    assert not (tmp_path / "m").exists() or versions(tmp_path / "m") == []
+
+
+def test_cli_evaluate_scores_by_domain(model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "eval.jsonl"
+    data.write_text(
+        '{"text": "lovely", "label": "positive", "domain": "a"}\n'
+        '{"text": "dreadful", "label": "negative", "domain": "b"}\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "model_export", "evaluate", str(model_dir), "--data", str(data)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    scores = json.loads(result.stdout)
+    assert scores["all"]["count"] == 2 and scores["a"]["count"] == 1 and scores["b"]["count"] == 1
