@@ -1,0 +1,288 @@
+"""Dynamic batching: callers' texts queue up and run together, grouped by length, padded, masked.
+
+A batch closes when it is full (max_batch_size texts, or max_batch_tokens padded tokens), when the
+oldest waiting text has waited max_queue_delay, or at once when no batch is running: waiting
+only pays off while the runtime is busy, so a quiet server adds no delay. Up to
+max_concurrent_batches run at once in worker threads while the event loop keeps accepting and the
+next batch forms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.errors import DeadlineExpired, NotServing, QueueFull, RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+Int64Array = NDArray[np.int64]
+FloatArray = NDArray[np.float32]
+RunFn = Callable[[Int64Array, Int64Array, bool], tuple[FloatArray, FloatArray | None]]
+
+
+@dataclass(eq=False)
+class Item:
+    """One text waiting for its batch."""
+
+    ids: Sequence[int]
+    with_attention: bool
+    deadline: float | None  # time.monotonic() after which the caller no longer waits
+    future: asyncio.Future[ItemResult]
+    enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The model's output for one text, and what the batcher did for it."""
+
+    logits: FloatArray  # (labels,)
+    attentions: FloatArray | None  # (layers, heads, length, length), padding cropped away
+    queue_seconds: float
+    compute_seconds: float
+    batch_size: int
+    padded_length: int
+
+
+class BatchObserver(Protocol):
+    """Receives what the batcher does, for metrics."""
+
+    def batch_done(self, size: int, padded_length: int, real_tokens: int, seconds: float) -> None: ...
+
+    def queue_wait(self, seconds: float) -> None: ...
+
+    def dropped(self, reason: str, count: int) -> None: ...
+
+    def queue_depth(self, depth: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_size: int = 32
+    max_batch_tokens: int = 8192
+    max_queue_delay_s: float = 0.002
+    max_queue_size: int = 2048
+    max_concurrent_batches: int = 2
+
+
+def select(pending: Sequence[Item], limits: BatchLimits) -> list[Item]:
+    """Choose the next batch: the oldest item and the items closest to it in length.
+
+    `pending` is in arrival order. The batch grows from the oldest item's place in length order,
+    each step taking the neighbour nearer in length, while it stays within both limits.
+    """
+    by_length = sorted(pending, key=lambda item: item.length)
+    start = by_length.index(pending[0])
+    low, high = start, start + 1  # the batch is by_length[low:high]
+    longest = pending[0].length
+    while high - low < limits.max_batch_size:
+        below = by_length[low - 1] if low > 0 else None
+        above = by_length[high] if high < len(by_length) else None
+        fits_above = above is not None and max(longest, above.length) * (high - low + 1) <= (
+            limits.max_batch_tokens
+        )
+        fits_below = below is not None and longest * (high - low + 1) <= limits.max_batch_tokens
+        if fits_below and fits_above:
+            assert below is not None and above is not None
+            take_below = pending[0].length - below.length <= above.length - pending[0].length
+        elif fits_below or fits_above:
+            take_below = fits_below
+        else:
+            break
+        if take_below:
+            low -= 1
+        else:
+            longest = max(longest, by_length[high].length)
+            high += 1
+    return by_length[low:high]
+
+
+def pad(items: Sequence[Item]) -> tuple[Int64Array, Int64Array]:
+    """Right-pad with [PAD]=0 to the longest item; the mask is 1 on real tokens."""
+    length = max(item.length for item in items)
+    ids = np.zeros((len(items), length), dtype=np.int64)
+    mask = np.zeros((len(items), length), dtype=np.int64)
+    for row, item in enumerate(items):
+        ids[row, : item.length] = item.ids
+        mask[row, : item.length] = 1
+    return ids, mask
+
+
+class Batcher:
+    """Bounded queue of items and the task that forms and runs their batches."""
+
+    def __init__(self, run: RunFn, limits: BatchLimits, observer: BatchObserver | None = None) -> None:
+        self._run_fn = run
+        self.limits = limits
+        self._observer = observer
+        self._pending: list[Item] = []  # arrival order
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(limits.max_concurrent_batches)
+        self._running: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(
+            max_workers=limits.max_concurrent_batches, thread_name_prefix="onnxruntime"
+        )
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def depth(self) -> int:
+        """Texts waiting for a batch."""
+        return len(self._pending)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._form_batches(), name="batcher")
+
+    async def stop(self) -> None:
+        """Stop taking items, run every item already queued, then release the worker threads."""
+        self._closing = True
+        self._wakeup.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    def submit(
+        self, sequences: Sequence[Sequence[int]], with_attention: bool, deadline: float | None
+    ) -> list[asyncio.Future[ItemResult]]:
+        """Queue every sequence of one request, or none: a full queue refuses at once."""
+        if self._closing:
+            raise NotServing("the server is shutting down")
+        if len(self._pending) + len(sequences) > self.limits.max_queue_size:
+            if self._observer:
+                self._observer.dropped("queue_full", len(sequences))
+            raise QueueFull(
+                f"the queue holds {len(self._pending)} texts and this request adds {len(sequences)}; "
+                f"the limit is {self.limits.max_queue_size}: retry later"
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures: list[asyncio.Future[ItemResult]] = []
+        for ids in sequences:
+            future: asyncio.Future[ItemResult] = loop.create_future()
+            self._pending.append(Item(ids, with_attention, deadline, future, now))
+            futures.append(future)
+        if self._observer:
+            self._observer.queue_depth(len(self._pending))
+        self._wakeup.set()
+        return futures
+
+    def _drop_gone(self) -> None:
+        """Forget items whose caller cancelled; fail those whose deadline passed."""
+        now = time.monotonic()
+        kept, cancelled, expired = [], 0, 0
+        for item in self._pending:
+            if item.future.done():
+                cancelled += 1
+            elif item.deadline is not None and now >= item.deadline:
+                expired += 1
+                item.future.set_exception(
+                    DeadlineExpired(f"the deadline passed after {now - item.enqueued:.3f} s in the queue")
+                )
+            else:
+                kept.append(item)
+        if cancelled or expired:
+            self._pending = kept
+            if self._observer:
+                if cancelled:
+                    self._observer.dropped("cancelled", cancelled)
+                if expired:
+                    self._observer.dropped("deadline", expired)
+
+    def _ready(self) -> float | None:
+        """0 when a batch should close now, else the seconds until the oldest item's delay ends."""
+        if self._closing or not self._running:
+            return 0.0
+        if len(self._pending) >= self.limits.max_batch_size:
+            return 0.0
+        longest = max(item.length for item in self._pending)
+        if longest * len(self._pending) >= self.limits.max_batch_tokens:
+            return 0.0
+        waited = time.monotonic() - self._pending[0].enqueued
+        return max(0.0, self.limits.max_queue_delay_s - waited)
+
+    async def _next_batch(self) -> list[Item] | None:
+        while True:
+            self._drop_gone()
+            if not self._pending:
+                if self._closing:
+                    return None
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            wait = self._ready()
+            if not wait:
+                batch = select(self._pending, self.limits)
+                chosen = set(map(id, batch))
+                self._pending = [item for item in self._pending if id(item) not in chosen]
+                if self._observer:
+                    self._observer.queue_depth(len(self._pending))
+                return batch
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    async def _form_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            batch = await self._next_batch()
+            if batch is None:
+                self._slots.release()
+                return
+            task = loop.create_task(self._run_batch(batch))
+            self._running.add(task)
+            task.add_done_callback(self._batch_finished)
+
+    def _batch_finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+        self._wakeup.set()  # the delay rule depends on whether a batch is running
+
+    async def _run_batch(self, batch: list[Item]) -> None:
+        started = time.monotonic()
+        ids, mask = pad(batch)
+        with_attention = any(item.with_attention for item in batch)
+        try:
+            logits, attentions = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_fn, ids, mask, with_attention
+            )
+        except Exception:
+            log.exception("the runtime failed on a batch of %d x %d", *ids.shape)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(
+                        RuntimeFailure("the model failed on the batch holding this text; retry")
+                    )
+            return
+        seconds = time.monotonic() - started
+        size, padded_length = ids.shape
+        for row, item in enumerate(batch):
+            if item.future.done():  # the caller went away while the batch ran
+                continue
+            cropped = None
+            if item.with_attention and attentions is not None:
+                cropped = attentions[row, :, :, : item.length, : item.length]
+            item.future.set_result(
+                ItemResult(logits[row], cropped, started - item.enqueued, seconds, size, padded_length)
+            )
+            if self._observer:
+                self._observer.queue_wait(started - item.enqueued)
+        if self._observer:
+            self._observer.batch_done(size, padded_length, int(mask.sum()), seconds)

@@ -1,0 +1,139 @@
+"""Server interceptors: request metrics by method and status code, and the bearer-token check."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from service.metrics import Metrics
+
+if TYPE_CHECKING:
+    HandlerFactory = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
+    Context = grpc.aio.ServicerContext[Any, Any]
+
+OPEN_PREFIX = "/grpc.health.v1.Health/"  # probes never need the token
+
+
+def _rebuild(
+    handler: grpc.RpcMethodHandler[Any, Any], wrap_unary: Any, wrap_stream: Any
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same handler kind with its behaviour wrapped (unary or streaming response)."""
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(wrap_unary(handler.unary_unary), **serializers)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(wrap_unary(handler.stream_unary), **serializers)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(wrap_stream(handler.unary_stream), **serializers)
+    return grpc.stream_stream_rpc_method_handler(wrap_stream(handler.stream_stream), **serializers)
+
+
+def _code_name(context: Context, error: BaseException | None) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if error is None:
+        return "OK"
+    # a BaseException that is not an Exception here is the call's task being cancelled
+    return "UNKNOWN" if isinstance(error, Exception) else "CANCELLED"
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every RPC by method and status code, times it, and tracks how many are in flight."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self, continuation: HandlerFactory, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.lstrip("/")
+        metrics = self.metrics
+
+        def finish(started: float, context: Context, error: BaseException | None) -> None:
+            metrics.in_flight.dec()
+            metrics.requests.labels(method, _code_name(context, error)).inc()
+            metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
+
+        def wrap_unary(behaviour: Any) -> Any:
+            async def timed(request: Any, context: Context) -> Any:
+                started, error = time.perf_counter(), None
+                metrics.in_flight.inc()
+                try:
+                    return await behaviour(request, context)
+                except BaseException as err:
+                    error = err
+                    raise
+                finally:
+                    finish(started, context, error)
+
+            return timed
+
+        def wrap_stream(behaviour: Any) -> Any:
+            async def timed(request: Any, context: Context) -> AsyncIterator[Any]:
+                started, error = time.perf_counter(), None
+                metrics.in_flight.inc()
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                except BaseException as err:
+                    error = err
+                    raise
+                finally:
+                    finish(started, context, error)
+
+            return timed
+
+        return _rebuild(handler, wrap_unary, wrap_stream)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Every call but health checks needs `authorization: Bearer <token>`, else UNAUTHENTICATED."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def _authorised(self, details: grpc.HandlerCallDetails) -> bool:
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else bytes(value)
+                return hmac.compare_digest(given, self._expected)
+        return False
+
+    async def intercept_service(
+        self, continuation: HandlerFactory, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(OPEN_PREFIX):
+            return handler
+        if self._authorised(handler_call_details):
+            return handler
+        has_header = any(k == "authorization" for k, _ in handler_call_details.invocation_metadata or ())
+        message = (
+            "the bearer token is wrong" if has_header else "this server needs `authorization: Bearer <token>`"
+        )
+
+        def wrap_unary(_: Any) -> Any:
+            async def deny(request: Any, context: Context) -> Any:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+            return deny
+
+        def wrap_stream(_: Any) -> Any:
+            async def deny(request: Any, context: Context) -> AsyncIterator[Any]:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+                yield  # pragma: no cover - makes this an async generator
+
+            return deny
+
+        return _rebuild(handler, wrap_unary, wrap_stream)

@@ -1,0 +1,98 @@
+"""Every Prometheus metric of the service, on its own registry, and the HTTP endpoint serving them."""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+COMPUTE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+
+class Metrics:
+    """The service's metrics; also the batcher's observer."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "sentiment_requests",
+            "RPCs answered, by method and gRPC status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "sentiment_request_duration_seconds",
+            "Time to answer an RPC",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("sentiment_in_flight_requests", "RPCs being answered now", registry=r)
+        self.queue_wait_seconds = Histogram(
+            "sentiment_queue_wait_seconds",
+            "Time a text waited before its batch ran",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.compute_seconds = Histogram(
+            "sentiment_batch_compute_seconds",
+            "ONNX Runtime time per batch",
+            buckets=COMPUTE_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "sentiment_batch_size", "Texts per batch", buckets=SIZE_BUCKETS, registry=r
+        )
+        self.padding_ratio = Histogram(
+            "sentiment_batch_padding_ratio",
+            "Share of a batch's tokens that are padding",
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth_texts = Gauge("sentiment_queue_depth", "Texts waiting for a batch", registry=r)
+        self.texts = Counter("sentiment_texts", "Texts run through the model", registry=r)
+        self.tokens = Counter("sentiment_tokens", "Real (unpadded) tokens run through the model", registry=r)
+        self.dropped_texts = Counter(
+            "sentiment_dropped_texts",
+            "Texts not run: queue full, caller cancelled, deadline passed",
+            ["reason"],
+            registry=r,
+        )
+        self.model = Info("sentiment_model", "The model being served", registry=r)
+
+    def batch_done(self, size: int, padded_length: int, real_tokens: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.compute_seconds.observe(seconds)
+        self.padding_ratio.observe(1.0 - real_tokens / (size * padded_length))
+        self.texts.inc(size)
+        self.tokens.inc(real_tokens)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.queue_wait_seconds.observe(seconds)
+
+    def dropped(self, reason: str, count: int) -> None:
+        self.dropped_texts.labels(reason).inc(count)
+
+    def queue_depth(self, depth: int) -> None:
+        self.queue_depth_texts.set(depth)
+
+
+class MetricsEndpoint:
+    """Prometheus text format over HTTP, in a daemon thread."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._server: WSGIServer
+        self._thread: threading.Thread
+        self._server, self._thread = start_http_server(port, host, registry)
+        self.port: int = self._server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

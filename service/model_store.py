@@ -1,0 +1,91 @@
+"""Finds the model version to serve and checks its directory against the contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import ModelDirectoryError
+
+REQUIRED = ("config.json", "tokenizer.json")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A checked model directory."""
+
+    name: str
+    version: int
+    path: Path
+    onnx_path: Path
+    labels: tuple[str, ...]
+    max_length: int
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    vocab_size: int
+    metrics: dict[str, Any]
+
+
+def versions(root: Path) -> list[int]:
+    """Integer version directories under `root`, ascending."""
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_spec(root: Path, name: str, version: int | None, onnx_file: str = "model.onnx") -> ModelSpec:
+    """Pick `version` (or the highest) under `root` and check it; raises ModelDirectoryError."""
+    available = versions(root)
+    if not available:
+        raise ModelDirectoryError(
+            f"{root} holds no model versions (expected {root}/1/model.onnx ...); "
+            "build one with `python -m model_export build`"
+        )
+    chosen = available[-1] if version is None else version
+    if chosen not in available:
+        raise ModelDirectoryError(f"{root} has no version {chosen}; it has {available}")
+    path = root / str(chosen)
+    for required in (*REQUIRED, onnx_file):
+        if not (path / required).is_file():
+            raise ModelDirectoryError(f"{path} lacks {required}")
+    try:
+        config = json.loads((path / "config.json").read_text())
+        expected = config["sha256"][onnx_file]
+        labels = tuple(str(label) for label in config["labels"])
+        model = config["model"]
+        spec = ModelSpec(
+            name=name,
+            version=chosen,
+            path=path,
+            onnx_path=path / onnx_file,
+            labels=labels,
+            max_length=int(config["max_length"]),
+            num_layers=int(model["n_layers"]),
+            num_heads=int(model["n_heads"]),
+            hidden_size=int(model["d_model"]),
+            vocab_size=int(model["vocab_size"]),
+            metrics=dict(config.get("metrics", {})),
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelDirectoryError(f"{path}/config.json is not a valid model config: {err!r}") from err
+    if len(labels) < 2:
+        raise ModelDirectoryError(f"{path}/config.json lists {len(labels)} labels; at least 2 needed")
+    actual = _sha256(spec.onnx_path)
+    if actual != expected:
+        raise ModelDirectoryError(
+            f"{spec.onnx_path} has sha256 {actual} but config.json expects {expected}: "
+            "the file is corrupt or was replaced"
+        )
+    return spec

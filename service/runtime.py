@@ -1,0 +1,77 @@
+"""The ONNX Runtime session: provider choice with fallback, contract check, warm-up, run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from service.errors import ModelDirectoryError
+
+log = logging.getLogger(__name__)
+
+INPUTS = {"input_ids": "tensor(int64)", "attention_mask": "tensor(int64)"}
+OUTPUTS = {"logits": "tensor(float)", "attentions": "tensor(float)"}
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+Int64Array = NDArray[np.int64]
+FloatArray = NDArray[np.float32]
+
+
+class OnnxModel:
+    """One InferenceSession; run() is safe to call from several threads at once."""
+
+    def __init__(self, path: Path, provider: str = "cpu", intra_op_threads: int = 1) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        # spinning threads steal the CPU that the event loop and the other batch need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        wanted = PROVIDERS[provider]
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if wanted != "CPUExecutionProvider":
+            if wanted in available:
+                providers.insert(0, wanted)
+            else:
+                log.warning("%s is not available (have %s): running on CPU", wanted, available)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph
+            raise ModelDirectoryError(f"{path} could not be loaded by ONNX Runtime: {err}") from err
+        self.provider = self.session.get_providers()[0]
+        if wanted != "CPUExecutionProvider" and self.provider != wanted:
+            log.warning("%s could not start: running on %s", wanted, self.provider)
+        self._check_contract(path)
+
+    def _check_contract(self, path: Path) -> None:
+        inputs = {i.name: i.type for i in self.session.get_inputs()}
+        outputs = {o.name: o.type for o in self.session.get_outputs()}
+        if inputs != INPUTS or outputs != OUTPUTS:
+            raise ModelDirectoryError(
+                f"{path} breaks the model contract: inputs {inputs} (want {INPUTS}), "
+                f"outputs {outputs} (want {OUTPUTS})"
+            )
+        if len(self.session.get_outputs()[1].shape) != 5:
+            raise ModelDirectoryError(f"{path}: attentions must be [batch, layers, heads, seq, seq]")
+
+    def run(
+        self, input_ids: Int64Array, attention_mask: Int64Array, with_attention: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Logits (B, labels) and, when asked, attentions (B, layers, heads, T, T)."""
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if with_attention:
+            logits, attentions = self.session.run(["logits", "attentions"], feed)
+            return logits, attentions
+        (logits,) = self.session.run(["logits"], feed)
+        return logits, None
+
+    def warm_up(self, max_length: int, max_batch_size: int) -> None:
+        """Run a few shapes once so the first callers do not pay for allocation."""
+        for batch, length in ((1, 8), (max_batch_size, min(32, max_length)), (1, max_length)):
+            ids = np.ones((batch, length), dtype=np.int64)
+            self.run(ids, np.ones_like(ids), with_attention=True)

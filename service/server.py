@@ -1,0 +1,150 @@
+"""Assembles the gRPC server: servicers, health, reflection, interceptors, TLS, metrics endpoint."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf import symbol_database
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from service.config import Settings
+from service.engine import Engine
+from service.interceptors import AuthInterceptor, MetricsInterceptor
+from service.metrics import Metrics, MetricsEndpoint
+from service.servicers import SentimentServicer
+from service.servicers._boundary import lenient
+
+log = logging.getLogger(__name__)
+
+SENTIMENT_SERVICE = pb.DESCRIPTOR.services_by_name["SentimentService"]
+
+
+def generic_handler(servicer: Any, service: ServiceDescriptor) -> grpc.GenericRpcHandler:
+    """Handlers for every method of `service`, with deserializers that report malformed input."""
+    database = symbol_database.Default()
+    handlers = {}
+    for method in service.methods:
+        request_class = database.GetSymbol(method.input_type.full_name)
+        kwargs = {
+            "request_deserializer": lenient(request_class),
+            "response_serializer": lambda message: message.SerializeToString(),
+        }
+        behaviour = getattr(servicer, method.name)
+        if method.client_streaming and method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(behaviour, **kwargs)
+        elif method.client_streaming:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(behaviour, **kwargs)
+        elif method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(behaviour, **kwargs)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(behaviour, **kwargs)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
+    if settings.tls_client_ca_file is None:
+        return grpc.ssl_server_credentials([pair])
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=settings.tls_client_ca_file.read_bytes(), require_client_auth=True
+    )
+
+
+class Server:
+    """The whole service in one process; start() loads the model first and fails fast."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.engine: Engine | None = None
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._endpoint: MetricsEndpoint | None = None
+        self.services = [SENTIMENT_SERVICE.full_name]
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for service in ("", *self.services):
+            await self.health.set(service, status)
+
+    async def start(self) -> None:
+        """Load and check the model (ModelDirectoryError on failure), listen, warm up, report SERVING."""
+        settings = self.settings
+        engine = Engine.load(settings, self.metrics)
+        self.engine = engine
+        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        if settings.auth_token is not None:
+            interceptors.append(AuthInterceptor(settings.auth_token.get_secret_value()))
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        server.add_generic_rpc_handlers([generic_handler(SentimentServicer(engine), SENTIMENT_SERVICE)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if settings.reflection:
+            names = [
+                *self.services,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ]
+            reflection.enable_server_reflection(names, server)
+        credentials = _credentials(settings)
+        if credentials is None:
+            self.port = server.add_insecure_port(settings.address)
+        else:
+            self.port = server.add_secure_port(settings.address, credentials)
+        if self.port == 0:
+            raise OSError(f"could not listen on {settings.address}")
+        self._server = server
+        await server.start()
+        if settings.metrics_port >= 0:
+            self._endpoint = MetricsEndpoint(
+                self.metrics.registry, settings.metrics_host, settings.metrics_port
+            )
+            self.metrics_port = self._endpoint.port
+        spec = engine.spec
+        self.metrics.model.info(
+            {
+                "name": spec.name,
+                "version": str(spec.version),
+                "provider": engine.model.provider,
+                "variant": settings.variant.value,
+                "labels": ",".join(spec.labels),
+            }
+        )
+        await engine.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving %s version %d on %s:%d (%s, metrics port %s)",
+            spec.name,
+            spec.version,
+            settings.host,
+            self.port,
+            engine.model.provider,
+            self.metrics_port,
+        )
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, answer accepted ones (up to the grace period)."""
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self.engine is not None:
+            await self.engine.stop()
+        if self._endpoint is not None:
+            self._endpoint.close()
+        log.info("stopped")

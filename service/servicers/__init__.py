@@ -1,0 +1,5 @@
+"""gRPC servicers: convert the request, call the engine, convert the result."""
+
+from service.servicers.sentiment import SentimentServicer
+
+__all__ = ["SentimentServicer"]

@@ -1,0 +1,189 @@
+"""The dynamic batcher against a fake runtime that records every batch it is given."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher, BatchLimits, Item, pad, select
+from service.errors import DeadlineExpired, NotServing, QueueFull, RuntimeFailure
+
+
+class FakeRuntime:
+    """logits[row] = (sum of the row's ids, real length); optional pause and failure."""
+
+    def __init__(self, pause_s: float = 0.0) -> None:
+        self.batches: list[tuple[int, int]] = []
+        self.pause_s = pause_s
+        self.fail_next = False
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, ids, mask, with_attention):
+        self.gate.wait(5)
+        if self.pause_s:
+            time.sleep(self.pause_s)
+        self.batches.append(ids.shape)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("boom")
+        logits = np.stack([ids.sum(1), mask.sum(1)], axis=1).astype(np.float32)
+        batch, length = ids.shape
+        attentions = np.broadcast_to(
+            mask[:, None, None, None, :].astype(np.float32), (batch, 1, 1, length, length)
+        )
+        return logits, (attentions.copy() if with_attention else None)
+
+
+def item(length: int, age: float = 0.0) -> Item:
+    loop = asyncio.new_event_loop()
+    try:
+        return Item([1] * length, False, None, loop.create_future(), time.monotonic() - age)
+    finally:
+        loop.close()
+
+
+def test_select_keeps_the_oldest_and_groups_similar_lengths() -> None:
+    pending = [item(10, age=1.0)] + [item(n) for n in (50, 9, 11, 60, 12, 8, 100)]
+    batch = select(pending, BatchLimits(max_batch_size=4, max_batch_tokens=10_000))
+    assert pending[0] in batch
+    assert sorted(i.length for i in batch) == [8, 9, 10, 11]
+
+
+def test_select_respects_padded_token_budget() -> None:
+    pending = [item(10, age=1.0)] + [item(n) for n in (10, 10, 10, 40)]
+    batch = select(pending, BatchLimits(max_batch_size=32, max_batch_tokens=40))
+    assert [i.length for i in batch] == [10, 10, 10, 10]
+    alone = select([item(40), item(40)], BatchLimits(max_batch_size=32, max_batch_tokens=40))
+    assert len(alone) == 1
+
+
+def test_pad_builds_mask_from_real_lengths() -> None:
+    ids, mask = pad([item(2), item(4)])
+    assert ids.shape == (2, 4) and ids.dtype == np.int64
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert ids[0, 2:].tolist() == [0, 0]
+
+
+async def started(runtime: FakeRuntime, **limits) -> Batcher:
+    batcher = Batcher(runtime, BatchLimits(**limits))
+    batcher.start()
+    return batcher
+
+
+async def test_results_go_back_to_their_own_items() -> None:
+    runtime = FakeRuntime()
+    batcher = await started(runtime)
+    sequences = [[3] * 5, [1, 2], [7] * 9, [4]]
+    results = await asyncio.gather(*batcher.submit(sequences, False, None))
+    for seq, result in zip(sequences, results, strict=True):
+        assert result.logits.tolist() == [sum(seq), len(seq)]
+        assert result.batch_size == 4 and result.padded_length == 9
+    await batcher.stop()
+
+
+async def test_quiet_server_runs_at_once_and_busy_server_batches() -> None:
+    runtime = FakeRuntime(pause_s=0.05)
+    batcher = await started(runtime, max_queue_delay_s=10.0, max_concurrent_batches=1)
+    t0 = time.monotonic()
+    await asyncio.gather(*batcher.submit([[1, 2]], False, None))
+    assert time.monotonic() - t0 < 1.0  # did not wait out the 10 s delay: nothing else was running
+    first = batcher.submit([[1]], False, None)
+    await asyncio.sleep(0.01)  # the first batch is running; these queue behind it
+    rest = [batcher.submit([[i] * (i + 1)], False, None)[0] for i in range(10)]
+    await asyncio.gather(*first, *rest)
+    assert [shape[0] for shape in runtime.batches] == [1, 1, 10]
+    await batcher.stop()
+
+
+async def test_delay_closes_a_batch_while_another_runs() -> None:
+    runtime = FakeRuntime(pause_s=0.5)
+    batcher = await started(runtime, max_queue_delay_s=0.2, max_concurrent_batches=2)
+    blocked = batcher.submit([[1]], False, None)  # runs at once: nothing else was running
+    await asyncio.sleep(0.01)
+    t0 = time.monotonic()
+    waiting = batcher.submit([[2], [3]], False, None)
+    await asyncio.gather(*waiting)
+    elapsed = time.monotonic() - t0
+    # waits out the 0.2 s delay (not 0), then runs 0.5 s beside the first batch (not after it)
+    assert 0.65 <= elapsed < 0.95
+    assert runtime.batches[1] == (2, 1)
+    await asyncio.gather(*blocked)
+    await batcher.stop()
+
+
+async def test_full_queue_refuses_at_once_and_keeps_accepted_items() -> None:
+    runtime = FakeRuntime()
+    runtime.gate.clear()
+    batcher = await started(runtime, max_queue_size=3, max_concurrent_batches=1)
+    running = batcher.submit([[1]], False, None)
+    await asyncio.sleep(0.01)
+    queued = batcher.submit([[2], [3]], False, None)
+    with pytest.raises(QueueFull, match="the limit is 3"):
+        batcher.submit([[4], [5]], False, None)
+    assert batcher.depth == 2
+    runtime.gate.set()
+    results = await asyncio.gather(*running, *queued)
+    assert [r.logits[0] for r in results] == [1, 2, 3]
+    await batcher.stop()
+
+
+async def test_cancelled_and_expired_items_are_not_computed() -> None:
+    runtime = FakeRuntime()
+    runtime.gate.clear()
+    batcher = await started(runtime, max_concurrent_batches=1)
+    running = batcher.submit([[1]], False, None)
+    await asyncio.sleep(0.01)
+    cancelled = batcher.submit([[5] * 7], False, None)
+    expired = batcher.submit([[6] * 8], False, time.monotonic() + 0.01)
+    kept = batcher.submit([[7] * 3], False, None)
+    cancelled[0].cancel()
+    await asyncio.sleep(0.03)
+    runtime.gate.set()
+    await asyncio.gather(*running, *kept)
+    with pytest.raises(DeadlineExpired):
+        await expired[0]
+    assert runtime.batches == [(1, 1), (1, 3)]
+    await batcher.stop()
+
+
+async def test_runtime_failure_fails_only_its_batch() -> None:
+    runtime = FakeRuntime()
+    batcher = await started(runtime)
+    runtime.fail_next = True
+    with pytest.raises(RuntimeFailure):
+        await asyncio.gather(*batcher.submit([[1], [2]], False, None))
+    result = await batcher.submit([[3]], False, None)[0]
+    assert result.logits[0] == 3
+    await batcher.stop()
+
+
+async def test_attention_is_cropped_to_real_tokens() -> None:
+    runtime = FakeRuntime()
+    runtime.gate.clear()
+    batcher = await started(runtime, max_concurrent_batches=1)
+    blocker = batcher.submit([[9]], False, None)
+    await asyncio.sleep(0.01)
+    short, long = batcher.submit([[1, 2], [1, 2, 3, 4, 5]], True, None)
+    runtime.gate.set()
+    await asyncio.gather(*blocker)
+    short_result, long_result = await short, await long
+    assert short_result.padded_length == 5
+    assert short_result.attentions is not None and short_result.attentions.shape == (1, 1, 2, 2)
+    assert long_result.attentions is not None and long_result.attentions.shape == (1, 1, 5, 5)
+    await batcher.stop()
+
+
+async def test_stop_answers_everything_accepted_then_refuses() -> None:
+    runtime = FakeRuntime(pause_s=0.01)
+    batcher = await started(runtime, max_batch_size=4)
+    futures = [f for i in range(20) for f in batcher.submit([[i + 1]], False, None)]
+    await batcher.stop()
+    assert all(f.done() and not f.exception() for f in futures)
+    assert sorted(f.result().logits[0] for f in futures) == list(range(1, 21))
+    with pytest.raises(NotServing):
+        batcher.submit([[1]], False, None)
