@@ -122,7 +122,7 @@ class Engine:
     ) -> list[TextResult]:
         """Predictions in the order of `texts`."""
         if not self.ready:
-            raise NotServing("the model is not ready yet (starting up or shutting down); retry")
+            raise NotServing("the server is starting up or shutting down; retry (another replica)")
         encoded = self.preprocessor.encode(texts)
         with_attention = mode is not AttentionMode.NONE
         futures = self.batcher.submit([e.ids for e in encoded], with_attention, deadline)

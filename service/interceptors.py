@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
 
 OPEN_PREFIX = "/grpc.health.v1.Health/"  # probes never need the token
+WATCH_METHOD = "/grpc.health.v1.Health/Watch"
 
 
 def _rebuild(
@@ -80,6 +83,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return timed
 
         def wrap_stream(behaviour: Any) -> Any:
+            if not inspect.isasyncgenfunction(behaviour):
+                return wrap_unary(behaviour)  # a coroutine writing with context.write (health Watch)
+
             async def timed(request: Any, context: Context) -> AsyncIterator[Any]:
                 started, error = time.perf_counter(), None
                 metrics.in_flight.inc()
@@ -135,5 +141,78 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 yield  # pragma: no cover - makes this an async generator
 
             return deny
+
+        return _rebuild(handler, wrap_unary, wrap_stream)
+
+
+class DrainInterceptor(grpc.aio.ServerInterceptor):
+    """Knows when accepted work is done, so shutdown need not wait out open health watches."""
+
+    def __init__(self) -> None:
+        self._work = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = asyncio.Event()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    def end_watches(self) -> None:
+        """Close every open health watch stream (their last message said NOT_SERVING)."""
+        self._draining.set()
+
+    async def intercept_service(
+        self, continuation: HandlerFactory, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        if handler_call_details.method == WATCH_METHOD:
+
+            def wrap_watch(behaviour: Any) -> Any:
+                async def tracked(request: Any, context: Context) -> None:
+                    watch = asyncio.ensure_future(behaviour(request, context))
+                    draining = asyncio.ensure_future(self._draining.wait())
+                    await asyncio.wait({watch, draining}, return_when=asyncio.FIRST_COMPLETED)
+                    for task in (watch, draining):
+                        task.cancel()
+                    await asyncio.gather(watch, draining, return_exceptions=True)
+
+                return tracked
+
+            return _rebuild(handler, wrap_watch, wrap_watch)
+
+        def begin() -> None:
+            self._work += 1
+            self._idle.clear()
+
+        def end() -> None:
+            self._work -= 1
+            if not self._work:
+                self._idle.set()
+
+        def wrap_unary(behaviour: Any) -> Any:
+            async def tracked(request: Any, context: Context) -> Any:
+                begin()
+                try:
+                    return await behaviour(request, context)
+                finally:
+                    end()
+
+            return tracked
+
+        def wrap_stream(behaviour: Any) -> Any:
+            if not inspect.isasyncgenfunction(behaviour):
+                return wrap_unary(behaviour)
+
+            async def tracked(request: Any, context: Context) -> AsyncIterator[Any]:
+                begin()
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                finally:
+                    end()
+
+            return tracked
 
         return _rebuild(handler, wrap_unary, wrap_stream)

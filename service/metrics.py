@@ -66,6 +66,16 @@ class Metrics:
         )
         self.model = Info("sentiment_model", "The model being served", registry=r)
 
+    def answered(self) -> dict[str, dict[str, int]]:
+        """RPCs answered so far: {method: {status code: count}}."""
+        counts: dict[str, dict[str, int]] = {}
+        for family in self.requests.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    by_code = counts.setdefault(sample.labels["method"], {})
+                    by_code[sample.labels["code"]] = int(sample.value)
+        return counts
+
     def batch_done(self, size: int, padded_length: int, real_tokens: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.compute_seconds.observe(seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 
@@ -14,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from service.config import Settings
 from service.engine import Engine
-from service.interceptors import AuthInterceptor, MetricsInterceptor
+from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInterceptor
 from service.metrics import Metrics, MetricsEndpoint
 from service.servicers import SentimentServicer
 from service.servicers._boundary import lenient
@@ -69,6 +71,7 @@ class Server:
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._endpoint: MetricsEndpoint | None = None
+        self._drain = DrainInterceptor()
         self.services = [SENTIMENT_SERVICE.full_name]
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
@@ -80,7 +83,7 @@ class Server:
         settings = self.settings
         engine = Engine.load(settings, self.metrics)
         self.engine = engine
-        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics), self._drain]
         if settings.auth_token is not None:
             interceptors.append(AuthInterceptor(settings.auth_token.get_secret_value()))
         server = grpc.aio.server(
@@ -138,13 +141,26 @@ class Server:
         )
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Drain: NOT_SERVING, refuse new calls, answer accepted ones (up to the grace period)."""
+        """Drain: NOT_SERVING, refuse new calls (UNAVAILABLE), answer accepted ones, then stop.
+
+        New calls are refused by the engine while the gRPC server still runs, so each is answered
+        UNAVAILABLE (safe to retry elsewhere) instead of being cut off by the transport.
+        """
         grace = self.settings.grace_period_s if grace_s is None else grace_s
+        deadline = asyncio.get_running_loop().time() + grace
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.engine is not None:
+            self.engine.ready = False
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._drain.wait_idle()
+        except TimeoutError:
+            log.warning("accepted calls still running after the %.1f s grace period", grace)
+        self._drain.end_watches()  # health watchers would otherwise hold shutdown open
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         if self.engine is not None:
             await self.engine.stop()
         if self._endpoint is not None:
             self._endpoint.close()
-        log.info("stopped")
+        log.info("stopped; calls answered: %s", json.dumps(self.metrics.answered(), sort_keys=True))

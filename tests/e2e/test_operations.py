@@ -1,0 +1,255 @@
+"""Operating a real server: health, reflection, metrics, auth, TLS, start-up failures, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import urllib.request
+from pathlib import Path
+
+import grpc
+import onnx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from onnx import TensorProto, helper
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_export.data import sha256_file
+from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
+from tests.e2e.conftest import RunningServer, launch
+
+SERVICE = "sentiment.v1.SentimentService"
+
+
+def scrape(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def test_health_reports_serving_for_server_and_service(server: RunningServer) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_describes_the_api(server: RunningServer) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {SERVICE, "grpc.health.v1.Health"} <= services
+        descriptor = database.FindFileContainingSymbol(SERVICE)
+        assert descriptor.package == "sentiment.v1"
+        assert [m.name for m in descriptor.service[0].method] == ["Predict", "PredictStream", "GetModelInfo"]
+
+
+def test_metrics_move_with_real_calls(server: RunningServer, stub) -> None:
+    predict = (("code", "OK"), ("method", f"{SERVICE}/Predict"))
+    invalid = (("code", "INVALID_ARGUMENT"), ("method", f"{SERVICE}/Predict"))
+    before = scrape(server)
+    for _ in range(3):
+        stub.Predict(pb.PredictRequest(texts=["good film", "bad film", "fine"]))
+    with pytest.raises(grpc.RpcError):
+        stub.Predict(pb.PredictRequest())
+    after = scrape(server)
+
+    def moved(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return after.get((name, labels), 0.0) - before.get((name, labels), 0.0)
+
+    assert moved("sentiment_requests_total", predict) == 3
+    assert moved("sentiment_requests_total", invalid) == 1
+    assert moved("sentiment_texts_total") == 9
+    assert moved("sentiment_tokens_total") >= 9 * 3
+    assert 1 <= moved("sentiment_batch_size_count") <= 3
+    assert moved("sentiment_batch_size_sum") == 9
+    assert moved("sentiment_queue_wait_seconds_count") == 9
+    assert moved("sentiment_request_duration_seconds_count", (("method", f"{SERVICE}/Predict"),)) == 4
+    assert moved("sentiment_batch_padding_ratio_count") >= 1
+    assert after[("sentiment_queue_depth", ())] == 0
+    info = [key for key in after if key[0] == "sentiment_model_info"]
+    assert info and ("version", "1") in info[0][1]
+
+
+def test_start_up_fails_clearly_on_a_bad_model_directory(model_root: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(model_root, corrupt)
+    onnx_path = corrupt / "1" / "model.onnx"
+    onnx_path.write_bytes(onnx_path.read_bytes()[:-20] + b"\0" * 20)
+    wrong = tmp_path / "wrong"
+    shutil.copytree(model_root, wrong)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["out"])],
+        "g",
+        [helper.make_tensor_value_info("text", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), wrong / "1" / "model.onnx"
+    )
+    config = json.loads((wrong / "1" / "config.json").read_text())
+    config["sha256"]["model.onnx"] = sha256_file(wrong / "1" / "model.onnx")
+    (wrong / "1" / "config.json").write_text(json.dumps(config))
+    for root, message in (
+        (empty, "holds no model versions"),
+        (corrupt, "sha256"),
+        (wrong, "breaks the model contract"),
+        (tmp_path / "absent", "no model versions"),
+    ):
+        result = subprocess.run(
+            [
+                shutil.which("python") or "python",
+                "-m",
+                "service",
+                "--model-dir",
+                str(root),
+                "--port",
+                "0",
+                "--metrics-port",
+                "-1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bearer_token_guards_everything_but_health(model_root: Path, tmp_path: Path) -> None:
+    running = launch(model_root, tmp_path, env={"SENTIMENT_AUTH_TOKEN": "s3cret"})
+    try:
+        with grpc.insecure_channel(running.target) as channel:
+            stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            request = pb.PredictRequest(texts=["hello"])
+            for metadata, fragment in (
+                (None, "needs `authorization"),
+                ((("authorization", "Bearer nope"),), "wrong"),
+            ):
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.Predict(request, metadata=metadata)
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert fragment in caught.value.details()
+            assert stub.Predict(request, metadata=(("authorization", "Bearer s3cret"),)).predictions
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        assert running.stop() == 0
+
+
+def test_tls_and_mutual_tls(model_root: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    running = launch(
+        model_root,
+        tmp_path,
+        "--tls-cert-file",
+        str(cert),
+        "--tls-key-file",
+        str(key),
+        "--tls-client-ca-file",
+        str(cert),
+    )
+    try:
+        target = f"localhost:{running.port}"
+        request = pb.PredictRequest(texts=["secure"])
+        with_client_cert = grpc.ssl_channel_credentials(
+            cert.read_bytes(), key.read_bytes(), cert.read_bytes()
+        )
+        with grpc.secure_channel(target, with_client_cert) as channel:
+            assert sentiment_pb2_grpc.SentimentServiceStub(channel).Predict(request, timeout=10).predictions
+        without = grpc.ssl_channel_credentials(cert.read_bytes())
+        with grpc.secure_channel(target, without) as channel, pytest.raises(grpc.RpcError) as caught:
+            sentiment_pb2_grpc.SentimentServiceStub(channel).Predict(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError):
+            sentiment_pb2_grpc.SentimentServiceStub(channel).Predict(request, timeout=5)
+    finally:
+        assert running.stop() == 0
+
+
+async def test_sigterm_under_load_loses_no_accepted_request(model_root: Path, tmp_path: Path) -> None:
+    running = launch(model_root, tmp_path, "--max-concurrent-batches", "1", "--grace-period-s", "30")
+    texts = [f"review number {i} was rather good, though long in places" for i in range(64)]
+    codes: list[grpc.StatusCode] = []
+    health_updates: list[int] = []
+    watching = threading.Event()
+
+    def watch_health() -> None:
+        with grpc.insecure_channel(running.target) as channel:
+            try:
+                for update in health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(service=SERVICE)
+                ):
+                    health_updates.append(update.status)
+                    watching.set()
+            except grpc.RpcError:
+                pass
+
+    watcher = threading.Thread(target=watch_health, daemon=True)
+    watcher.start()
+    assert watching.wait(10)
+    async with grpc.aio.insecure_channel(running.target) as channel:
+        stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+
+        async def caller() -> None:
+            for _ in range(200):  # bounded: stops by itself
+                try:
+                    response = await stub.Predict(pb.PredictRequest(texts=texts), timeout=60)
+                    assert len(response.predictions) == len(texts)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as err:
+                    codes.append(err.code())
+                    if err.code() == grpc.StatusCode.UNAVAILABLE:
+                        return
+
+        callers = [asyncio.create_task(caller()) for _ in range(16)]
+        await asyncio.sleep(1.0)
+        running.process.send_signal(signal.SIGTERM)
+        await asyncio.gather(*callers)
+    exit_code = await asyncio.to_thread(running.process.wait, 60)
+    running.stop()
+    watcher.join(10)
+    assert exit_code == 0, running.log()
+    answered = json.loads(running.log().split("calls answered: ")[1].splitlines()[0])[f"{SERVICE}/Predict"]
+    # every call the server took in was answered OK or refused UNAVAILABLE, none cut off or failed
+    assert set(answered) <= {"OK", "UNAVAILABLE"}, answered
+    assert answered["OK"] == codes.count(grpc.StatusCode.OK) > 16
+    # the rest never reached the service: refused, or dropped by the transport as it closed
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in health_updates, health_updates
+    assert "signal received: draining" in running.log()
