@@ -1,0 +1,78 @@
+"""Ceiling for the model itself: ONNX Runtime in-process on the same sentences, no RPC; prints JSON.
+
+Modes: batch1 (one sentence per run), sorted32 / unsorted32 (batches of 32, by length or as they
+come). `--workers` threads each run their share with a 1-thread session config, as the server does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from service.runtime import OnnxModel
+
+
+def batches(ids: list[list[int]], mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    if mode == "batch1":
+        groups = [[seq] for seq in ids]
+    else:
+        ordered = sorted(ids, key=len) if mode == "sorted32" else ids
+        groups = [ordered[i : i + 32] for i in range(0, len(ordered), 32)]
+    result = []
+    for group in groups:
+        length = max(len(seq) for seq in group)
+        input_ids = np.zeros((len(group), length), dtype=np.int64)
+        mask = np.zeros_like(input_ids)
+        for row, seq in enumerate(group):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        result.append((input_ids, mask))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-version-dir", type=Path, required=True)
+    parser.add_argument("--sentences", type=Path, required=True)
+    parser.add_argument("--mode", choices=["batch1", "sorted32", "unsorted32"], default="batch1")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session run")
+    parser.add_argument("--duration", type=float, default=6.0)
+    args = parser.parse_args()
+    config = json.loads((args.model_version_dir / "config.json").read_text())
+    tokenizer = Tokenizer.from_file(str(args.model_version_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(config["max_length"])
+    sentences = json.loads(args.sentences.read_text())
+    ids = [e.ids for e in tokenizer.encode_batch(sentences)]
+    model = OnnxModel(args.model_version_dir / "model.onnx", "cpu", args.threads)
+    work = batches(ids, args.mode)
+    model.run(*work[0], False)
+    done = [0] * args.workers
+    stop_at = time.perf_counter() + args.duration
+
+    def worker(index: int) -> None:
+        position = index
+        while time.perf_counter() < stop_at:
+            input_ids, mask = work[position % len(work)]
+            model.run(input_ids, mask, False)
+            done[index] += input_ids.shape[0]
+            position += args.workers
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"sentences_per_s": sum(done) / (time.perf_counter() - started)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Runs every scenario in one go on one machine and prints the figures side by side.
+
+    python -m bench --model-dir models/sentiment [--duration 8]
+
+Ceilings first (ONNX Runtime alone in-process; an empty grpc.aio server), then this server with
+batching on and off, at 64 single-text callers, at 1 caller, and with 32 texts per request.
+Results also go to bench/results/<time>.json. Nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+READY = re.compile(r"READY port=(\d+)")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sentences_file(out: Path, cache_dir: Path, count: int) -> Path:
+    """Test-split movie snippets, the same for every scenario."""
+    from model_export.data import load_corpus, split
+
+    examples, _ = load_corpus(cache_dir)
+    texts = [e.text for e in split(examples, seed=13).test][:count]
+    path = out / "sentences.json"
+    path.write_text(json.dumps(texts))
+    return path
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def start(command: list[str]) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+    )
+    assert process.stdout is not None
+    match = READY.search(process.stdout.readline())
+    if not match:
+        process.kill()
+        raise RuntimeError(f"{command} did not start")
+    return process, int(match.group(1))
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def measure(command: list[str]) -> dict[str, Any]:
+    result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+def load(port: int, sentences: Path, concurrency: int, per_request: int, duration: float) -> dict[str, Any]:
+    return measure(
+        python(
+            "bench.loadgen",
+            "--target",
+            f"127.0.0.1:{port}",
+            "--sentences",
+            str(sentences),
+            "--concurrency",
+            str(concurrency),
+            "--texts-per-request",
+            str(per_request),
+            "--duration",
+            str(duration),
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-dir", type=Path, default=Path("models/sentiment"))
+    parser.add_argument("--version", type=int, help="version directory to use; the highest by default")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per scenario")
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "sentiment-service")
+    parser.add_argument("--server-flags", default="", help="extra flags for the batching-on server")
+    args = parser.parse_args()
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    versions = sorted(int(p.name) for p in args.model_dir.iterdir() if p.name.isdigit())
+    version = args.version or versions[-1]
+    version_dir = args.model_dir / str(version)
+    texts = sentences_file(out, args.cache_dir, args.sentences)
+    d = str(args.duration)
+    results: dict[str, Any] = {"model": str(version_dir), "duration_s": args.duration}
+
+    def report(name: str, figures: dict[str, Any]) -> None:
+        results[name] = figures
+        shown = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
+        print(f"{name:<34} {shown}", flush=True)
+
+    for mode in ("batch1", "sorted32", "unsorted32"):
+        report(
+            f"ort_alone_{mode}",
+            measure(
+                python(
+                    "bench.ort_alone",
+                    "--model-version-dir",
+                    str(version_dir),
+                    "--sentences",
+                    str(texts),
+                    "--mode",
+                    mode,
+                    "--duration",
+                    d,
+                )
+            ),
+        )
+    empty, port = start(python("bench.empty_server"))
+    try:
+        report("empty_grpc_server_64", load(port, texts, 64, 1, args.duration))
+    finally:
+        stop(empty)
+    base = [
+        "service",
+        "--model-dir",
+        str(args.model_dir),
+        "--model-version",
+        str(version),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--metrics-port",
+        "-1",
+        "--log-level",
+        "WARNING",
+    ]
+    for label, flags in (
+        ("batching_on", args.server_flags.split()),
+        ("batching_off", ["--max-batch-size", "1"]),
+    ):
+        server, port = start(python(*base, *flags))
+        try:
+            report(f"{label}_64_callers", load(port, texts, 64, 1, args.duration))
+            report(f"{label}_1_caller", load(port, texts, 1, 1, args.duration))
+            if label == "batching_on":
+                report(f"{label}_32_texts_x4_callers", load(port, texts, 4, 32, args.duration))
+        finally:
+            stop(server)
+    on64 = results["batching_on_64_callers"]["sentences_per_s"]
+    ceiling = min(
+        max(results[f"ort_alone_{m}"]["sentences_per_s"] for m in ("batch1", "sorted32")),
+        results["empty_grpc_server_64"]["sentences_per_s"],
+    )
+    ratios = {
+        "on_vs_off_64": on64 / results["batching_off_64_callers"]["sentences_per_s"],
+        "on_64_vs_lower_ceiling": on64 / ceiling,
+        "on_vs_off_1_caller_p50": results["batching_on_1_caller"]["p50_ms"]
+        / results["batching_off_1_caller"]["p50_ms"],
+        "on_32_texts_vs_ort_sorted32": results["batching_on_32_texts_x4_callers"]["sentences_per_s"]
+        / results["ort_alone_sorted32"]["sentences_per_s"],
+        "on_64_vs_best_ort": on64
+        / max(results[f"ort_alone_{m}"]["sentences_per_s"] for m in ("batch1", "sorted32", "unsorted32")),
+    }
+    report("ratios", ratios)
+    path = out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Settings: defaults, then SENTIMENT_* variables, then flags."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import Provider, Settings, Variant
+
+
+def test_flags_override_environment_which_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().max_batch_size == 32
+    monkeypatch.setenv("SENTIMENT_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("SENTIMENT_PROVIDER", "cuda")
+    assert Settings().max_batch_size == 8
+    settings = Settings(_cli_parse_args=["--max-batch-size", "4", "--variant", "int8", "--no-reflection"])
+    assert settings.max_batch_size == 4 and settings.provider is Provider.CUDA
+    assert settings.variant is Variant.INT8 and settings.reflection is False
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(max_batch_size=0)
+    with pytest.raises(ValidationError, match="go together"):
+        Settings(tls_cert_file="cert.pem")
