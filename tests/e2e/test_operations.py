@@ -253,3 +253,36 @@ async def test_sigterm_under_load_loses_no_accepted_request(model_root: Path, tm
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
     assert health_pb2.HealthCheckResponse.NOT_SERVING in health_updates, health_updates
     assert "signal received: draining" in running.log()
+
+
+async def test_full_queue_answers_resource_exhausted_and_loses_nothing_accepted(
+    model_root: Path, tmp_path: Path
+) -> None:
+    running = launch(
+        model_root,
+        tmp_path,
+        "--max-queue-size",
+        "8",
+        "--max-concurrent-batches",
+        "1",
+        "--max-batch-size",
+        "4",
+    )
+    try:
+        texts = [f"a fairly long sentence number {i} to keep the model busy for a while" for i in range(4)]
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            outcomes = await asyncio.gather(
+                *(stub.Predict(pb.PredictRequest(texts=texts), timeout=30) for _ in range(60)),
+                return_exceptions=True,
+            )
+        refused = [o for o in outcomes if isinstance(o, grpc.RpcError)]
+        answered = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert refused and answered
+        assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
+        assert "the limit is 8" in refused[0].details()
+        assert all(len(a.predictions) == 4 for a in answered)
+        dropped = scrape(running)[("sentiment_dropped_texts_total", (("reason", "queue_full"),))]
+        assert dropped == 4 * len(refused)
+    finally:
+        assert running.stop() == 0

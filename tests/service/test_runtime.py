@@ -1,0 +1,34 @@
+"""The ONNX Runtime wrapper: contract outputs, provider fallback, optional attention."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.runtime import OnnxModel
+
+
+def test_run_returns_attention_only_when_asked(model_dir: Path) -> None:
+    model = OnnxModel(model_dir / "model.onnx")
+    ids = np.array([[2, 7, 9, 3], [2, 5, 3, 0]], dtype=np.int64)
+    logits, attentions = model.run(ids, (ids != 0).astype(np.int64), with_attention=False)
+    assert logits.shape == (2, 2) and attentions is None
+    logits_again, attentions = model.run(ids, (ids != 0).astype(np.int64), with_attention=True)
+    assert attentions is not None and attentions.shape[0] == 2 and attentions.shape[-2:] == (4, 4)
+    np.testing.assert_array_equal(logits, logits_again)
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="this check is for CPU-only machines"
+)
+def test_cuda_request_falls_back_to_cpu_with_a_warning(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="service.runtime"):
+        model = OnnxModel(model_dir / "model.onnx", provider="cuda")
+    assert model.provider == "CPUExecutionProvider"
+    assert "CUDAExecutionProvider is not available" in caplog.text
