@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 Int64Array = NDArray[np.int64]
 FloatArray = NDArray[np.float32]
+# (input_ids, attention_mask, with_attention) -> (one output row per text, attentions or None)
 RunFn = Callable[[Int64Array, Int64Array, bool], tuple[FloatArray, FloatArray | None]]
 
 
@@ -48,7 +49,7 @@ class Item:
 class ItemResult:
     """The model's output for one text, and what the batcher did for it."""
 
-    logits: FloatArray  # (labels,)
+    outputs: FloatArray  # the model's row for this text, e.g. (labels,)
     attentions: FloatArray | None  # (layers, heads, length, length), padding cropped away
     queue_seconds: float
     compute_seconds: float
@@ -75,36 +76,49 @@ class BatchLimits:
     max_queue_delay_s: float = 0.002
     max_queue_size: int = 2048
     max_concurrent_batches: int = 2
+    max_padding_ratio: float = 0.3  # most of a batch's padded tokens that may be padding
 
 
-def select(pending: Sequence[Item], limits: BatchLimits) -> list[Item]:
+def select(pending: Sequence[Item], limits: BatchLimits, most: int | None = None) -> list[Item]:
     """Choose the next batch: the oldest item and the items closest to it in length.
 
     `pending` is in arrival order. The batch grows from the oldest item's place in length order,
-    each step taking the neighbour nearer in length, while it stays within both limits.
+    each step taking the neighbour nearer in length, while it stays within the limits: texts
+    (and `most`, when given), padded tokens, and the share of padding. Padding costs compute
+    for nothing, so a wide spread of lengths makes several tight batches rather than one loose one.
     """
     by_length = sorted(pending, key=lambda item: item.length)
-    start = by_length.index(pending[0])
+    oldest = pending[0]
+    start = by_length.index(oldest)
     low, high = start, start + 1  # the batch is by_length[low:high]
-    longest = pending[0].length
-    while high - low < limits.max_batch_size:
+    longest, real = oldest.length, oldest.length
+    size_limit = min(limits.max_batch_size, most or limits.max_batch_size)
+
+    def fits(candidate: Item) -> bool:
+        count = high - low + 1
+        padded = max(longest, candidate.length) * count
+        return padded <= limits.max_batch_tokens and (
+            1 - (real + candidate.length) / padded <= limits.max_padding_ratio
+        )
+
+    while high - low < size_limit:
         below = by_length[low - 1] if low > 0 else None
         above = by_length[high] if high < len(by_length) else None
-        fits_above = above is not None and max(longest, above.length) * (high - low + 1) <= (
-            limits.max_batch_tokens
-        )
-        fits_below = below is not None and longest * (high - low + 1) <= limits.max_batch_tokens
+        fits_below = below is not None and fits(below)
+        fits_above = above is not None and fits(above)
         if fits_below and fits_above:
             assert below is not None and above is not None
-            take_below = pending[0].length - below.length <= above.length - pending[0].length
+            take_below = oldest.length - below.length <= above.length - oldest.length
         elif fits_below or fits_above:
             take_below = fits_below
         else:
             break
         if take_below:
             low -= 1
+            real += by_length[low].length
         else:
             longest = max(longest, by_length[high].length)
+            real += by_length[high].length
             high += 1
     return by_length[low:high]
 
@@ -136,6 +150,7 @@ class Batcher:
         )
         self._loop_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._split = False  # the last batch left similar items behind for an idle worker
 
     @property
     def depth(self) -> int:
@@ -204,7 +219,7 @@ class Batcher:
 
     def _ready(self) -> float | None:
         """0 when a batch should close now, else the seconds until the oldest item's delay ends."""
-        if self._closing or not self._running:
+        if self._closing or not self._running or self._split:
             return 0.0
         if len(self._pending) >= self.limits.max_batch_size:
             return 0.0
@@ -225,7 +240,12 @@ class Batcher:
                 continue
             wait = self._ready()
             if not wait:
-                batch = select(self._pending, self.limits)
+                # with several workers idle, share the waiting items among them, each batch of
+                # similar lengths: both cores work and each batch carries less padding
+                idle = self.limits.max_concurrent_batches - len(self._running)
+                most = -(-len(self._pending) // idle)
+                batch = select(self._pending, self.limits, most)
+                self._split = idle > 1 and len(batch) < len(self._pending)
                 chosen = set(map(id, batch))
                 self._pending = [item for item in self._pending if id(item) not in chosen]
                 if self._observer:
@@ -260,7 +280,7 @@ class Batcher:
         ids, mask = pad(batch)
         with_attention = any(item.with_attention for item in batch)
         try:
-            logits, attentions = await asyncio.get_running_loop().run_in_executor(
+            outputs, attentions = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._run_fn, ids, mask, with_attention
             )
         except Exception:
@@ -280,7 +300,7 @@ class Batcher:
             if item.with_attention and attentions is not None:
                 cropped = attentions[row, :, :, : item.length, : item.length]
             item.future.set_result(
-                ItemResult(logits[row], cropped, started - item.enqueued, seconds, size, padded_length)
+                ItemResult(outputs[row], cropped, started - item.enqueued, seconds, size, padded_length)
             )
             if self._observer:
                 self._observer.queue_wait(started - item.enqueued)

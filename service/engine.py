@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.attention import cls_attention, rollout
-from service.batcher import Batcher, BatchLimits, BatchObserver, ItemResult
+from service.batcher import Batcher, BatchLimits, BatchObserver, ItemResult, RunFn
 from service.config import Settings, Variant
 from service.errors import ModelNotFound, NotServing
 from service.model_store import ModelSpec, load_spec, versions
@@ -50,9 +50,22 @@ class TextResult:
 
 
 def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
-    shifted = np.exp(logits - logits.max())
-    result: NDArray[np.float32] = (shifted / shifted.sum()).astype(np.float32)
+    """Row-wise softmax of (B, labels) logits."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    result: NDArray[np.float32] = (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
     return result
+
+
+def probabilities_of(model: OnnxModel) -> RunFn:
+    """The model's run, with logits turned into probabilities in the worker thread, per batch."""
+
+    def run(
+        input_ids: NDArray[np.int64], attention_mask: NDArray[np.int64], with_attention: bool
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        logits, attentions = model.run(input_ids, attention_mask, with_attention)
+        return softmax(logits), attentions
+
+    return run
 
 
 class Engine:
@@ -92,9 +105,14 @@ class Engine:
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
             max_concurrent_batches=settings.max_concurrent_batches,
+            max_padding_ratio=settings.max_padding_ratio,
         )
         return cls(
-            spec, model, preprocessor, Batcher(model.run, limits, observer), versions(settings.model_dir)
+            spec,
+            model,
+            preprocessor,
+            Batcher(probabilities_of(model), limits, observer),
+            versions(settings.model_dir),
         )
 
     async def start(self) -> None:
@@ -126,10 +144,10 @@ class Engine:
         encoded = self.preprocessor.encode(texts)
         with_attention = mode is not AttentionMode.NONE
         futures = self.batcher.submit([e.ids for e in encoded], with_attention, deadline)
-        served = await asyncio.gather(*futures)
+        served = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
         results = []
         for enc, item in zip(encoded, served, strict=True):
-            probabilities = softmax(item.logits)
+            probabilities = item.outputs
             best = int(probabilities.argmax())
             view = None
             if with_attention and item.attentions is not None:

@@ -48,11 +48,14 @@ def _code_name(context: Context, error: BaseException | None) -> str:
     return "UNKNOWN" if isinstance(error, Exception) else "CANCELLED"
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every RPC by method and status code, times it, and tracks how many are in flight."""
+class _Cached(grpc.aio.ServerInterceptor):
+    """Wraps each distinct handler once: handlers are the same objects call after call."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
+    def __init__(self) -> None:
+        self._wrapped: dict[tuple[str, grpc.RpcMethodHandler[Any, Any]], grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        raise NotImplementedError
 
     async def intercept_service(
         self, continuation: HandlerFactory, handler_call_details: grpc.HandlerCallDetails
@@ -60,13 +63,34 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method.lstrip("/")
+        key = (handler_call_details.method, handler)
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._wrapped[key] = self.wrap(handler_call_details.method, handler)
+        return wrapped
+
+
+class MetricsInterceptor(_Cached):
+    """Counts every RPC by method and status code, times it, and tracks how many are in flight."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        name = method.lstrip("/")
         metrics = self.metrics
+        seconds = metrics.request_seconds.labels(name)
+        counters: dict[str, Any] = {}
 
         def finish(started: float, context: Context, error: BaseException | None) -> None:
             metrics.in_flight.dec()
-            metrics.requests.labels(method, _code_name(context, error)).inc()
-            metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
+            code = _code_name(context, error)
+            counter = counters.get(code)
+            if counter is None:
+                counter = counters[code] = metrics.requests.labels(name, code)
+            counter.inc()
+            seconds.observe(time.perf_counter() - started)
 
         def wrap_unary(behaviour: Any) -> Any:
             async def timed(request: Any, context: Context) -> Any:
@@ -108,6 +132,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
+        self._denials: dict[tuple[str, str], grpc.RpcMethodHandler[Any, Any]] = {}
 
     def _authorised(self, details: grpc.HandlerCallDetails) -> bool:
         for key, value in details.invocation_metadata or ():
@@ -128,6 +153,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         message = (
             "the bearer token is wrong" if has_header else "this server needs `authorization: Bearer <token>`"
         )
+        denial = self._denials.get((handler_call_details.method, message))
+        if denial is None:
+            denial = self._denials[(handler_call_details.method, message)] = self._deny(handler, message)
+        return denial
+
+    @staticmethod
+    def _deny(handler: grpc.RpcMethodHandler[Any, Any], message: str) -> grpc.RpcMethodHandler[Any, Any]:
 
         def wrap_unary(_: Any) -> Any:
             async def deny(request: Any, context: Context) -> Any:
@@ -145,10 +177,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _rebuild(handler, wrap_unary, wrap_stream)
 
 
-class DrainInterceptor(grpc.aio.ServerInterceptor):
+class DrainInterceptor(_Cached):
     """Knows when accepted work is done, so shutdown need not wait out open health watches."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._work = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -161,13 +194,8 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
         """Close every open health watch stream (their last message said NOT_SERVING)."""
         self._draining.set()
 
-    async def intercept_service(
-        self, continuation: HandlerFactory, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        if handler_call_details.method == WATCH_METHOD:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        if method == WATCH_METHOD:
 
             def wrap_watch(behaviour: Any) -> Any:
                 async def tracked(request: Any, context: Context) -> None:

@@ -49,7 +49,7 @@ def item(length: int, age: float = 0.0) -> Item:
 
 def test_select_keeps_the_oldest_and_groups_similar_lengths() -> None:
     pending = [item(10, age=1.0)] + [item(n) for n in (50, 9, 11, 60, 12, 8, 100)]
-    batch = select(pending, BatchLimits(max_batch_size=4, max_batch_tokens=10_000))
+    batch = select(pending, BatchLimits(max_batch_size=4, max_batch_tokens=10_000, max_padding_ratio=1.0))
     assert pending[0] in batch
     assert sorted(i.length for i in batch) == [8, 9, 10, 11]
 
@@ -60,6 +60,14 @@ def test_select_respects_padded_token_budget() -> None:
     assert [i.length for i in batch] == [10, 10, 10, 10]
     alone = select([item(40), item(40)], BatchLimits(max_batch_size=32, max_batch_tokens=40))
     assert len(alone) == 1
+
+
+def test_select_keeps_padding_under_the_limit() -> None:
+    pending = [item(10, age=1.0)] + [item(n) for n in (2, 3, 9, 11, 30, 31)]
+    batch = select(pending, BatchLimits(max_batch_size=32, max_padding_ratio=0.2))
+    assert sorted(i.length for i in batch) == [9, 10, 11]
+    loose = select(pending, BatchLimits(max_batch_size=32, max_padding_ratio=1.0))
+    assert len(loose) == 7
 
 
 def test_pad_builds_mask_from_real_lengths() -> None:
@@ -77,18 +85,27 @@ async def started(runtime: FakeRuntime, **limits) -> Batcher:
 
 async def test_results_go_back_to_their_own_items() -> None:
     runtime = FakeRuntime()
-    batcher = await started(runtime)
+    batcher = await started(runtime, max_concurrent_batches=1, max_padding_ratio=1.0)
     sequences = [[3] * 5, [1, 2], [7] * 9, [4]]
     results = await asyncio.gather(*batcher.submit(sequences, False, None))
     for seq, result in zip(sequences, results, strict=True):
-        assert result.logits.tolist() == [sum(seq), len(seq)]
+        assert result.outputs.tolist() == [sum(seq), len(seq)]
         assert result.batch_size == 4 and result.padded_length == 9
+    await batcher.stop()
+
+
+async def test_idle_workers_share_the_queue_by_length() -> None:
+    runtime = FakeRuntime(pause_s=0.05)
+    batcher = await started(runtime, max_concurrent_batches=2, max_queue_delay_s=10.0)
+    results = await asyncio.gather(*batcher.submit([[1] * 9, [2], [3] * 8, [4]], False, None))
+    assert sorted(runtime.batches) == [(2, 1), (2, 9)]  # short with short, long with long, at once
+    assert [r.batch_size for r in results] == [2, 2, 2, 2]
     await batcher.stop()
 
 
 async def test_quiet_server_runs_at_once_and_busy_server_batches() -> None:
     runtime = FakeRuntime(pause_s=0.05)
-    batcher = await started(runtime, max_queue_delay_s=10.0, max_concurrent_batches=1)
+    batcher = await started(runtime, max_queue_delay_s=10.0, max_concurrent_batches=1, max_padding_ratio=1.0)
     t0 = time.monotonic()
     await asyncio.gather(*batcher.submit([[1, 2]], False, None))
     assert time.monotonic() - t0 < 1.0  # did not wait out the 10 s delay: nothing else was running
@@ -128,7 +145,7 @@ async def test_full_queue_refuses_at_once_and_keeps_accepted_items() -> None:
     assert batcher.depth == 2
     runtime.gate.set()
     results = await asyncio.gather(*running, *queued)
-    assert [r.logits[0] for r in results] == [1, 2, 3]
+    assert [r.outputs[0] for r in results] == [1, 2, 3]
     await batcher.stop()
 
 
@@ -158,14 +175,14 @@ async def test_runtime_failure_fails_only_its_batch() -> None:
     with pytest.raises(RuntimeFailure):
         await asyncio.gather(*batcher.submit([[1], [2]], False, None))
     result = await batcher.submit([[3]], False, None)[0]
-    assert result.logits[0] == 3
+    assert result.outputs[0] == 3
     await batcher.stop()
 
 
 async def test_attention_is_cropped_to_real_tokens() -> None:
     runtime = FakeRuntime()
     runtime.gate.clear()
-    batcher = await started(runtime, max_concurrent_batches=1)
+    batcher = await started(runtime, max_concurrent_batches=1, max_padding_ratio=1.0)
     blocker = batcher.submit([[9]], False, None)
     await asyncio.sleep(0.01)
     short, long = batcher.submit([[1, 2], [1, 2, 3, 4, 5]], True, None)
@@ -184,6 +201,6 @@ async def test_stop_answers_everything_accepted_then_refuses() -> None:
     futures = [f for i in range(20) for f in batcher.submit([[i + 1]], False, None)]
     await batcher.stop()
     assert all(f.done() and not f.exception() for f in futures)
-    assert sorted(f.result().logits[0] for f in futures) == list(range(1, 21))
+    assert sorted(f.result().outputs[0] for f in futures) == list(range(1, 21))
     with pytest.raises(NotServing):
         batcher.submit([[1]], False, None)
