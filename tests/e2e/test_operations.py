@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -118,7 +119,7 @@ def test_start_up_fails_clearly_on_a_bad_model_directory(model_root: Path, tmp_p
     ):
         result = subprocess.run(
             [
-                shutil.which("python") or "python",
+                sys.executable,
                 "-m",
                 "service",
                 "--model-dir",
