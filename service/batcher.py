@@ -76,7 +76,7 @@ class BatchLimits:
     max_queue_delay_s: float = 0.002
     max_queue_size: int = 2048
     max_concurrent_batches: int = 2
-    max_padding_ratio: float = 0.3  # most of a batch's padded tokens that may be padding
+    max_padding_ratio: float = 0.1  # most of a batch's padded tokens that may be padding
 
 
 def select(pending: Sequence[Item], limits: BatchLimits, most: int | None = None) -> list[Item]:

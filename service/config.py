@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     """Most texts in one batch."""
     max_batch_tokens: int = Field(8192, ge=1)
     """Most padded tokens in one batch (longest text x texts)."""
-    max_padding_ratio: float = Field(0.3, gt=0.0, le=1.0)
+    max_padding_ratio: float = Field(0.1, gt=0.0, le=1.0)
     """Most of a batch that may be padding; texts of very different lengths go in separate batches."""
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     """Longest the oldest queued text waits for its batch to fill while another batch runs."""
