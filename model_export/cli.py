@@ -58,6 +58,10 @@ def build(
     max_length: Annotated[int | None, typer.Option(help="Tokens per text, [CLS] and [SEP] included.")] = None,
     threads: Annotated[int | None, typer.Option(help="PyTorch threads for training.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split, the shuffles and the weights.")] = None,
+    freeze_embeddings: Annotated[
+        bool | None,
+        typer.Option(help="Keep the word-embedding table fixed (the accurate preset does by default)."),
+    ] = None,
     int8: Annotated[bool, typer.Option(help="Also write and measure an int8 quantised variant.")] = True,
 ) -> None:
     """Train a model, export it to ONNX, verify it, and publish it as the next version."""
@@ -78,6 +82,7 @@ def build(
             max_length=max_length,
             threads=threads,
             seed=seed,
+            freeze_embeddings=freeze_embeddings,
         ),
         chosen.pretrained,
     )

@@ -160,3 +160,10 @@ def test_model_info_describes_the_model(stub, model_dir: Path) -> None:
     assert info.max_length == config["max_length"] and info.num_layers == config["model"]["n_layers"]
     assert json.loads(info.metrics_json)["accuracy"] == config["metrics"]["test"]["accuracy"]
     assert list(info.available_versions) == [1] and info.execution_provider == "CPUExecutionProvider"
+
+
+def test_oversized_message_is_refused_and_server_stays_up(stub) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(pb.PredictRequest(texts=["x" * (17 * 1024 * 1024)]))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert stub.Predict(pb.PredictRequest(texts=["still answering"])).predictions
