@@ -13,17 +13,19 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from service.config import Settings
 from service.engine import Engine
 from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInterceptor
 from service.metrics import Metrics, MetricsEndpoint
-from service.servicers import SentimentServicer
+from service.servicers import InferenceServicer, SentimentServicer
 from service.servicers._boundary import lenient
 
 log = logging.getLogger(__name__)
 
 SENTIMENT_SERVICE = pb.DESCRIPTOR.services_by_name["SentimentService"]
+INFERENCE_SERVICE = inference_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
 
 def generic_handler(servicer: Any, service: ServiceDescriptor) -> grpc.GenericRpcHandler:
@@ -72,7 +74,7 @@ class Server:
         self._server: grpc.aio.Server | None = None
         self._endpoint: MetricsEndpoint | None = None
         self._drain = DrainInterceptor()
-        self.services = [SENTIMENT_SERVICE.full_name]
+        self.services = [SENTIMENT_SERVICE.full_name, INFERENCE_SERVICE.full_name]
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for service in ("", *self.services):
@@ -94,7 +96,12 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        server.add_generic_rpc_handlers([generic_handler(SentimentServicer(engine), SENTIMENT_SERVICE)])
+        server.add_generic_rpc_handlers(
+            [
+                generic_handler(SentimentServicer(engine), SENTIMENT_SERVICE),
+                generic_handler(InferenceServicer(engine), INFERENCE_SERVICE),
+            ]
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if settings.reflection:

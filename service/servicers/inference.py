@@ -1,0 +1,240 @@
+"""inference.GRPCInferenceService: the KServe v2 / Open Inference Protocol over the same engine.
+
+Model `sentiment` takes one input, `text` (BYTES, shape [N]); it answers `label` (BYTES [N]) and
+`probabilities` (FP32 [N, labels]). Request parameter `attention` ("none", "summary", "full") adds
+`num_tokens` (INT32 [N]), `tokens` (BYTES [N, T]), `cls_attention` and `rollout` (FP32 [N, T]) and,
+for "full", `attention_weights` (FP32 [N, layers, heads, T, T]); T is the longest text's token
+count and each row i is zero-padded beyond num_tokens[i]. Outputs are raw (raw_output_contents)
+unless request parameter `typed_output` is true.
+"""
+
+from __future__ import annotations
+
+import struct
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import grpc
+import numpy as np
+
+from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
+from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.engine import AttentionMode, Engine, TextResult
+from service.errors import InvalidInput, ModelNotFound
+from service.servicers._boundary import deadline_of, unary
+
+Context = grpc.aio.ServicerContext[Any, Any]
+INPUT = "text"
+DEFAULT_OUTPUTS = ("label", "probabilities")
+SUMMARY_OUTPUTS = ("num_tokens", "tokens", "cls_attention", "rollout")
+FULL_OUTPUTS = ("attention_weights",)
+MODES = {"none": AttentionMode.NONE, "summary": AttentionMode.SUMMARY, "full": AttentionMode.FULL}
+LENGTH = struct.Struct("<I")
+
+try:
+    SERVER_VERSION = version("sentiment-service")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    SERVER_VERSION = "0"
+
+
+def parse_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
+    """Elements of a raw BYTES tensor: each a 4-byte little-endian length, then the bytes."""
+    elements: list[bytes] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InvalidInput(f"raw input for {INPUT!r} ends inside the length of element {len(elements)}")
+        (size,) = LENGTH.unpack_from(raw, offset)
+        offset += 4
+        if offset + size > len(raw):
+            raise InvalidInput(
+                f"raw input for {INPUT!r}: element {len(elements)} says {size} bytes but only "
+                f"{len(raw) - offset} remain"
+            )
+        elements.append(raw[offset : offset + size])
+        offset += size
+    if len(elements) != count:
+        raise InvalidInput(f"raw input for {INPUT!r} holds {len(elements)} elements; its shape says {count}")
+    return elements
+
+
+def serialize_bytes_tensor(values: list[bytes]) -> bytes:
+    return b"".join(LENGTH.pack(len(v)) + v for v in values)
+
+
+def _parameter(request: pb.ModelInferRequest, name: str) -> Any:
+    if name not in request.parameters:
+        return None
+    parameter = request.parameters[name]
+    choice = parameter.WhichOneof("parameter_choice")
+    return getattr(parameter, choice) if choice else None
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Thin: converts tensors to texts, calls the engine, converts predictions to tensors."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _check_model(self, name: str, version_text: str) -> None:
+        if name != self.engine.spec.name:
+            raise ModelNotFound(f"unknown model {name!r}; this server serves {self.engine.spec.name!r}")
+        if version_text:
+            if not version_text.isdigit():
+                raise ModelNotFound(f"model version {version_text!r} is not a version number")
+            self.engine.check_version(int(version_text))
+
+    @unary
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @unary
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.engine.ready)
+
+    @unary
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
+        self._check_model(request.name, request.version)
+        return pb.ModelReadyResponse(ready=self.engine.ready)
+
+    @unary
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="sentiment-service", version=SERVER_VERSION, extensions=[])
+
+    @unary
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        self._check_model(request.name, request.version)
+        spec = self.engine.spec
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=spec.name,
+            versions=[str(v) for v in self.engine.available_versions],
+            platform="onnxruntime_onnx",
+            inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
+            outputs=[
+                tensor(name="label", datatype="BYTES", shape=[-1]),
+                tensor(name="probabilities", datatype="FP32", shape=[-1, len(spec.labels)]),
+                tensor(name="num_tokens", datatype="INT32", shape=[-1]),
+                tensor(name="tokens", datatype="BYTES", shape=[-1, -1]),
+                tensor(name="cls_attention", datatype="FP32", shape=[-1, -1]),
+                tensor(name="rollout", datatype="FP32", shape=[-1, -1]),
+                tensor(
+                    name="attention_weights",
+                    datatype="FP32",
+                    shape=[-1, spec.num_layers, spec.num_heads, -1, -1],
+                ),
+            ],
+        )
+
+    def _texts(self, request: pb.ModelInferRequest) -> list[str]:
+        if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
+            names = [i.name for i in request.inputs]
+            raise InvalidInput(f"expected exactly one input tensor named {INPUT!r}, got {names}")
+        tensor = request.inputs[0]
+        if tensor.datatype != "BYTES":
+            raise InvalidInput(f"input {INPUT!r} must have datatype BYTES, got {tensor.datatype!r}")
+        shape = list(tensor.shape)
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 0:
+            raise InvalidInput(f"input {INPUT!r} must have shape [N] (or [N, 1]), got {shape}")
+        count = shape[0]
+        if request.raw_input_contents:
+            if len(request.raw_input_contents) != 1:
+                raise InvalidInput(
+                    f"raw_input_contents has {len(request.raw_input_contents)} entries for 1 input tensor"
+                )
+            if tensor.contents.bytes_contents:
+                raise InvalidInput(f"input {INPUT!r} has both raw and typed contents; send one")
+            elements = parse_bytes_tensor(request.raw_input_contents[0], count)
+        else:
+            elements = list(tensor.contents.bytes_contents)
+            if len(elements) != count:
+                raise InvalidInput(f"input {INPUT!r} holds {len(elements)} elements; its shape says {count}")
+        texts = []
+        for index, element in enumerate(elements):
+            try:
+                texts.append(element.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise InvalidInput(
+                    f"element {index} of {INPUT!r} is not valid UTF-8 (byte {err.start})"
+                ) from err
+        return texts
+
+    @unary
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+        self._check_model(request.model_name, request.model_version)
+        mode_name = _parameter(request, "attention") or "none"
+        mode = MODES.get(str(mode_name))
+        if mode is None:
+            raise InvalidInput(f"parameter attention={mode_name!r} is unknown; use none, summary or full")
+        typed = bool(_parameter(request, "typed_output"))
+        available = list(DEFAULT_OUTPUTS)
+        if mode is not AttentionMode.NONE:
+            available += SUMMARY_OUTPUTS
+        if mode is AttentionMode.FULL:
+            available += FULL_OUTPUTS
+        wanted = [o.name for o in request.outputs] or available
+        unknown = [name for name in wanted if name not in available]
+        if unknown:
+            raise InvalidInput(
+                f"unknown or unavailable outputs {unknown}; with attention={mode.value} use {available}"
+            )
+        results = await self.engine.predict(self._texts(request), mode, deadline_of(context))
+        response = pb.ModelInferResponse(
+            model_name=self.engine.spec.name, model_version=str(self.engine.spec.version), id=request.id
+        )
+        for name in wanted:
+            datatype, array = _output(name, results)
+            tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
+            if datatype == "BYTES":
+                values = [v.encode("utf-8") for v in array.ravel().tolist()]
+                if typed:
+                    tensor.contents.bytes_contents.extend(values)
+                else:
+                    response.raw_output_contents.append(serialize_bytes_tensor(values))
+            elif typed:
+                contents = (
+                    tensor.contents.int_contents if datatype == "INT32" else tensor.contents.fp32_contents
+                )
+                contents.extend(array.ravel().tolist())
+            else:
+                response.raw_output_contents.append(array.tobytes())
+        return response
+
+
+def _output(name: str, results: list[TextResult]) -> tuple[str, np.ndarray]:
+    """One output tensor of the batch of results: (datatype, array)."""
+    if name == "label":
+        return "BYTES", np.array([r.label for r in results], dtype=object)
+    if name == "probabilities":
+        return "FP32", np.stack([r.probabilities for r in results]).astype("<f4")
+    if name == "num_tokens":
+        return "INT32", np.array([r.num_tokens for r in results], dtype="<i4")
+    longest = max(r.num_tokens for r in results)
+    views = [r.attention for r in results]
+    assert all(v is not None for v in views)
+    if name == "tokens":
+        tokens = np.full((len(results), longest), "", dtype=object)
+        for row, view in enumerate(views):
+            assert view is not None
+            tokens[row, : len(view.tokens)] = view.tokens
+        return "BYTES", tokens
+    if name in ("cls_attention", "rollout"):
+        values = np.zeros((len(results), longest), dtype="<f4")
+        for row, view in enumerate(views):
+            assert view is not None
+            row_values = view.cls_attention if name == "cls_attention" else view.rollout
+            values[row, : len(row_values)] = row_values
+        return "FP32", values
+    first = views[0]
+    assert first is not None and first.weights is not None
+    layers, heads = first.weights.shape[:2]
+    weights = np.zeros((len(results), layers, heads, longest, longest), dtype="<f4")
+    for row, view in enumerate(views):
+        assert view is not None and view.weights is not None
+        n = view.weights.shape[-1]
+        weights[row, :, :, :n, :n] = view.weights
+    return "FP32", weights
