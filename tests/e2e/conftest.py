@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
 
@@ -75,6 +77,15 @@ def launch(model_root: Path, tmp_path: Path, *flags: str, env: dict[str, str] | 
         raise AssertionError(f"server did not start (exit {process.returncode}):\n{log_path.read_text()}")
     metrics = None if match.group(2) == "None" else int(match.group(2))
     return RunningServer(process, int(match.group(1)), metrics, log_path)
+
+
+def scrape(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as v2
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
-from tests.e2e.conftest import RunningServer
+from tests.e2e.conftest import RunningServer, scrape
 
 TEXTS = ["A wonderful, moving film.", "Dull and far too long.", "ok", "The best thing I have seen in years!"]
 
@@ -180,3 +180,15 @@ def test_tritonclient_calls_every_rpc(server: RunningServer, stub) -> None:
         assert got["num_tokens"][row] == n and got["tokens"][row][:n] == list(prediction.attention.tokens)
         np.testing.assert_allclose(got["rollout"][row][:n], prediction.attention.rollout, atol=1e-6)
     assert got["unknown_model"][0] == "StatusCode.NOT_FOUND"
+
+
+def test_v2_calls_share_the_metrics_under_their_own_method(v2_stub, server: RunningServer) -> None:
+    v2_stub.ModelInfer(request(["counted"]))
+    key = (
+        "sentiment_requests_total",
+        (("code", "OK"), ("method", "inference.GRPCInferenceService/ModelInfer")),
+    )
+    for _ in range(50):  # the interceptor counts a call just after its answer leaves
+        if scrape(server).get(key, 0) >= 1:
+            break
+    assert scrape(server)[key] >= 1

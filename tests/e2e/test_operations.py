@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -19,23 +18,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from onnx import TensorProto, helper
-from prometheus_client.parser import text_string_to_metric_families
 
 from model_export.data import sha256_file
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
-from tests.e2e.conftest import RunningServer, launch
+from tests.e2e.conftest import RunningServer, launch, scrape
 
 SERVICE = "sentiment.v1.SentimentService"
-
-
-def scrape(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
 
 
 def test_health_reports_serving_for_server_and_service(server: RunningServer) -> None:
