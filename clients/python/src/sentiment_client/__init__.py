@@ -1,5 +1,46 @@
-"""Client of the sentiment inference service; the generated gRPC modules live in sentiment_client.pb."""
+"""Python client of the sentiment inference service: typed predictions, attention, retries, streaming.
 
-__all__ = ["__version__"]
+    from sentiment_client import SentimentClient
+
+    with SentimentClient("127.0.0.1:50051") as client:
+        prediction = client.predict("A quietly devastating film.", attention="summary")
+        print(prediction.label, prediction.score, prediction.attention.tokens)
+
+The generated gRPC modules live in sentiment_client.pb.
+"""
+
+from sentiment_client._client import AsyncSentimentClient, SentimentClient
+from sentiment_client._retry import RetryPolicy
+from sentiment_client.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    SentimentError,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+)
+from sentiment_client.types import Attention, AttentionMode, BatchInfo, ModelInfo, Prediction
+
+__all__ = [
+    "AsyncSentimentClient",
+    "Attention",
+    "AttentionMode",
+    "BatchInfo",
+    "DeadlineExceeded",
+    "InvalidInput",
+    "ModelInfo",
+    "NotFound",
+    "Overloaded",
+    "Prediction",
+    "RetryPolicy",
+    "SentimentClient",
+    "SentimentError",
+    "ServerError",
+    "Unauthenticated",
+    "Unavailable",
+    "__version__",
+]
 
 __version__ = "0.1.0"

@@ -1,0 +1,417 @@
+"""SentimentClient (blocking) and AsyncSentimentClient (asyncio) over the sentiment.v1 gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import grpc
+
+from sentiment_client._retry import RetryPolicy
+from sentiment_client.errors import SentimentError, from_rpc_error, from_status
+from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from sentiment_client.types import Attention, AttentionMode, BatchInfo, ModelInfo, Prediction
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+MODES = {
+    AttentionMode.NONE: pb.ATTENTION_MODE_NONE,
+    AttentionMode.SUMMARY: pb.ATTENTION_MODE_SUMMARY,
+    AttentionMode.FULL: pb.ATTENTION_MODE_FULL,
+}
+HEALTH_METHOD = "/grpc.health.v1.Health/Check"
+
+
+def _read(value: bytes | str | Path | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def _health_request(service: str) -> bytes:
+    """grpc.health.v1.HealthCheckRequest{service} by hand: the client needs no extra package."""
+    encoded = service.encode()
+    return (b"\x0a" + bytes([len(encoded)]) + encoded) if encoded else b""
+
+
+_HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def _health_status(response: bytes) -> str:
+    return _HEALTH_STATUS.get(response[1] if len(response) >= 2 and response[0] == 0x08 else 0, "UNKNOWN")
+
+
+class _BaseClient:
+    """What both clients share: target, credentials, token, deadlines, retries, conversions."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | str | Path | None = None,
+        client_certificate: bytes | str | Path | None = None,
+        client_key: bytes | str | Path | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target or os.environ.get("SENTIMENT_TARGET", DEFAULT_TARGET)
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._credentials: grpc.ChannelCredentials | None = None
+        if tls or root_certificates or client_certificate:
+            self._credentials = grpc.ssl_channel_credentials(
+                _read(root_certificates), _read(client_key), _read(client_certificate)
+            )
+        self._options = [("grpc.max_receive_message_length", 64 << 20), *options]
+        self._info: ModelInfo | None = None
+
+    @staticmethod
+    def _request(texts: Sequence[str], attention: AttentionMode | str) -> pb.PredictRequest:
+        return pb.PredictRequest(texts=list(texts), attention=MODES[AttentionMode(attention)])
+
+    @staticmethod
+    def _prediction(text: str, message: pb.Prediction, labels: Sequence[str]) -> Prediction:
+        attention = None
+        if message.HasField("attention"):
+            a = message.attention
+            attention = Attention(
+                tuple(a.tokens),
+                tuple(a.cls_attention),
+                tuple(a.rollout),
+                a.num_layers,
+                a.num_heads,
+                tuple(a.weights),
+            )
+        b = message.batch
+        return Prediction(
+            text=text,
+            label=message.label,
+            score=message.score,
+            probabilities=dict(zip(labels, message.probabilities, strict=True)),
+            truncated=message.truncated,
+            num_tokens=message.num_tokens,
+            batch=BatchInfo(b.queue_seconds, b.compute_seconds, b.batch_size, b.padded_length),
+            attention=attention,
+        )
+
+    @staticmethod
+    def _info_of(message: pb.GetModelInfoResponse) -> ModelInfo:
+        return ModelInfo(
+            name=message.name,
+            version=message.version,
+            labels=tuple(message.labels),
+            max_length=message.max_length,
+            num_layers=message.num_layers,
+            num_heads=message.num_heads,
+            hidden_size=message.hidden_size,
+            vocab_size=message.vocab_size,
+            metrics=json.loads(message.metrics_json or "{}"),
+            available_versions=tuple(message.available_versions),
+            max_texts_per_request=message.max_texts_per_request,
+            max_text_chars=message.max_text_chars,
+            execution_provider=message.execution_provider,
+        )
+
+    @staticmethod
+    def _chunks(texts: Sequence[str], size: int) -> list[Sequence[str]]:
+        return [texts[i : i + size] for i in range(0, len(texts), max(1, size))]
+
+    @staticmethod
+    def _stream_result(
+        response: pb.PredictStreamResponse, texts: Sequence[str], labels: Sequence[str]
+    ) -> list[Prediction]:
+        if response.WhichOneof("result") == "error":
+            raise from_status(grpc.StatusCode(_code_of(response.error.code)), response.error.message)
+        return [
+            _BaseClient._prediction(t, p, labels)
+            for t, p in zip(texts, response.response.predictions, strict=True)
+        ]
+
+
+def _code_of(number: int) -> tuple[int, str]:
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code.value
+    return grpc.StatusCode.UNKNOWN.value
+
+
+class SentimentClient(_BaseClient):
+    """Blocking client; use it as a context manager so the channel is closed.
+
+    with SentimentClient("127.0.0.1:50051") as client:
+        print(client.predict("What a film!").label)
+    """
+
+    def __init__(self, target: str | None = None, **kwargs: Any) -> None:
+        super().__init__(target, **kwargs)
+        if self._credentials is None:
+            self._channel = grpc.insecure_channel(self.target, options=self._options)
+        else:
+            self._channel = grpc.secure_channel(self.target, self._credentials, options=self._options)
+        self._stub = pb_grpc.SentimentServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def __enter__(self) -> SentimentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Any, request: Any, timeout_s: float | None = None) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+            except grpc.RpcError as err:
+                if self.retry.should_retry(err.code(), attempt):
+                    time.sleep(self.retry.delay(attempt))
+                    continue
+                raise from_rpc_error(err) from err
+
+    def model_info(self, version: int = 0) -> ModelInfo:
+        """The served model: labels, sizes, limits, test metrics."""
+        info = self._info_of(
+            self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model_version=version))
+        )
+        if not version:
+            self._info = info
+        return info
+
+    def _limits(self) -> ModelInfo:
+        return self._info or self.model_info()
+
+    @overload
+    def predict(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
+        self, texts: str, attention: AttentionMode | str = ..., timeout_s: float | None = ...
+    ) -> Prediction: ...
+
+    @overload
+    def predict(
+        self, texts: Sequence[str], attention: AttentionMode | str = ..., timeout_s: float | None = ...
+    ) -> list[Prediction]: ...
+
+    def predict(
+        self,
+        texts: str | Sequence[str],
+        attention: AttentionMode | str = AttentionMode.NONE,
+        timeout_s: float | None = None,
+    ) -> Prediction | list[Prediction]:
+        """Classify one text (returns a Prediction) or many (a list, in order), chunked to the
+        server's per-request limit."""
+        single = isinstance(texts, str)
+        items: Sequence[str] = [texts] if isinstance(texts, str) else texts
+        info = self._limits()
+        results: list[Prediction] = []
+        for chunk in self._chunks(items, info.max_texts_per_request):
+            response = self._call(self._stub.Predict, self._request(chunk, attention), timeout_s)
+            results.extend(
+                self._prediction(t, p, info.labels) for t, p in zip(chunk, response.predictions, strict=True)
+            )
+        return results[0] if single else results
+
+    def health(self, service: str = "", timeout_s: float | None = None) -> str:
+        """grpc.health.v1 status of the server ("") or of one service: SERVING, NOT_SERVING, ..."""
+        check: Any = self._channel.unary_unary(HEALTH_METHOD)
+        try:
+            response = check(
+                _health_request(service), timeout=timeout_s or self.timeout_s, metadata=self._metadata
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return _health_status(response)
+
+    def stream(
+        self,
+        texts: Iterable[str],
+        attention: AttentionMode | str = AttentionMode.NONE,
+        chunk_size: int = 16,
+        window: int = 16,
+    ) -> Iterator[Prediction]:
+        """Predictions for an iterable of any length, in input order, over one PredictStream.
+
+        At most `window` requests of `chunk_size` texts are in flight: the input is read only as
+        fast as answers come back, so memory stays bounded however long the input is.
+        """
+        labels = self._limits().labels
+        slots = threading.Semaphore(window)
+        sent: dict[str, Sequence[str]] = {}
+        stop = threading.Event()
+
+        def requests() -> Iterator[pb.PredictStreamRequest]:
+            chunk: list[str] = []
+            number = 0
+            for text in texts:
+                chunk.append(text)
+                if len(chunk) == chunk_size:
+                    yield from send(chunk, number)
+                    chunk, number = [], number + 1
+            if chunk:
+                yield from send(chunk, number)
+
+        def send(chunk: list[str], number: int) -> Iterator[pb.PredictStreamRequest]:
+            while not slots.acquire(timeout=0.1):
+                if stop.is_set():
+                    return
+            sent[str(number)] = chunk
+            yield pb.PredictStreamRequest(request_id=str(number), request=self._request(chunk, attention))
+
+        responses = self._stub.PredictStream(requests(), metadata=self._metadata)
+        waiting: dict[int, pb.PredictStreamResponse] = {}
+        next_number = 0
+        try:
+            for response in responses:
+                slots.release()
+                waiting[int(response.request_id)] = response
+                while next_number in waiting:
+                    ready = waiting.pop(next_number)
+                    yield from self._stream_result(ready, sent.pop(str(next_number)), labels)
+                    next_number += 1
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            stop.set()
+            responses.cancel()
+
+
+class AsyncSentimentClient(_BaseClient):
+    """asyncio client with the same methods as SentimentClient, as coroutines.
+
+    async with AsyncSentimentClient("127.0.0.1:50051") as client:
+        print((await client.predict("What a film!")).label)
+    """
+
+    def __init__(self, target: str | None = None, **kwargs: Any) -> None:
+        super().__init__(target, **kwargs)
+        if self._credentials is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+        else:
+            self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
+        self._stub = pb_grpc.SentimentServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    async def __aenter__(self) -> AsyncSentimentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: Any, request: Any, timeout_s: float | None = None) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+            except grpc.RpcError as err:
+                if self.retry.should_retry(err.code(), attempt):
+                    await asyncio.sleep(self.retry.delay(attempt))
+                    continue
+                raise from_rpc_error(err) from err
+
+    async def model_info(self, version: int = 0) -> ModelInfo:
+        """The served model: labels, sizes, limits, test metrics."""
+        message = await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model_version=version))
+        info = self._info_of(message)
+        if not version:
+            self._info = info
+        return info
+
+    async def predict(
+        self,
+        texts: str | Sequence[str],
+        attention: AttentionMode | str = AttentionMode.NONE,
+        timeout_s: float | None = None,
+    ) -> Prediction | list[Prediction]:
+        """As SentimentClient.predict; the chunks of a long input are sent concurrently."""
+        single = isinstance(texts, str)
+        items: Sequence[str] = [texts] if isinstance(texts, str) else texts
+        info = self._info or await self.model_info()
+        chunks = self._chunks(items, info.max_texts_per_request)
+        responses = await asyncio.gather(
+            *(self._call(self._stub.Predict, self._request(c, attention), timeout_s) for c in chunks)
+        )
+        results = [
+            self._prediction(t, p, info.labels)
+            for chunk, response in zip(chunks, responses, strict=True)
+            for t, p in zip(chunk, response.predictions, strict=True)
+        ]
+        return results[0] if single else results
+
+    async def health(self, service: str = "", timeout_s: float | None = None) -> str:
+        """grpc.health.v1 status of the server ("") or of one service."""
+        check: Any = self._channel.unary_unary(HEALTH_METHOD)
+        try:
+            response = await check(
+                _health_request(service), timeout=timeout_s or self.timeout_s, metadata=self._metadata
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return _health_status(response)
+
+    async def stream(
+        self,
+        texts: Iterable[str],
+        attention: AttentionMode | str = AttentionMode.NONE,
+        chunk_size: int = 16,
+        window: int = 16,
+    ) -> AsyncIterator[Prediction]:
+        """As SentimentClient.stream: in order, at most `window` requests in flight."""
+        labels = (self._info or await self.model_info()).labels
+        call = self._stub.PredictStream(metadata=self._metadata)
+        slots = asyncio.Semaphore(window)
+        sent: dict[str, Sequence[str]] = {}
+
+        async def write() -> None:
+            chunk: list[str] = []
+            number = 0
+            for text in texts:
+                chunk.append(text)
+                if len(chunk) == chunk_size:
+                    await send(chunk, number)
+                    chunk, number = [], number + 1
+            if chunk:
+                await send(chunk, number)
+            await call.done_writing()
+
+        async def send(chunk: list[str], number: int) -> None:
+            await slots.acquire()
+            sent[str(number)] = chunk
+            await call.write(
+                pb.PredictStreamRequest(request_id=str(number), request=self._request(chunk, attention))
+            )
+
+        writer = asyncio.create_task(write())
+        waiting: dict[int, pb.PredictStreamResponse] = {}
+        next_number = 0
+        try:
+            async for response in call:
+                slots.release()
+                waiting[int(response.request_id)] = response
+                while next_number in waiting:
+                    ready = waiting.pop(next_number)
+                    for prediction in self._stream_result(ready, sent.pop(str(next_number)), labels):
+                        yield prediction
+                    next_number += 1
+            await writer
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            writer.cancel()
+            call.cancel()
+
+
+__all__ = ["AsyncSentimentClient", "SentimentClient", "SentimentError"]

@@ -1,0 +1,125 @@
+"""Attention made visible: coloured tokens in the terminal, a PNG heatmap, a self-contained HTML page."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from sentiment_client.types import Attention, Prediction
+
+
+def _scaled(values: tuple[float, ...]) -> list[float]:
+    """Weights scaled to [0, 1] by the largest, ignoring [CLS] and [SEP] which soak up attention."""
+    inner = values[1:-1] or values
+    top = max(inner) or 1.0
+    return [min(1.0, v / top) for v in values]
+
+
+def terminal_text(prediction: Prediction) -> object:
+    """A rich Text: each token on a background as strong as the rollout weight it received."""
+    from rich.text import Text
+
+    assert prediction.attention is not None
+    attention = prediction.attention
+    text = Text()
+    for token, weight in zip(attention.tokens, _scaled(attention.rollout), strict=True):
+        level = int(255 - 200 * weight)
+        colour = (
+            f"rgb(255,{level},{level})" if prediction.label == "negative" else f"rgb({level},255,{level})"
+        )
+        text.append(f" {token} ", style=f"black on {colour}")
+    return text
+
+
+def _cell(weight: float, label: str) -> str:
+    level = int(255 - 215 * weight)
+    colour = f"rgb(255,{level},{level})" if label == "negative" else f"rgb({level},{255},{level})"
+    return f"background:{colour}"
+
+
+def html_page(prediction: Prediction) -> str:
+    """One HTML file with no external resources: tokens coloured by rollout and [CLS] attention,
+    and a heatmap per layer and head when full attention was asked for."""
+    attention = prediction.attention
+    assert attention is not None
+    label = prediction.label
+    rows = []
+    for name, values in (
+        ("rollout", attention.rollout),
+        ("[CLS] attention, last layer", attention.cls_attention),
+    ):
+        cells = "".join(
+            f'<span class="tok" style="{_cell(w, label)}" title="{v:.4f}">{html.escape(t)}</span>'
+            for t, w, v in zip(attention.tokens, _scaled(values), values, strict=True)
+        )
+        rows.append(f"<h2>{html.escape(name)}</h2><p>{cells}</p>")
+    maps = []
+    n = len(attention.tokens)
+    for layer in range(attention.num_layers):
+        for head in range(attention.num_heads):
+            body = []
+            for q in range(n):
+                row = [attention.weight(layer, head, q, k) for k in range(n)]
+                top = max(row) or 1.0
+                tds = "".join(f'<td style="{_cell(v / top, label)}" title="{v:.3f}"></td>' for v in row)
+                body.append(f"<tr><th>{html.escape(attention.tokens[q])}</th>{tds}</tr>")
+            heads = "".join(f'<th class="key">{html.escape(t)}</th>' for t in attention.tokens)
+            maps.append(
+                f"<figure><figcaption>layer {layer + 1}, head {head + 1}</figcaption>"
+                f"<table><tr><th></th>{heads}</tr>{''.join(body)}</table></figure>"
+            )
+    grid = f'<h2>Every layer and head</h2><div class="grid">{"".join(maps)}</div>' if maps else ""
+    probabilities = ", ".join(f"{k} {v:.3f}" for k, v in prediction.probabilities.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Attention: {html.escape(label)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; background: #fff; color: #222; }}
+.tok {{ display: inline-block; padding: 0.2em 0.35em; margin: 0.1em; border-radius: 0.25em; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+table {{ border-collapse: collapse; font-size: 0.7em; }}
+td {{ width: 1.1em; height: 1.1em; border: 1px solid #eee; }}
+th {{ font-weight: normal; text-align: right; padding-right: 0.3em; }}
+th.key {{ writing-mode: vertical-rl; text-align: left; }}
+</style></head><body>
+<h1>{html.escape(label)} <small>({probabilities})</small></h1>
+<p>{html.escape(prediction.text)}</p>
+{"".join(rows)}
+{grid}
+</body></html>
+"""
+
+
+def png_figure(prediction: Prediction, path: Path) -> None:
+    """Summary bars (rollout, [CLS] attention) and, with full attention, a heatmap per layer and head."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attention: Attention | None = prediction.attention
+    assert attention is not None
+    n = len(attention.tokens)
+    layers, heads = attention.num_layers, attention.num_heads
+    rows = 1 + layers
+    fig = plt.figure(figsize=(max(8, 1.6 * max(heads, 4)), 3 + 2.2 * layers), dpi=110)
+    grid = fig.add_gridspec(rows, max(heads, 1), height_ratios=[1.3] + [1] * layers)
+    summary = fig.add_subplot(grid[0, :])
+    positions = range(n)
+    summary.bar([p - 0.2 for p in positions], attention.rollout, width=0.4, label="rollout")
+    summary.bar(
+        [p + 0.2 for p in positions], attention.cls_attention, width=0.4, label="[CLS] attention, last layer"
+    )
+    summary.set_xticks(list(positions), attention.tokens, rotation=60, ha="right", fontsize=8)
+    summary.set_title(f"{prediction.label} ({prediction.score:.3f}): {prediction.text[:80]}")
+    summary.legend(fontsize=8)
+    for layer in range(layers):
+        for head in range(heads):
+            axis = fig.add_subplot(grid[1 + layer, head])
+            matrix = [[attention.weight(layer, head, q, k) for k in range(n)] for q in range(n)]
+            axis.imshow(matrix, cmap="viridis", vmin=0.0)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_title(f"L{layer + 1} H{head + 1}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,231 @@
+"""The `sentiment` command line: predict, explain, info, health. Needs the `cli` extra."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+try:
+    import typer
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+except ImportError as missing:  # pragma: no cover - depends on how the package was installed
+    raise SystemExit('the command line needs its extra: pip install "sentiment-client[cli]"') from missing
+
+from sentiment_client import _render
+from sentiment_client._client import SentimentClient
+from sentiment_client.errors import SentimentError
+from sentiment_client.types import AttentionMode, Prediction
+
+app = typer.Typer(help="Ask the sentiment service whether texts are positive or negative, and why.",
+                  no_args_is_help=True, add_completion=False)  # fmt: skip
+out = Console()
+notes = Console(stderr=True)
+
+
+class InputFormat(StrEnum):
+    AUTO = "auto"
+    LINES = "lines"
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+class OutputFormat(StrEnum):
+    JSONL = "jsonl"
+    TABLE = "table"
+
+
+@dataclasses.dataclass
+class Connection:
+    target: str
+    token: str | None
+    ca_file: Path | None
+    cert_file: Path | None
+    key_file: Path | None
+    tls: bool
+    timeout_s: float
+
+    def client(self) -> SentimentClient:
+        return SentimentClient(
+            self.target,
+            token=self.token,
+            tls=self.tls,
+            root_certificates=self.ca_file,
+            client_certificate=self.cert_file,
+            client_key=self.key_file,
+            timeout_s=self.timeout_s,
+        )
+
+
+@app.callback()
+def connection(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Option(envvar="SENTIMENT_TARGET", help="Server address HOST:PORT.")
+    ] = "127.0.0.1:50051",
+    token: Annotated[
+        str | None, typer.Option(envvar="SENTIMENT_TOKEN", help="Bearer token, if the server needs one.")
+    ] = None,
+    tls: Annotated[bool, typer.Option(help="Use TLS with the system's root certificates.")] = False,
+    ca_file: Annotated[Path | None, typer.Option(help="CA certificate (PEM) to trust; implies TLS.")] = None,
+    cert_file: Annotated[Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")] = None,
+    key_file: Annotated[Path | None, typer.Option(help="Client private key (PEM) for mutual TLS.")] = None,
+    timeout: Annotated[float, typer.Option(help="Deadline of each call, in seconds.")] = 30.0,
+) -> None:
+    ctx.obj = Connection(target, token, ca_file, cert_file, key_file, tls, timeout)
+
+
+def _texts_from(path: Path, fmt: InputFormat, column: str) -> Iterator[str]:
+    handle = sys.stdin if str(path) == "-" else path.open(encoding="utf-8", newline="")
+    if fmt is InputFormat.AUTO:
+        suffix = path.suffix.lower()
+        fmt = (
+            InputFormat.CSV
+            if suffix == ".csv"
+            else InputFormat.JSONL
+            if suffix in {".jsonl", ".ndjson"}
+            else InputFormat.LINES
+        )
+    with handle:
+        if fmt is InputFormat.CSV:
+            for number, row in enumerate(csv.DictReader(handle), start=2):
+                if column not in row:
+                    raise typer.BadParameter(f"{path}: no column {column!r}")
+                if not (row[column] or "").strip():
+                    raise typer.BadParameter(f"{path}:{number}: empty {column!r}")
+                yield row[column]
+        elif fmt is InputFormat.JSONL:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)[column]
+                    except (json.JSONDecodeError, KeyError, TypeError) as error:
+                        raise typer.BadParameter(
+                            f"{path}:{number}: expected a JSON object with {column!r}"
+                        ) from error
+        else:
+            for line in handle:
+                if line.strip():
+                    yield line.rstrip("\n")
+
+
+def _record(prediction: Prediction) -> dict[str, object]:
+    record = dataclasses.asdict(prediction)
+    if prediction.attention is None:
+        record.pop("attention")
+    return record
+
+
+def _fail(error: SentimentError) -> typer.Exit:
+    notes.print(f"[red]error:[/red] {error}")
+    return typer.Exit(2)
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify (or use --file).")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read texts from a file, or - for stdin.")
+    ] = None,
+    input_format: Annotated[
+        InputFormat, typer.Option("--input-format", help="Format of --file.")
+    ] = InputFormat.AUTO,
+    column: Annotated[str, typer.Option(help="CSV column or JSONL field holding the text.")] = "text",
+    output: Annotated[
+        OutputFormat, typer.Option(help="jsonl (one object per line) or table.")
+    ] = OutputFormat.JSONL,
+    attention: Annotated[
+        AttentionMode, typer.Option(help="Attention to return with each prediction.")
+    ] = AttentionMode.NONE,
+) -> None:
+    """Classify texts given as arguments, or a whole file streamed to the server."""
+    if not texts and file is None:
+        raise typer.BadParameter("give texts or --file")
+    table = Table("label", "score", "text") if output is OutputFormat.TABLE else None
+    try:
+        with ctx.obj.client() as client:
+            if texts:
+                results: Iterator[Prediction] = iter(client.predict(list(texts), attention=attention))
+            else:
+                assert file is not None
+                results = client.stream(_texts_from(file, input_format, column), attention=attention)
+            with Progress(
+                console=notes, transient=True, disable=bool(texts) or not notes.is_terminal
+            ) as progress:
+                task = progress.add_task("classifying", total=None)
+                for prediction in results:
+                    progress.advance(task)
+                    if table is not None:
+                        table.add_row(prediction.label, f"{prediction.score:.3f}", prediction.text)
+                    else:
+                        print(json.dumps(_record(prediction), ensure_ascii=False))
+    except SentimentError as error:
+        raise _fail(error) from error
+    if table is not None:
+        out.print(table)
+
+
+@app.command()
+def explain(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(help="The text to explain.")],
+    png: Annotated[
+        Path | None, typer.Option(help="Write a PNG: summary and a heatmap per layer and head.")
+    ] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML page.")
+    ] = None,
+) -> None:
+    """Show which tokens the model attended to: coloured in the terminal, and as PNG or HTML."""
+    mode = AttentionMode.FULL if png or html_file else AttentionMode.SUMMARY
+    try:
+        with ctx.obj.client() as client:
+            prediction = client.predict(text, attention=mode)
+    except SentimentError as error:
+        raise _fail(error) from error
+    out.print(f"[bold]{prediction.label}[/bold] {prediction.score:.3f}  (colour: attention rollout)")
+    out.print(_render.terminal_text(prediction))
+    if png:
+        _render.png_figure(prediction, png)
+        notes.print(f"wrote {png}")
+    if html_file:
+        html_file.write_text(_render.html_page(prediction), encoding="utf-8")
+        notes.print(f"wrote {html_file}")
+
+
+@app.command()
+def info(ctx: typer.Context) -> None:
+    """Describe the served model as JSON."""
+    try:
+        with ctx.obj.client() as client:
+            print(json.dumps(dataclasses.asdict(client.model_info()), indent=2))
+    except SentimentError as error:
+        raise _fail(error) from error
+
+
+@app.command()
+def health(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Option(help="Service to check; the whole server by default.")] = "",
+) -> None:
+    """Print the health status; exit 0 only when SERVING."""
+    try:
+        with ctx.obj.client() as client:
+            status = client.health(service)
+    except SentimentError as error:
+        raise _fail(error) from error
+    print(status)
+    if status != "SERVING":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

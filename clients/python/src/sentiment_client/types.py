@@ -1,0 +1,74 @@
+"""Typed results of the sentiment client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class AttentionMode(StrEnum):
+    """What attention to ask for with each prediction."""
+
+    NONE = "none"
+    SUMMARY = "summary"  # tokens, [CLS] attention of the last layer, rollout across layers
+    FULL = "full"  # the summary and every layer's and head's token-by-token weights
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What the server did for one text: its queue time, the batch's compute time and shape."""
+
+    queue_seconds: float
+    compute_seconds: float
+    batch_size: int
+    padded_length: int
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Attention over the text's real tokens ([CLS] first, [SEP] last)."""
+
+    tokens: tuple[str, ...]
+    cls_attention: tuple[float, ...]
+    rollout: tuple[float, ...]
+    num_layers: int = 0
+    num_heads: int = 0
+    weights: tuple[float, ...] = ()  # FULL only: row-major [layers, heads, tokens, tokens]
+
+    def weight(self, layer: int, head: int, query: int, key: int) -> float:
+        """One entry of the full weights (FULL mode only)."""
+        n = len(self.tokens)
+        return self.weights[((layer * self.num_heads + head) * n + query) * n + key]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one text."""
+
+    text: str
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    truncated: bool
+    num_tokens: int
+    batch: BatchInfo
+    attention: Attention | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model a server serves, and its request limits."""
+
+    name: str
+    version: int
+    labels: tuple[str, ...]
+    max_length: int
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    vocab_size: int
+    metrics: dict[str, object]
+    available_versions: tuple[int, ...]
+    max_texts_per_request: int
+    max_text_chars: int
+    execution_provider: str

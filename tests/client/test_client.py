@@ -1,0 +1,147 @@
+"""SentimentClient and AsyncSentimentClient against a real server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sentiment_client import (
+    AsyncSentimentClient,
+    InvalidInput,
+    NotFound,
+    RetryPolicy,
+    SentimentClient,
+    Unauthenticated,
+    Unavailable,
+)
+from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from tests.e2e.conftest import RunningServer, launch, scrape
+
+TEXTS = [f"review {i}: " + ("a fine and moving film " * (i % 7 + 1)) for i in range(40)]
+
+
+def test_predict_one_and_many_in_order(server: RunningServer, stub) -> None:
+    expected = stub.Predict(pb.PredictRequest(texts=TEXTS)).predictions
+    with SentimentClient(server.target) as client:
+        one = client.predict(TEXTS[0])
+        many = client.predict(TEXTS)
+        info = client.model_info()
+    assert one.text == TEXTS[0] and one.label == expected[0].label
+    assert [p.label for p in many] == [p.label for p in expected]
+    assert list(many[3].probabilities) == list(info.labels) == ["negative", "positive"]
+    assert many[3].probabilities[many[3].label] == pytest.approx(many[3].score)
+    assert many[0].batch.batch_size >= 1 and many[0].batch.padded_length >= many[0].num_tokens
+
+
+def test_large_inputs_are_chunked_to_the_server_limit(server: RunningServer) -> None:
+    texts = [f"text number {i}" for i in range(600)]  # the server takes 256 per request
+    with SentimentClient(server.target) as client:
+        results = client.predict(texts)
+    assert [p.text for p in results] == texts
+
+
+async def test_async_client_matches_blocking(server: RunningServer) -> None:
+    with SentimentClient(server.target) as client:
+        expected = client.predict(TEXTS, attention="summary")
+    async with AsyncSentimentClient(server.target) as client:
+        got = await client.predict(TEXTS, attention="summary")
+        streamed = [p async for p in client.stream(iter(TEXTS), chunk_size=3, window=2)]
+        assert await client.health() == "SERVING"
+    assert [p.label for p in got] == [p.label for p in expected] == [p.label for p in streamed]
+    assert got[5].attention is not None and got[5].attention.tokens == expected[5].attention.tokens
+
+
+def test_attention_full_is_indexable(server: RunningServer) -> None:
+    with SentimentClient(server.target) as client:
+        prediction = client.predict("the acting was brilliant", attention="full")
+    attention = prediction.attention
+    assert attention is not None and attention.num_layers >= 1
+    n = len(attention.tokens)
+    row = [attention.weight(0, 0, 0, k) for k in range(n)]
+    assert sum(row) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_stream_keeps_order_and_bounded_memory(server: RunningServer) -> None:
+    consumed = 0
+
+    def texts():
+        nonlocal consumed
+        for i in range(400):
+            consumed += 1
+            yield f"line {i} of a long file, rather good"
+
+    chunk, window = 5, 3
+    with SentimentClient(server.target) as client:
+        for index, prediction in enumerate(client.stream(texts(), chunk_size=chunk, window=window)):
+            assert prediction.text == f"line {index} of a long file, rather good"
+            # backpressure: the input is read at most `window` requests ahead of the answers, plus
+            # the rest of the answered chunk and the chunk being filled
+            assert consumed <= index + 1 + (window + 2) * chunk
+    assert index == 399
+
+
+def test_errors_become_sdk_exceptions(server: RunningServer) -> None:
+    with SentimentClient(server.target) as client:
+        with pytest.raises(InvalidInput, match="text 1 is empty"):
+            client.predict(["fine", "   "])
+        with pytest.raises(NotFound, match="version 9"):
+            client.model_info(version=9)
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    quick = RetryPolicy(max_attempts=2, initial_backoff_s=0.01)
+    with SentimentClient(f"127.0.0.1:{port}", retry=quick, timeout_s=2) as client:
+        with pytest.raises(Unavailable) as caught:
+            client.model_info()
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_invalid_input_is_never_retried(server: RunningServer) -> None:
+    key = (
+        "sentiment_requests_total",
+        (("code", "INVALID_ARGUMENT"), ("method", "sentiment.v1.SentimentService/Predict")),
+    )
+    before = scrape(server).get(key, 0)
+    with SentimentClient(server.target, retry=RetryPolicy(max_attempts=5)) as client:
+        client.model_info()
+        with pytest.raises(InvalidInput):
+            client.predict("")
+    time.sleep(0.3)
+    assert scrape(server).get(key, 0) - before == 1
+
+
+def test_retries_until_a_late_server_comes_up(model_root: Path, tmp_path: Path) -> None:
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    started: list[RunningServer] = []
+    threading.Timer(1.0, lambda: started.append(launch(model_root, tmp_path, "--port", str(port)))).start()
+    patient = RetryPolicy(max_attempts=40, initial_backoff_s=0.05, max_backoff_s=0.5)
+    try:
+        with SentimentClient(f"127.0.0.1:{port}", retry=patient, timeout_s=5) as client:
+            assert client.predict("worth the wait").label in {"positive", "negative"}
+    finally:
+        for _ in range(100):
+            if started:
+                break
+            time.sleep(0.1)
+        assert started and started[0].stop() == 0
+
+
+def test_token_and_tls_options(model_root: Path, tmp_path: Path) -> None:
+    running = launch(model_root, tmp_path, "--auth-token", "t0ken")
+    try:
+        with SentimentClient(running.target) as client, pytest.raises(Unauthenticated):
+            client.model_info()
+        with SentimentClient(running.target, token="t0ken") as client:
+            assert client.predict("hello").label
+            assert client.health() == "SERVING"
+    finally:
+        assert running.stop() == 0
