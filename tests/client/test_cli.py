@@ -1,0 +1,91 @@
+"""The `sentiment` command line against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import RunningServer
+
+SENTIMENT = str(Path(sys.executable).with_name("sentiment"))
+
+
+def run(server: RunningServer, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SENTIMENT, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "SENTIMENT_TARGET": server.target},
+    )  # fmt: skip
+
+
+def test_predict_texts_file_and_stdin(server: RunningServer, tmp_path: Path) -> None:
+    result = run(server, "predict", "What a lovely film.", "Dreadful.")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in records] == ["What a lovely film.", "Dreadful."]
+    assert all(r["label"] in {"positive", "negative"} and "batch" in r for r in records)
+    csv_file = tmp_path / "reviews.csv"
+    csv_file.write_text('id,text\n1,great\n2,"awful, truly"\n3,fine\n')
+    from_csv = run(server, "predict", "--file", str(csv_file))
+    assert [json.loads(line)["text"] for line in from_csv.stdout.splitlines()] == [
+        "great",
+        "awful, truly",
+        "fine",
+    ]
+    lines = "\n".join(f"line {i}" for i in range(50)) + "\n"
+    from_stdin = run(server, "predict", "--file", "-", "--output", "table", stdin=lines)
+    assert from_stdin.returncode == 0 and "line 49" in from_stdin.stdout and "label" in from_stdin.stdout
+
+
+def test_info_health_and_errors(server: RunningServer) -> None:
+    info = run(server, "info")
+    assert json.loads(info.stdout)["name"] == "sentiment"
+    health = run(server, "health")
+    assert health.returncode == 0 and health.stdout.strip() == "SERVING"
+    bad = run(server, "predict", " ")
+    assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stderr and "empty" in bad.stderr
+
+
+def test_explain_writes_png_and_self_contained_html(server: RunningServer, tmp_path: Path) -> None:
+    png, page = tmp_path / "attention.png", tmp_path / "attention.html"
+    result = run(server, "explain", "The acting was wonderful", "--png", str(png), "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    assert "acting" in result.stdout and result.stdout.startswith(("positive", "negative"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    content = page.read_text()
+    assert "acting" in content and "layer 1, head 1" in content
+    assert "http://" not in content and "https://" not in content and "<script" not in content
+
+
+def test_html_page_renders_in_headless_chromium(server: RunningServer, tmp_path: Path) -> None:
+    import matplotlib.image
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (scripts/setup installs it)"
+    page, shot = tmp_path / "attention.html", tmp_path / "shot.png"
+    run(server, "explain", "A gripping, beautifully acted story", "--html", str(page))
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,800", f"--screenshot={shot}",
+         page.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.std() > 0.02  # not a blank page
+    colourful = np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2])
+    assert (colourful > 0.1).mean() > 0.001  # the tokens' attention colours are drawn
+
+
+@pytest.mark.parametrize("command", ["predict", "explain", "info", "health"])
+def test_every_command_documents_target(command: str) -> None:
+    result = subprocess.run([SENTIMENT, command, "--help"], capture_output=True, text=True, check=True)
+    assert "Usage" in result.stdout
+    top = subprocess.run([SENTIMENT, "--help"], capture_output=True, text=True, check=True)
+    assert "--target" in top.stdout and "SENTIMENT_TARGET" in top.stdout
