@@ -118,7 +118,7 @@ def recipe(preset: Preset) -> Recipe:
             ),
         )
     if preset is Preset.SMALL:
-        return Recipe(preset, ModelConfig(), TrainConfig())
+        return Recipe(preset, ModelConfig(dropout=0.2), TrainConfig())
     return Recipe(
         preset,
         MINILM,

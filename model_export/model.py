@@ -106,6 +106,12 @@ class SentimentTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.tok_embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=0)
+        if config.scale_embedding:
+            # N(0, 1/d_model) so that, scaled by sqrt(d_model), embeddings start at unit size
+            # like the positional encoding instead of drowning it
+            with torch.no_grad():
+                nn.init.normal_(self.tok_embed.weight, std=config.d_model**-0.5)
+                self.tok_embed.weight[0].zero_()
         if config.positional is Positional.SINUSOIDAL:
             self.register_buffer(
                 "pos_table", sinusoidal_table(config.max_len, config.d_model), persistent=False
