@@ -62,6 +62,10 @@ def build(
         bool | None,
         typer.Option(help="Keep the word-embedding table fixed (the accurate preset does by default)."),
     ] = None,
+    head_lr_multiplier: Annotated[
+        float | None,
+        typer.Option(help="Learning rate of the fresh classifier on a pretrained encoder, x --lr."),
+    ] = None,
     int8: Annotated[bool, typer.Option(help="Also write and measure an int8 quantised variant.")] = True,
 ) -> None:
     """Train a model, export it to ONNX, verify it, and publish it as the next version."""
@@ -83,6 +87,7 @@ def build(
             threads=threads,
             seed=seed,
             freeze_embeddings=freeze_embeddings,
+            head_lr_multiplier=head_lr_multiplier,
         ),
         chosen.pretrained,
     )

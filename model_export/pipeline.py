@@ -80,6 +80,7 @@ def build(
         train_config,
         len(LABELS),
         frozen,
+        head=list(model.classifier.parameters()) if recipe.pretrained else [],
     )
     test_scores = evaluate(model, test_ids, [e.label for e in splits.test], len(LABELS))
     dev_scores = evaluate(model, dev_ids, [e.label for e in splits.dev], len(LABELS))

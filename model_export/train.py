@@ -128,6 +128,7 @@ def train(
     config: TrainConfig,
     num_labels: int,
     frozen: Sequence[Tensor] = (),
+    head: Sequence[Tensor] = (),
 ) -> History:
     """Fit `model` in place; on return it holds the weights of its best dev epoch."""
     torch.manual_seed(config.seed)
@@ -136,12 +137,16 @@ def train(
     for parameter in frozen:
         parameter.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.dim() >= 2]
-    no_decay = [p for p in trainable if p.dim() < 2]
+    fast = {id(p) for p in head}  # freshly initialised parameters learn at head_lr_multiplier x lr
+    body = [p for p in trainable if id(p) not in fast]
+    decay = [p for p in body if p.dim() >= 2]
+    no_decay = [p for p in body if p.dim() < 2]
+    head_params = [p for p in trainable if id(p) in fast]
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
+            {"params": head_params, "weight_decay": 0.0, "lr": config.lr * config.head_lr_multiplier},
         ],
         lr=config.lr,
     )
