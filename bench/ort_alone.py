@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from model_export.evaluate import pad_numpy
 from service.runtime import OnnxModel
 
 
@@ -24,16 +25,7 @@ def batches(ids: list[list[int]], mode: str) -> list[tuple[np.ndarray, np.ndarra
     else:
         ordered = sorted(ids, key=len) if mode == "sorted32" else ids
         groups = [ordered[i : i + 32] for i in range(0, len(ordered), 32)]
-    result = []
-    for group in groups:
-        length = max(len(seq) for seq in group)
-        input_ids = np.zeros((len(group), length), dtype=np.int64)
-        mask = np.zeros_like(input_ids)
-        for row, seq in enumerate(group):
-            input_ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        result.append((input_ids, mask))
-    return result
+    return [pad_numpy(group) for group in groups]
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from service.attention import cls_attention, rollout
 from service.batcher import Batcher, BatchLimits, BatchObserver, ItemResult, RunFn
 from service.config import Settings, Variant
 from service.errors import ModelNotFound, NotServing
-from service.model_store import ModelSpec, load_spec, versions
+from service.model_store import ModelSpec, load_spec
 from service.preprocess import Preprocessor
 from service.runtime import OnnxModel
 
@@ -77,13 +77,11 @@ class Engine:
         model: OnnxModel,
         preprocessor: Preprocessor,
         batcher: Batcher,
-        available_versions: list[int],
     ) -> None:
         self.spec = spec
         self.model = model
         self.preprocessor = preprocessor
         self.batcher = batcher
-        self.available_versions = available_versions
         self.ready = False
 
     @classmethod
@@ -112,7 +110,6 @@ class Engine:
             model,
             preprocessor,
             Batcher(probabilities_of(model), limits, observer),
-            versions(settings.model_dir),
         )
 
     async def start(self) -> None:
@@ -129,7 +126,7 @@ class Engine:
     def check_version(self, version: int) -> None:
         """0 means the served version; any other must be the one loaded."""
         if version and version != self.spec.version:
-            where = "is not loaded" if version in self.available_versions else "does not exist"
+            where = "is not loaded" if version in self.spec.available_versions else "does not exist"
             raise ModelNotFound(
                 f"model {self.spec.name!r} version {version} {where}; this server serves version "
                 f"{self.spec.version}"

@@ -28,6 +28,7 @@ class ModelSpec:
     hidden_size: int
     vocab_size: int
     metrics: dict[str, Any]
+    available_versions: tuple[int, ...]  # every version under the model root
 
 
 def versions(root: Path) -> list[int]:
@@ -77,6 +78,7 @@ def load_spec(root: Path, name: str, version: int | None, onnx_file: str = "mode
             hidden_size=int(model["d_model"]),
             vocab_size=int(model["vocab_size"]),
             metrics=dict(config.get("metrics", {})),
+            available_versions=tuple(available),
         )
     except (ValueError, KeyError, TypeError) as err:
         raise ModelDirectoryError(f"{path}/config.json is not a valid model config: {err!r}") from err

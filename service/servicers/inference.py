@@ -112,7 +112,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=spec.name,
-            versions=[str(v) for v in self.engine.available_versions],
+            versions=[str(v) for v in self.engine.spec.available_versions],
             platform="onnxruntime_onnx",
             inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
             outputs=[

@@ -142,7 +142,7 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             hidden_size=spec.hidden_size,
             vocab_size=spec.vocab_size,
             metrics_json=json.dumps(spec.metrics.get("test", {})),
-            available_versions=engine.available_versions,
+            available_versions=engine.spec.available_versions,
             max_texts_per_request=engine.preprocessor.max_texts,
             max_text_chars=engine.preprocessor.max_chars,
             execution_provider=engine.model.provider,
