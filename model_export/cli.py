@@ -67,13 +67,26 @@ def build(
         typer.Option(help="Learning rate of the fresh classifier on a pretrained encoder, x --lr."),
     ] = None,
     int8: Annotated[bool, typer.Option(help="Also write and measure an int8 quantised variant.")] = True,
+    if_missing: Annotated[
+        bool,
+        typer.Option(
+            help="Do nothing when --out already holds a version (a deployment's first start builds, "
+            "later starts reuse it)."
+        ),
+    ] = False,
 ) -> None:
     """Train a model, export it to ONNX, verify it, and publish it as the next version."""
     from model_export.data import DataError
+    from model_export.export import versions
     from model_export.pipeline import build as run_build
     from model_export.verify import VerificationError
 
     _logging()
+    existing = versions(out)
+    if if_missing and existing:
+        typer.echo(f"{out} already holds version {existing[-1]}: nothing to build", err=True)
+        typer.echo(str(out / str(existing[-1])))
+        return
     chosen = recipe(preset)
     chosen = type(chosen)(
         chosen.preset,

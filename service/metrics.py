@@ -11,6 +11,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.
 WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 COMPUTE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+DROP_REASONS = ("queue_full", "cancelled", "deadline")  # the batcher's reasons for not running a text
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
@@ -56,6 +57,11 @@ class Metrics:
             registry=r,
         )
         self.queue_depth_texts = Gauge("sentiment_queue_depth", "Texts waiting for a batch", registry=r)
+        self.queue_capacity = Gauge(
+            "sentiment_queue_capacity",
+            "Most texts that may wait; beyond it calls are refused with RESOURCE_EXHAUSTED",
+            registry=r,
+        )
         self.texts = Counter("sentiment_texts", "Texts run through the model", registry=r)
         self.tokens = Counter("sentiment_tokens", "Real (unpadded) tokens run through the model", registry=r)
         self.dropped_texts = Counter(
@@ -64,6 +70,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in DROP_REASONS:  # every series exists from the start, at 0, for rate() and alerts
+            self.dropped_texts.labels(reason)
         self.model = Info("sentiment_model", "The model being served", registry=r)
 
     def answered(self) -> dict[str, dict[str, int]]:

@@ -135,6 +135,7 @@ class Server:
                 "labels": ",".join(spec.labels),
             }
         )
+        self.metrics.queue_capacity.set(settings.max_queue_size)
         await engine.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(

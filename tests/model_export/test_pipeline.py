@@ -127,3 +127,22 @@ def test_cli_evaluate_scores_by_domain(model_dir: Path, tmp_path: Path) -> None:
     )
     scores = json.loads(result.stdout)
     assert scores["all"]["count"] == 2 and scores["a"]["count"] == 1 and scores["b"]["count"] == 1
+
+
+def test_cli_build_if_missing_reuses_a_published_version(model_root: Path, tmp_path: Path) -> None:
+    before = versions(model_root)
+    command = [sys.executable, "-m", "model_export", "build", "--preset", "tiny", "--if-missing"]
+    result = subprocess.run([*command, "--out", str(model_root)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(model_root / str(before[-1]))
+    assert versions(model_root) == before
+    # an empty directory is built into: bad data proves training was attempted
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nworse,maybe\n")
+    result = subprocess.run(
+        [*command, "--data", str(bad), "--out", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1 and "label 'maybe'" in result.stderr
