@@ -12,8 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
-RUN groupadd --system --gid 10001 sentiment \
-    && useradd --system --uid 10001 --gid sentiment --home-dir /nonexistent --no-create-home \
+RUN groupadd --gid 10001 sentiment \
+    && useradd --uid 10001 --gid sentiment --home-dir /nonexistent --no-create-home --no-log-init \
        --shell /usr/sbin/nologin sentiment
 
 # The server's dependencies only: grpcio, onnxruntime, tokenizers, numpy, prometheus-client,
