@@ -5,6 +5,14 @@ oldest waiting text has waited max_queue_delay, or at once when no batch is runn
 only pays off while the runtime is busy, so a quiet server adds no delay. Up to
 max_concurrent_batches run at once in worker threads while the event loop keeps accepting and the
 next batch forms.
+
+Fairness between requests (start-time fair queuing, with tokens as the cost): each text gets a
+start tag, the virtual time when its turn comes. A request's first text starts at the current
+virtual time, each further text of the same request after the tokens of the texts before it. Every
+batch is seeded with the text of the smallest tag and filled with texts of similar length, and the
+virtual time moves to the seed's tag. So a request of 256 long texts queued just before a one-text
+request does not go ahead of it as a whole: the short text's tag is reached after about one batch
+of the long request's texts, and two large requests share the runtime in proportion to their tokens.
 """
 
 from __future__ import annotations
@@ -15,19 +23,20 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import DeadlineExpired, NotServing, QueueFull, RuntimeFailure
+from service.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
 Int64Array = NDArray[np.int64]
-FloatArray = NDArray[np.float32]
-# (input_ids, attention_mask, with_attention) -> (one output row per text, attentions or None)
-RunFn = Callable[[Int64Array, Int64Array, bool], tuple[FloatArray, FloatArray | None]]
+# (input_ids, attention_mask, wants) -> one result per row, run in a worker thread. wants[row] is
+# what that text's caller asked for (opaque here), or None when the caller has gone: its row still
+# runs with the batch, but whatever work beyond the model the answer needs can be skipped.
+RunFn = Callable[[Int64Array, Int64Array, Sequence[Any]], Sequence[Any]]
 
 
 @dataclass(eq=False)
@@ -35,10 +44,11 @@ class Item:
     """One text waiting for its batch."""
 
     ids: Sequence[int]
-    with_attention: bool
+    want: Any  # passed to the run function with this text's row
     deadline: float | None  # time.monotonic() after which the caller no longer waits
     future: asyncio.Future[ItemResult]
     enqueued: float = field(default_factory=time.monotonic)
+    start: float = 0.0  # fair-queuing tag: the virtual time (in tokens) when this text's turn comes
 
     @property
     def length(self) -> int:
@@ -47,10 +57,9 @@ class Item:
 
 @dataclass(frozen=True)
 class ItemResult:
-    """The model's output for one text, and what the batcher did for it."""
+    """The run function's result for one text, and what the batcher did for it."""
 
-    outputs: FloatArray  # the model's row for this text, e.g. (labels,)
-    attentions: FloatArray | None  # (layers, heads, length, length), padding cropped away
+    value: Any
     queue_seconds: float
     compute_seconds: float
     batch_size: int
@@ -80,15 +89,16 @@ class BatchLimits:
 
 
 def select(pending: Sequence[Item], limits: BatchLimits, most: int | None = None) -> list[Item]:
-    """Choose the next batch: the oldest item and the items closest to it in length.
+    """Choose the next batch: the item whose turn it is (the smallest start tag, then the oldest)
+    and the items closest to it in length.
 
-    `pending` is in arrival order. The batch grows from the oldest item's place in length order,
+    The batch grows from that item's place in length order,
     each step taking the neighbour nearer in length, while it stays within the limits: texts
     (and `most`, when given), padded tokens, and the share of padding. Padding costs compute
     for nothing, so a wide spread of lengths makes several tight batches rather than one loose one.
     """
     by_length = sorted(pending, key=lambda item: item.length)
-    oldest = pending[0]
+    oldest = min(pending, key=lambda item: (item.start, item.enqueued))
     start = by_length.index(oldest)
     low, high = start, start + 1  # the batch is by_length[low:high]
     longest, real = oldest.length, oldest.length
@@ -151,6 +161,7 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._closing = False
         self._split = False  # the last batch left similar items behind for an idle worker
+        self._virtual = 0.0  # fair-queuing virtual time: the start tag of the last batch's seed
 
     @property
     def depth(self) -> int:
@@ -171,11 +182,16 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     def submit(
-        self, sequences: Sequence[Sequence[int]], with_attention: bool, deadline: float | None
+        self, sequences: Sequence[Sequence[int]], want: Any, deadline: float | None
     ) -> list[asyncio.Future[ItemResult]]:
         """Queue every sequence of one request, or none: a full queue refuses at once."""
         if self._closing:
             raise NotServing("the server is shutting down")
+        if len(sequences) > self.limits.max_queue_size:
+            raise InvalidInput(
+                f"the request has {len(sequences)} texts and the queue holds at most "
+                f"{self.limits.max_queue_size}: it can never be taken; send fewer texts per request"
+            )
         if len(self._pending) + len(sequences) > self.limits.max_queue_size:
             if self._observer:
                 self._observer.dropped("queue_full", len(sequences))
@@ -186,10 +202,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures: list[asyncio.Future[ItemResult]] = []
+        start = self._virtual
         for ids in sequences:
             future: asyncio.Future[ItemResult] = loop.create_future()
-            self._pending.append(Item(ids, with_attention, deadline, future, now))
+            self._pending.append(Item(ids, want, deadline, future, now, start))
             futures.append(future)
+            start += len(ids)
         if self._observer:
             self._observer.queue_depth(len(self._pending))
         self._wakeup.set()
@@ -245,6 +263,7 @@ class Batcher:
                 idle = self.limits.max_concurrent_batches - len(self._running)
                 most = -(-len(self._pending) // idle)
                 batch = select(self._pending, self.limits, most)
+                self._virtual = max(self._virtual, min(item.start for item in batch))
                 self._split = idle > 1 and len(batch) < len(self._pending)
                 chosen = set(map(id, batch))
                 self._pending = [item for item in self._pending if id(item) not in chosen]
@@ -278,10 +297,10 @@ class Batcher:
     async def _run_batch(self, batch: list[Item]) -> None:
         started = time.monotonic()
         ids, mask = pad(batch)
-        with_attention = any(item.with_attention for item in batch)
+        wants = [None if item.future.done() else item.want for item in batch]
         try:
-            outputs, attentions = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run_fn, ids, mask, with_attention
+            values = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_fn, ids, mask, wants
             )
         except Exception:
             log.exception("the runtime failed on a batch of %d x %d", *ids.shape)
@@ -293,15 +312,10 @@ class Batcher:
             return
         seconds = time.monotonic() - started
         size, padded_length = ids.shape
-        for row, item in enumerate(batch):
+        for item, value in zip(batch, values, strict=True):
             if item.future.done():  # the caller went away while the batch ran
                 continue
-            cropped = None
-            if item.with_attention and attentions is not None:
-                cropped = attentions[row, :, :, : item.length, : item.length]
-            item.future.set_result(
-                ItemResult(outputs[row], cropped, started - item.enqueued, seconds, size, padded_length)
-            )
+            item.future.set_result(ItemResult(value, started - item.enqueued, seconds, size, padded_length))
             if self._observer:
                 self._observer.queue_wait(started - item.enqueued)
         if self._observer:

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
             raise ValueError("--tls-cert-file and --tls-key-file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
+        if self.max_queue_size < self.max_texts_per_request:
+            raise ValueError(
+                f"--max-queue-size ({self.max_queue_size}) must hold at least one whole request of "
+                f"--max-texts-per-request ({self.max_texts_per_request}) texts"
+            )
         return self
 
     @property

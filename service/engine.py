@@ -14,14 +14,15 @@ from numpy.typing import NDArray
 from service.attention import cls_attention, rollout
 from service.batcher import Batcher, BatchLimits, BatchObserver, ItemResult, RunFn
 from service.config import Settings, Variant
-from service.errors import ModelNotFound, NotServing
+from service.errors import InvalidInput, ModelNotFound, NotServing
 from service.model_store import ModelSpec, load_spec
-from service.preprocess import Preprocessor
+from service.preprocess import Encoded, Preprocessor
 from service.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
 
 ONNX_FILES = {Variant.FP32: "model.onnx", Variant.INT8: "model.int8.onnx"}
+INLINE_CHARS = 4096  # requests up to this many characters are tokenized on the event loop (< 1 ms)
 
 
 class AttentionMode(StrEnum):
@@ -36,6 +37,16 @@ class AttentionView:
     cls_attention: NDArray[np.float32]
     rollout: NDArray[np.float32]
     weights: NDArray[np.float32] | None  # (layers, heads, T, T) in FULL mode
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What the worker thread makes of one text's row: probabilities, and attention when asked."""
+
+    probabilities: NDArray[np.float32]
+    cls_attention: NDArray[np.float32] | None = None
+    rollout: NDArray[np.float32] | None = None
+    weights: NDArray[np.float32] | None = None  # its own small array, cropped: never a view of the batch
 
 
 @dataclass(frozen=True)
@@ -56,16 +67,55 @@ def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     return result
 
 
-def probabilities_of(model: OnnxModel) -> RunFn:
-    """The model's run, with logits turned into probabilities in the worker thread, per batch."""
+def rows_of(model: OnnxModel) -> RunFn:
+    """The batch's run in the worker thread: the model, softmax, and per row only the attention that
+    row's caller asked for, cropped to its real tokens (a caller who has gone gets none)."""
 
     def run(
-        input_ids: NDArray[np.int64], attention_mask: NDArray[np.int64], with_attention: bool
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        input_ids: NDArray[np.int64], attention_mask: NDArray[np.int64], modes: Sequence[AttentionMode | None]
+    ) -> list[RowResult]:
+        with_attention = any(m in (AttentionMode.SUMMARY, AttentionMode.FULL) for m in modes)
         logits, attentions = model.run(input_ids, attention_mask, with_attention)
-        return softmax(logits), attentions
+        probabilities = softmax(logits)
+        lengths = attention_mask.sum(axis=1)
+        rows = []
+        for row, mode in enumerate(modes):
+            if attentions is None or mode is None or mode is AttentionMode.NONE:
+                rows.append(RowResult(probabilities[row]))
+                continue
+            n = int(lengths[row])
+            weights = attentions[row, :, :, :n, :n]
+            rows.append(
+                RowResult(
+                    probabilities[row],
+                    cls_attention(weights),
+                    rollout(weights),
+                    np.array(weights, dtype=np.float32) if mode is AttentionMode.FULL else None,
+                )
+            )
+        return rows
 
     return run
+
+
+def response_bytes(
+    num_tokens: Sequence[int], mode: AttentionMode, layers: int, heads: int, padded: bool
+) -> int:
+    """An upper estimate of the answer's size: attention grows with tokens squared under FULL.
+
+    padded: every text's attention is as wide as the longest one's (KServe's tensors).
+    """
+    widest = max(num_tokens)
+    total = 0
+    for tokens in num_tokens:
+        width = widest if padded else tokens
+        size = 64  # label, score, probabilities, batch figures
+        if mode is not AttentionMode.NONE:
+            size += width * (2 * 5 + 24)  # two floats and a token string (up to ~20 bytes) each
+        if mode is AttentionMode.FULL:
+            size += layers * heads * width * width * 4 + 16
+        total += size
+    return total
 
 
 class Engine:
@@ -77,11 +127,13 @@ class Engine:
         model: OnnxModel,
         preprocessor: Preprocessor,
         batcher: Batcher,
+        max_message_bytes: int,
     ) -> None:
         self.spec = spec
         self.model = model
         self.preprocessor = preprocessor
         self.batcher = batcher
+        self.max_message_bytes = max_message_bytes
         self.ready = False
 
     @classmethod
@@ -106,10 +158,7 @@ class Engine:
             max_padding_ratio=settings.max_padding_ratio,
         )
         return cls(
-            spec,
-            model,
-            preprocessor,
-            Batcher(probabilities_of(model), limits, observer),
+            spec, model, preprocessor, Batcher(rows_of(model), limits, observer), settings.max_message_bytes
         )
 
     async def start(self) -> None:
@@ -132,28 +181,45 @@ class Engine:
                 f"{self.spec.version}"
             )
 
+    def check_response_size(self, num_tokens: Sequence[int], mode: AttentionMode, padded: bool) -> None:
+        """Refuse, before any work, an answer that could never be sent within the message limit."""
+        spec, limit = self.spec, self.max_message_bytes
+        size = response_bytes(num_tokens, mode, spec.num_layers, spec.num_heads, padded)
+        if size <= limit:
+            return
+        fitting = max(0, int(len(num_tokens) * limit / size) - 1)
+        advice = f"send at most {fitting} such texts per request, or" if fitting else "send shorter texts, or"
+        raise InvalidInput(
+            f"the answer to these {len(num_tokens)} texts with attention={mode.value} would take about "
+            f"{size / 2**20:.1f} MiB ({spec.num_layers} layers x {spec.num_heads} heads x tokens² floats "
+            f"per text); the message limit is {limit / 2**20:.1f} MiB: {advice} ask for attention=summary"
+        )
+
+    async def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """Tokenize; a large request in a worker thread, so that other callers keep being served."""
+        if sum(map(len, texts)) <= INLINE_CHARS:
+            return self.preprocessor.encode(texts)
+        return await asyncio.to_thread(self.preprocessor.encode, texts)
+
     async def predict(
-        self, texts: Sequence[str], mode: AttentionMode, deadline: float | None
+        self, texts: Sequence[str], mode: AttentionMode, deadline: float | None, padded: bool = False
     ) -> list[TextResult]:
-        """Predictions in the order of `texts`."""
+        """Predictions in the order of `texts`. padded: the answer pads attention to the longest
+        text (KServe tensors), which the size check must count."""
         if not self.ready:
             raise NotServing("the server is starting up or shutting down; retry (another replica)")
-        encoded = self.preprocessor.encode(texts)
-        with_attention = mode is not AttentionMode.NONE
-        futures = self.batcher.submit([e.ids for e in encoded], with_attention, deadline)
+        encoded = await self.encode(texts)
+        self.check_response_size([len(e.ids) for e in encoded], mode, padded)
+        futures = self.batcher.submit([e.ids for e in encoded], mode, deadline)
         served = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
         results = []
         for enc, item in zip(encoded, served, strict=True):
-            probabilities = item.outputs
+            row: RowResult = item.value
+            probabilities = row.probabilities
             best = int(probabilities.argmax())
             view = None
-            if with_attention and item.attentions is not None:
-                view = AttentionView(
-                    enc.tokens,
-                    cls_attention(item.attentions),
-                    rollout(item.attentions),
-                    item.attentions if mode is AttentionMode.FULL else None,
-                )
+            if row.cls_attention is not None and row.rollout is not None:
+                view = AttentionView(enc.tokens, row.cls_attention, row.rollout, row.weights)
             results.append(
                 TextResult(
                     self.spec.labels[best],

@@ -5,12 +5,16 @@ Model `sentiment` takes one input, `text` (BYTES, shape [N]); it answers `label`
 `num_tokens` (INT32 [N]), `tokens` (BYTES [N, T]), `cls_attention` and `rollout` (FP32 [N, T]) and,
 for "full", `attention_weights` (FP32 [N, layers, heads, T, T]); T is the longest text's token
 count and each row i is zero-padded beyond num_tokens[i]. Outputs are raw (raw_output_contents)
-unless request parameter `typed_output` is true.
+unless request parameter `typed_output` is true. Triton's `priority` is accepted and `timeout`
+(microseconds) is a deadline; any other request parameter is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import time
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -62,12 +66,45 @@ def serialize_bytes_tensor(values: list[bytes]) -> bytes:
     return b"".join(LENGTH.pack(len(v)) + v for v in values)
 
 
-def _parameter(request: pb.ModelInferRequest, name: str) -> Any:
-    if name not in request.parameters:
-        return None
-    parameter = request.parameters[name]
-    choice = parameter.WhichOneof("parameter_choice")
-    return getattr(parameter, choice) if choice else None
+# request parameters this endpoint understands, and the kinds of value each may carry
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    "attention": ("string_param",),  # none, summary or full
+    "typed_output": ("bool_param",),  # answers in typed contents instead of raw_output_contents
+    "priority": ("int64_param", "uint64_param"),  # Triton's; accepted, every request has the same
+    "timeout": ("int64_param", "uint64_param"),  # Triton's, microseconds: a deadline for this call
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a ModelInfer request's parameters ask for."""
+
+    mode: AttentionMode
+    typed: bool
+    timeout_s: float | None
+
+
+def parse_parameters(request: pb.ModelInferRequest) -> Options:
+    """Check every request parameter by name and by kind; an unknown one is refused, not ignored."""
+    values: dict[str, Any] = {}
+    for name, parameter in request.parameters.items():
+        kinds = PARAMETERS.get(name)
+        if kinds is None:
+            raise InvalidInput(f"request parameter {name!r} is unknown; known: {sorted(PARAMETERS)}")
+        kind = parameter.WhichOneof("parameter_choice")
+        if kind not in kinds:
+            wanted = " or ".join(k.removesuffix("_param") for k in kinds)
+            got = (kind or "nothing").removesuffix("_param")
+            raise InvalidInput(f"request parameter {name!r} must be a {wanted}, got {got}")
+        values[name] = getattr(parameter, kind)
+    mode_name = values.get("attention", "none")
+    mode = MODES.get(mode_name)
+    if mode is None:
+        raise InvalidInput(f"parameter attention={mode_name!r} is unknown; use none, summary or full")
+    timeout_us = values.get("timeout")
+    if timeout_us is not None and timeout_us <= 0:
+        raise InvalidInput(f"parameter timeout={timeout_us} must be a positive number of microseconds")
+    return Options(mode, values.get("typed_output", False), None if timeout_us is None else timeout_us / 1e6)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -80,7 +117,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if name != self.engine.spec.name:
             raise ModelNotFound(f"unknown model {name!r}; this server serves {self.engine.spec.name!r}")
         if version_text:
-            if not version_text.isdigit():
+            # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "١"
+            if not (version_text.isascii() and version_text.isdigit()):
                 raise ModelNotFound(f"model version {version_text!r} is not a version number")
             self.engine.check_version(int(version_text))
 
@@ -141,6 +179,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 0:
             raise InvalidInput(f"input {INPUT!r} must have shape [N] (or [N, 1]), got {shape}")
         count = shape[0]
+        # the declared count is checked before anything is parsed: a huge raw buffer costs nothing
+        self.engine.preprocessor.check_count(count)
         if request.raw_input_contents:
             if len(request.raw_input_contents) != 1:
                 raise InvalidInput(
@@ -166,11 +206,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @unary
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         self._check_model(request.model_name, request.model_version)
-        mode_name = _parameter(request, "attention") or "none"
-        mode = MODES.get(str(mode_name))
-        if mode is None:
-            raise InvalidInput(f"parameter attention={mode_name!r} is unknown; use none, summary or full")
-        typed = bool(_parameter(request, "typed_output"))
+        options = parse_parameters(request)
+        mode, typed = options.mode, options.typed
+        deadline = deadline_of(context)
+        if options.timeout_s is not None:
+            own = time.monotonic() + options.timeout_s
+            deadline = own if deadline is None else min(deadline, own)
         available = list(DEFAULT_OUTPUTS)
         if mode is not AttentionMode.NONE:
             available += SUMMARY_OUTPUTS
@@ -182,27 +223,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidInput(
                 f"unknown or unavailable outputs {unknown}; with attention={mode.value} use {available}"
             )
-        results = await self.engine.predict(self._texts(request), mode, deadline_of(context))
+        results = await self.engine.predict(self._texts(request), mode, deadline, padded=True)
         response = pb.ModelInferResponse(
             model_name=self.engine.spec.name, model_version=str(self.engine.spec.version), id=request.id
         )
-        for name in wanted:
-            datatype, array = _output(name, results)
-            tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
-            if datatype == "BYTES":
-                values = [v.encode("utf-8") for v in array.ravel().tolist()]
-                if typed:
-                    tensor.contents.bytes_contents.extend(values)
-                else:
-                    response.raw_output_contents.append(serialize_bytes_tensor(values))
-            elif typed:
-                contents = (
-                    tensor.contents.int_contents if datatype == "INT32" else tensor.contents.fp32_contents
-                )
-                contents.extend(array.ravel().tolist())
-            else:
-                response.raw_output_contents.append(array.tobytes())
+        if mode is AttentionMode.FULL or typed:  # megabytes to copy: not on the event loop
+            await asyncio.to_thread(_fill, response, wanted, results, typed)
+        else:
+            _fill(response, wanted, results, typed)
         return response
+
+
+def _fill(response: pb.ModelInferResponse, wanted: list[str], results: list[TextResult], typed: bool) -> None:
+    """Write the wanted output tensors of `results` into `response`, raw or typed."""
+    for name in wanted:
+        datatype, array = _output(name, results)
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
+        if datatype == "BYTES":
+            values = [v.encode("utf-8") for v in array.ravel().tolist()]
+            if typed:
+                tensor.contents.bytes_contents.extend(values)
+            else:
+                response.raw_output_contents.append(serialize_bytes_tensor(values))
+        elif typed:
+            contents = tensor.contents.int_contents if datatype == "INT32" else tensor.contents.fp32_contents
+            contents.extend(array.ravel().tolist())
+        else:
+            response.raw_output_contents.append(array.tobytes())
 
 
 def _output(name: str, results: list[TextResult]) -> tuple[str, np.ndarray]:

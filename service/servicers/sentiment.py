@@ -70,10 +70,12 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         self.engine.check_version(request.model_version)
         mode = attention_mode(request.attention)
         results = await self.engine.predict(list(request.texts), mode, deadline)
+        if mode is AttentionMode.FULL:  # megabytes of floats to copy: not on the event loop
+            predictions = await asyncio.to_thread(lambda: [to_prediction(r) for r in results])
+        else:
+            predictions = [to_prediction(r) for r in results]
         return pb.PredictResponse(
-            predictions=[to_prediction(r) for r in results],
-            model_name=self.engine.spec.name,
-            model_version=self.engine.spec.version,
+            predictions=predictions, model_name=self.engine.spec.name, model_version=self.engine.spec.version
         )
 
     @unary

@@ -147,6 +147,30 @@ def test_metadata_and_readiness_describe_the_model(v2_stub) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "attention='most'",
         ),
+        # versions are ASCII digits: "²" passes str.isdigit() but not int(), "١" passes both
+        (lambda r: setattr(r, "model_version", "²"), grpc.StatusCode.NOT_FOUND, "not a version number"),
+        (lambda r: setattr(r, "model_version", "١"), grpc.StatusCode.NOT_FOUND, "not a version number"),
+        (
+            lambda r: r.parameters["temperature"].__setattr__("double_param", 0.5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "request parameter 'temperature' is unknown",
+        ),
+        (
+            lambda r: r.parameters["typed_output"].__setattr__("string_param", "false"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "'typed_output' must be a bool, got string",
+        ),
+        (
+            lambda r: r.parameters["timeout"].__setattr__("int64_param", -5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "timeout=-5 must be a positive number",
+        ),
+        # the declared count is refused before the raw buffer (here 2 elements) is parsed
+        (
+            lambda r: r.inputs[0].shape.__setitem__(0, 4_000_000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the request has 4000000 texts; the limit is 256",
+        ),
     ],
 )
 def test_bad_requests_get_clear_errors(v2_stub, mutate, code, fragment) -> None:
@@ -156,6 +180,17 @@ def test_bad_requests_get_clear_errors(v2_stub, mutate, code, fragment) -> None:
         v2_stub.ModelInfer(message)
     assert caught.value.code() == code
     assert fragment in caught.value.details()
+
+
+def test_triton_priority_and_timeout_parameters_are_understood(v2_stub) -> None:
+    message = request(["fine"])
+    message.parameters["priority"].uint64_param = 1
+    message.parameters["timeout"].int64_param = 5_000_000
+    assert labels_from_raw(v2_stub.ModelInfer(message).raw_output_contents[0])
+    message.parameters["timeout"].int64_param = 1  # one microsecond: over before the batch runs
+    with pytest.raises(grpc.RpcError) as caught:
+        v2_stub.ModelInfer(message)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def test_tritonclient_calls_every_rpc(server: RunningServer, stub) -> None:

@@ -261,6 +261,8 @@ async def test_full_queue_answers_resource_exhausted_and_loses_nothing_accepted(
         tmp_path,
         "--max-queue-size",
         "8",
+        "--max-texts-per-request",
+        "8",
         "--max-concurrent-batches",
         "1",
         "--max-batch-size",

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from service.batcher import Batcher, BatchLimits, Item, pad, select
-from service.errors import DeadlineExpired, NotServing, QueueFull, RuntimeFailure
+from service.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull, RuntimeFailure
 
 
 class FakeRuntime:
-    """logits[row] = (sum of the row's ids, real length); optional pause and failure."""
+    """result[row] = (sum of the row's ids, real length, the row's want); optional pause and failure."""
 
     def __init__(self, pause_s: float = 0.0) -> None:
         self.batches: list[tuple[int, int]] = []
@@ -23,7 +23,7 @@ class FakeRuntime:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, ids, mask, with_attention):
+    def __call__(self, ids, mask, wants):
         self.gate.wait(5)
         if self.pause_s:
             time.sleep(self.pause_s)
@@ -31,18 +31,13 @@ class FakeRuntime:
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("boom")
-        logits = np.stack([ids.sum(1), mask.sum(1)], axis=1).astype(np.float32)
-        batch, length = ids.shape
-        attentions = np.broadcast_to(
-            mask[:, None, None, None, :].astype(np.float32), (batch, 1, 1, length, length)
-        )
-        return logits, (attentions.copy() if with_attention else None)
+        return list(zip(ids.sum(1).tolist(), mask.sum(1).tolist(), wants, strict=True))
 
 
-def item(length: int, age: float = 0.0) -> Item:
+def item(length: int, age: float = 0.0, start: float = 0.0) -> Item:
     loop = asyncio.new_event_loop()
     try:
-        return Item([1] * length, False, None, loop.create_future(), time.monotonic() - age)
+        return Item([1] * length, None, None, loop.create_future(), time.monotonic() - age, start)
     finally:
         loop.close()
 
@@ -87,9 +82,9 @@ async def test_results_go_back_to_their_own_items() -> None:
     runtime = FakeRuntime()
     batcher = await started(runtime, max_concurrent_batches=1, max_padding_ratio=1.0)
     sequences = [[3] * 5, [1, 2], [7] * 9, [4]]
-    results = await asyncio.gather(*batcher.submit(sequences, False, None))
+    results = await asyncio.gather(*batcher.submit(sequences, "mine", None))
     for seq, result in zip(sequences, results, strict=True):
-        assert result.outputs.tolist() == [sum(seq), len(seq)]
+        assert result.value == (sum(seq), len(seq), "mine")
         assert result.batch_size == 4 and result.padded_length == 9
     await batcher.stop()
 
@@ -145,7 +140,7 @@ async def test_full_queue_refuses_at_once_and_keeps_accepted_items() -> None:
     assert batcher.depth == 2
     runtime.gate.set()
     results = await asyncio.gather(*running, *queued)
-    assert [r.outputs[0] for r in results] == [1, 2, 3]
+    assert [r.value[0] for r in results] == [1, 2, 3]
     await batcher.stop()
 
 
@@ -175,23 +170,40 @@ async def test_runtime_failure_fails_only_its_batch() -> None:
     with pytest.raises(RuntimeFailure):
         await asyncio.gather(*batcher.submit([[1], [2]], False, None))
     result = await batcher.submit([[3]], False, None)[0]
-    assert result.outputs[0] == 3
+    assert result.value[0] == 3
     await batcher.stop()
 
 
-async def test_attention_is_cropped_to_real_tokens() -> None:
+async def test_a_later_small_request_does_not_wait_behind_a_large_one() -> None:
     runtime = FakeRuntime()
     runtime.gate.clear()
-    batcher = await started(runtime, max_concurrent_batches=1, max_padding_ratio=1.0)
-    blocker = batcher.submit([[9]], False, None)
+    batcher = await started(runtime, max_batch_size=8, max_concurrent_batches=1)
+    large = batcher.submit([[1] * 10] * 40, "large", None)  # its first 8 texts start running at once
     await asyncio.sleep(0.01)
-    short, long = batcher.submit([[1, 2], [1, 2, 3, 4, 5]], True, None)
+    small = batcher.submit([[2] * 3], "small", None)
     runtime.gate.set()
-    await asyncio.gather(*blocker)
-    short_result, long_result = await short, await long
-    assert short_result.padded_length == 5
-    assert short_result.attentions is not None and short_result.attentions.shape == (1, 1, 2, 2)
-    assert long_result.attentions is not None and long_result.attentions.shape == (1, 1, 5, 5)
+    await asyncio.gather(*large, *small)
+    # the small request's turn came right after the batch that was running when it arrived,
+    # not after the 32 texts of the large request still queued ahead of it
+    assert runtime.batches[:3] == [(8, 10), (1, 3), (8, 10)]
+    assert len(runtime.batches) == 6
+    await batcher.stop()
+
+
+def test_select_seeds_with_the_smallest_start_tag_then_the_oldest() -> None:
+    late_turn = item(10, age=1.0, start=500.0)
+    first_turn = item(3, age=0.0, start=0.0)
+    tie_older = item(20, age=0.5, start=0.0)
+    limits = BatchLimits(max_batch_size=1)
+    assert select([late_turn, first_turn, tie_older], limits) == [tie_older]
+    assert select([late_turn, first_turn], limits) == [first_turn]
+
+
+async def test_a_request_larger_than_the_queue_is_invalid_not_retryable() -> None:
+    batcher = await started(FakeRuntime(), max_queue_size=4)
+    with pytest.raises(InvalidInput, match="the request has 5 texts and the queue holds at most 4"):
+        batcher.submit([[1]] * 5, None, None)
+    assert batcher.depth == 0
     await batcher.stop()
 
 
@@ -201,6 +213,6 @@ async def test_stop_answers_everything_accepted_then_refuses() -> None:
     futures = [f for i in range(20) for f in batcher.submit([[i + 1]], False, None)]
     await batcher.stop()
     assert all(f.done() and not f.exception() for f in futures)
-    assert sorted(f.result().outputs[0] for f in futures) == list(range(1, 21))
+    assert sorted(f.result().value[0] for f in futures) == list(range(1, 21))
     with pytest.raises(NotServing):
         batcher.submit([[1]], False, None)

@@ -23,3 +23,11 @@ def test_invalid_settings_are_refused() -> None:
         Settings(max_batch_size=0)
     with pytest.raises(ValidationError, match="go together"):
         Settings(tls_cert_file="cert.pem")
+
+
+def test_a_queue_smaller_than_one_request_is_refused_at_start() -> None:
+    with pytest.raises(
+        ValidationError, match=r"--max-queue-size \(64\) must hold at least one whole request"
+    ):
+        Settings(max_queue_size=64, max_texts_per_request=65)
+    assert Settings(max_queue_size=64, max_texts_per_request=64).max_queue_size == 64
