@@ -81,7 +81,7 @@ class BatchObserver(Protocol):
 @dataclass(frozen=True)
 class BatchLimits:
     max_batch_size: int = 32
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = 1024
     max_queue_delay_s: float = 0.002
     max_queue_size: int = 2048
     max_concurrent_batches: int = 2

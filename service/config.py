@@ -58,8 +58,9 @@ class Settings(BaseSettings):
     """ONNX Runtime threads per batch; concurrent batches each get their own."""
     max_batch_size: int = Field(32, ge=1, le=4096)
     """Most texts in one batch."""
-    max_batch_tokens: int = Field(8192, ge=1)
-    """Most padded tokens in one batch (longest text x texts)."""
+    max_batch_tokens: int = Field(1024, ge=1)
+    """Most padded tokens in one batch (longest text x texts): bounds one batch's compute time, and
+    so how long any text waits for a running batch (a text of max_length tokens always fits)."""
     max_padding_ratio: float = Field(0.1, gt=0.0, le=1.0)
     """Most of a batch that may be padding; texts of very different lengths go in separate batches."""
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     """Largest gRPC message accepted or sent."""
     grace_period_s: float = Field(20.0, ge=0.0)
     """On SIGTERM, how long accepted calls may take to finish before the server exits."""
+    drain_delay_s: float = Field(0.0, ge=0.0)
+    """On SIGTERM, keep answering this long (within the grace period) while health says NOT_SERVING,
+    so that balancers polling health stop sending calls before they would be refused."""
     tls_cert_file: Path | None = None
     """Server certificate (PEM); with --tls-key-file turns TLS on."""
     tls_key_file: Path | None = None

@@ -135,6 +135,7 @@ class Engine:
         self.batcher = batcher
         self.max_message_bytes = max_message_bytes
         self.ready = False
+        self.draining = asyncio.Event()  # set once new work is refused: open streams close
 
     @classmethod
     def load(cls, settings: Settings, observer: BatchObserver | None = None) -> Engine:
@@ -167,9 +168,14 @@ class Engine:
         self.batcher.start()
         self.ready = True
 
+    def stop_accepting(self) -> None:
+        """Refuse new work from now on (UNAVAILABLE); what was accepted is still answered."""
+        self.ready = False
+        self.draining.set()
+
     async def stop(self) -> None:
         """Answer everything queued, then stop."""
-        self.ready = False
+        self.stop_accepting()
         await self.batcher.stop()
 
     def check_version(self, version: int) -> None:
@@ -187,13 +193,26 @@ class Engine:
         size = response_bytes(num_tokens, mode, spec.num_layers, spec.num_heads, padded)
         if size <= limit:
             return
-        fitting = max(0, int(len(num_tokens) * limit / size) - 1)
+        fitting = 0  # how many of the first texts would fit
+        while (
+            response_bytes(num_tokens[: fitting + 1], mode, spec.num_layers, spec.num_heads, padded) <= limit
+        ):
+            fitting += 1
         advice = f"send at most {fitting} such texts per request, or" if fitting else "send shorter texts, or"
         raise InvalidInput(
             f"the answer to these {len(num_tokens)} texts with attention={mode.value} would take about "
             f"{size / 2**20:.1f} MiB ({spec.num_layers} layers x {spec.num_heads} heads x tokens² floats "
             f"per text); the message limit is {limit / 2**20:.1f} MiB: {advice} ask for attention=summary"
         )
+
+    def check_sent_size(self, size: int) -> None:
+        """The last guard before sending: an answer over the message limit would reach the caller as
+        a transport error; say what happened instead (check_response_size should have caught it)."""
+        if size > self.max_message_bytes:
+            raise InvalidInput(
+                f"the answer takes {size / 2**20:.1f} MiB; the message limit is "
+                f"{self.max_message_bytes / 2**20:.1f} MiB: send fewer texts per request"
+            )
 
     async def encode(self, texts: Sequence[str]) -> list[Encoded]:
         """Tokenize; a large request in a worker thread, so that other callers keep being served."""

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     HandlerFactory = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
     Context = grpc.aio.ServicerContext[Any, Any]
 
-OPEN_PREFIX = "/grpc.health.v1.Health/"  # probes never need the token
+OPEN_PREFIX = "/grpc.health.v1.Health/"  # probes never need the token, whichever protocol they speak
+OPEN_METHODS = frozenset(
+    {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
+)
 WATCH_METHOD = "/grpc.health.v1.Health/Watch"
 
 
@@ -39,13 +42,18 @@ def _rebuild(
 
 
 def _code_name(context: Context, error: BaseException | None) -> str:
+    """The status the client received: what the handler set, or why its task was cancelled."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
     if error is None:
         return "OK"
-    # a BaseException that is not an Exception here is the call's task being cancelled
-    return "UNKNOWN" if isinstance(error, Exception) else "CANCELLED"
+    if isinstance(error, Exception):
+        return "UNKNOWN"
+    # a BaseException that is not an Exception here is the call's task being cancelled: by the
+    # caller, or by gRPC because the caller's deadline passed, which the caller sees as such
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
 
 
 class _Cached(grpc.aio.ServerInterceptor):
@@ -128,34 +136,40 @@ class MetricsInterceptor(_Cached):
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Every call but health checks needs `authorization: Bearer <token>`, else UNAUTHENTICATED."""
+    """Every call but health probes (grpc.health.v1, KServe ServerLive and ServerReady) needs
+    `authorization: Bearer <token>`, else UNAUTHENTICATED. The scheme is case-insensitive (RFC 6750);
+    a call with two authorization headers is refused, whatever they say."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
         self._denials: dict[tuple[str, str], grpc.RpcMethodHandler[Any, Any]] = {}
 
-    def _authorised(self, details: grpc.HandlerCallDetails) -> bool:
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                given = value.encode() if isinstance(value, str) else bytes(value)
-                return hmac.compare_digest(given, self._expected)
-        return False
+    def _refusal(self, details: grpc.HandlerCallDetails) -> str | None:
+        """Why the call is refused, or None when it carries the token."""
+        given = [value for key, value in details.invocation_metadata or () if key == "authorization"]
+        if not given:
+            return "this server needs `authorization: Bearer <token>`"
+        if len(given) > 1:
+            return f"the call has {len(given)} authorization headers; send one"
+        value = given[0].encode() if isinstance(given[0], str) else bytes(given[0])
+        scheme, _, token = value.strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            return "the authorization header must be `Bearer <token>`"
+        return None if hmac.compare_digest(token.strip(), self._expected) else "the bearer token is wrong"
 
     async def intercept_service(
         self, continuation: HandlerFactory, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(OPEN_PREFIX):
+        method = handler_call_details.method
+        if handler is None or method.startswith(OPEN_PREFIX) or method in OPEN_METHODS:
             return handler
-        if self._authorised(handler_call_details):
+        message = self._refusal(handler_call_details)
+        if message is None:
             return handler
-        has_header = any(k == "authorization" for k, _ in handler_call_details.invocation_metadata or ())
-        message = (
-            "the bearer token is wrong" if has_header else "this server needs `authorization: Bearer <token>`"
-        )
-        denial = self._denials.get((handler_call_details.method, message))
+        denial = self._denials.get((method, message))
         if denial is None:
-            denial = self._denials[(handler_call_details.method, message)] = self._deny(handler, message)
+            denial = self._denials[(method, message)] = self._deny(handler, message)
         return denial
 
     @staticmethod

@@ -151,14 +151,22 @@ class Server:
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls (UNAVAILABLE), answer accepted ones, then stop.
 
-        New calls are refused by the engine while the gRPC server still runs, so each is answered
-        UNAVAILABLE (safe to retry elsewhere) instead of being cut off by the transport.
+        With a drain delay, calls are still answered for that long after health turns NOT_SERVING,
+        so that balancers polling health stop sending calls here before they would be refused.
+        Then new calls are refused by the engine while the gRPC server still runs, so each is
+        answered UNAVAILABLE (safe to retry elsewhere) instead of being cut off by the transport, and
+        open streams are closed with UNAVAILABLE once their accepted requests are answered.
         """
         grace = self.settings.grace_period_s if grace_s is None else grace_s
         deadline = asyncio.get_running_loop().time() + grace
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.drain_delay_s > 0:
+            log.info(
+                "NOT_SERVING; still answering for %.1f s while balancers notice", self.settings.drain_delay_s
+            )
+            await asyncio.sleep(min(self.settings.drain_delay_s, grace))
         if self.engine is not None:
-            self.engine.ready = False
+            self.engine.stop_accepting()
         try:
             async with asyncio.timeout_at(deadline):
                 await self._drain.wait_idle()

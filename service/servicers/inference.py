@@ -231,6 +231,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await asyncio.to_thread(_fill, response, wanted, results, typed)
         else:
             _fill(response, wanted, results, typed)
+        if mode is not AttentionMode.NONE:
+            self.engine.check_sent_size(response.ByteSize())
         return response
 
 

@@ -12,7 +12,7 @@ import grpc
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from service.engine import AttentionMode, Engine, TextResult
-from service.errors import InvalidInput
+from service.errors import InvalidInput, NotServing
 from service.servicers._boundary import Malformed, check_parsed, deadline_of, status_of, streaming, unary
 
 MODES: dict[int, AttentionMode] = {
@@ -74,9 +74,12 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             predictions = await asyncio.to_thread(lambda: [to_prediction(r) for r in results])
         else:
             predictions = [to_prediction(r) for r in results]
-        return pb.PredictResponse(
+        response = pb.PredictResponse(
             predictions=predictions, model_name=self.engine.spec.name, model_version=self.engine.spec.version
         )
+        if mode is not AttentionMode.NONE:
+            self.engine.check_sent_size(response.ByteSize())
+        return response
 
     @unary
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
@@ -106,8 +109,20 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
                 window.release()
 
         async def read() -> None:
+            """Take requests until the caller ends the stream, or the server starts draining."""
+            draining = asyncio.ensure_future(self.engine.draining.wait())
+            messages = aiter(request_iterator)
             try:
-                async for message in request_iterator:
+                while True:
+                    following = asyncio.ensure_future(anext(messages))
+                    await asyncio.wait({following, draining}, return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        following.cancel()
+                        break
+                    try:
+                        message = following.result()
+                    except StopAsyncIteration:
+                        break
                     await window.acquire()
                     task = asyncio.create_task(answer(message))
                     tasks.add(task)
@@ -115,6 +130,7 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
                 if tasks:
                     await asyncio.gather(*tasks)
             finally:
+                draining.cancel()
                 await done.put(None)
 
         reader = asyncio.create_task(read())
@@ -126,6 +142,11 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+        if self.engine.draining.is_set():
+            raise NotServing(
+                "the server is shutting down: every request it took on this stream was answered; "
+                "send the others again on a new stream"
+            )
 
     @unary
     async def GetModelInfo(

@@ -214,6 +214,7 @@ class Topology:
             "SENTIMENT_METRICS_HOST": host,
             "SENTIMENT_METRICS_PORT": str(METRICS_PORT),
             "SENTIMENT_GRACE_PERIOD_S": "20",
+            "SENTIMENT_DRAIN_DELAY_S": "3",
         }
         process = Process(
             f"replica {host}", [sys.executable, "-m", "service"], self.work / f"{host}.log", env

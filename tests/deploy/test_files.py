@@ -45,6 +45,8 @@ def test_compose_file_is_valid_and_keeps_its_promises() -> None:
     assert any(v["target"] == "/models" and v["read_only"] for v in server["volumes"])
     assert server["healthcheck"]["test"][-3:] == ["-m", "service.probe", "--quiet"]
     assert server["environment"]["SENTIMENT_GRACE_PERIOD_S"] == str(GRACE_PERIOD_S)
+    # the drain delay outlasts haproxy's detection: two failed checks, one a second
+    assert float(server["environment"]["SENTIMENT_DRAIN_DELAY_S"]) > 2
     # compose writes durations in Go's notation: "25s"
     assert int(server["stop_grace_period"].rstrip("s")) > GRACE_PERIOD_S
     assert server["build"]["target"] == "server" and server["image"] == SERVER_IMAGE

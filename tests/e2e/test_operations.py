@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from onnx import TensorProto, helper
 
 from model_export.data import sha256_file
+from sentiment_client.pb.inference import grpc_predict_v2_pb2 as v2
+from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
 from tests.e2e.conftest import RunningServer, launch, scrape
@@ -136,14 +139,27 @@ def test_bearer_token_guards_everything_but_health(model_root: Path, tmp_path: P
             for metadata, fragment in (
                 (None, "needs `authorization"),
                 ((("authorization", "Bearer nope"),), "wrong"),
+                ((("authorization", "Basic czNjcmV0"),), "must be `Bearer <token>`"),
+                # two headers are refused even when one of them is right
+                ((("authorization", "Bearer s3cret"), ("authorization", "Bearer nope")), "2 authorization"),
+                ((("authorization", "Bearer nope"), ("authorization", "Bearer s3cret")), "2 authorization"),
             ):
                 with pytest.raises(grpc.RpcError) as caught:
                     stub.Predict(request, metadata=metadata)
                 assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
                 assert fragment in caught.value.details()
             assert stub.Predict(request, metadata=(("authorization", "Bearer s3cret"),)).predictions
+            # the scheme is case-insensitive (RFC 6750)
+            assert stub.Predict(request, metadata=(("authorization", "bearer s3cret"),)).predictions
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert health.status == health_pb2.HealthCheckResponse.SERVING
+            # KServe's liveness and readiness probes are open like grpc.health; model calls are not
+            v2_stub = v2_grpc.GRPCInferenceServiceStub(channel)
+            assert v2_stub.ServerLive(v2.ServerLiveRequest()).live
+            assert v2_stub.ServerReady(v2.ServerReadyRequest()).ready
+            with pytest.raises(grpc.RpcError) as caught:
+                v2_stub.ModelMetadata(v2.ModelMetadataRequest(name="sentiment"))
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         assert running.stop() == 0
 
@@ -286,3 +302,48 @@ async def test_full_queue_answers_resource_exhausted_and_loses_nothing_accepted(
         assert dropped == 4 * len(refused)
     finally:
         assert running.stop() == 0
+
+
+def test_sigterm_closes_open_streams_promptly_with_unavailable(model_root: Path, tmp_path: Path) -> None:
+    running = launch(model_root, tmp_path, "--grace-period-s", "30")
+    requests: queue.Queue[pb.PredictStreamRequest | None] = queue.Queue()
+
+    def stream_requests():
+        while (message := requests.get(timeout=60)) is not None:
+            yield message
+
+    with grpc.insecure_channel(running.target) as channel:
+        responses = sentiment_pb2_grpc.SentimentServiceStub(channel).PredictStream(
+            stream_requests(), timeout=60
+        )
+        requests.put(pb.PredictStreamRequest(request_id="a", request=pb.PredictRequest(texts=["fine"])))
+        assert next(responses).request_id == "a"
+        signalled = time.monotonic()
+        running.process.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as caught:
+            next(responses)  # the stream is told at once, not when the 30 s grace period ends
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "send the others again on a new stream" in caught.value.details()
+        requests.put(None)
+    assert running.process.wait(10) == 0
+    assert time.monotonic() - signalled < 10
+    running.stop()
+
+
+def test_drain_delay_keeps_answering_while_health_says_not_serving(model_root: Path, tmp_path: Path) -> None:
+    running = launch(model_root, tmp_path, "--drain-delay-s", "2")
+    with grpc.insecure_channel(running.target) as channel:
+        stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        running.process.send_signal(signal.SIGTERM)
+        for _ in range(100):
+            status = health.Check(health_pb2.HealthCheckRequest()).status
+            if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+            time.sleep(0.01)
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert stub.Predict(pb.PredictRequest(texts=["still answered"]), timeout=5).predictions
+        assert running.process.poll() is None
+    assert running.process.wait(15) == 0
+    running.stop()
+    assert "still answering for 2.0 s" in running.log()

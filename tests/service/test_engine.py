@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,10 +43,13 @@ async def test_an_answer_that_cannot_fit_is_refused_before_queueing(engine: Engi
         InvalidInput, match=r"would take about 1\.1 MiB .* the message limit is 0\.2 MiB"
     ) as caught:
         await engine.predict([long_text] * 32, AttentionMode.FULL, None)
-    assert "send at most 6 such texts per request" in caught.value.message
+    fitting = int(re.search(r"send at most (\d+) such texts", caught.value.message).group(1))  # type: ignore[union-attr]
     assert engine.batcher.depth == 0
-    results = await engine.predict([long_text] * 6, AttentionMode.FULL, None)
+    # the advice is exact: that many texts are answered, one more is refused
+    results = await engine.predict([long_text] * fitting, AttentionMode.FULL, None)
     assert all(r.attention is not None and r.attention.weights is not None for r in results)
+    with pytest.raises(InvalidInput):
+        await engine.predict([long_text] * (fitting + 1), AttentionMode.FULL, None)
     # without full attention the same request is small
     assert len(await engine.predict([long_text] * 32, AttentionMode.SUMMARY, None)) == 32
 
