@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     provider: Provider = Provider.CPU
     """ONNX Runtime execution provider: cpu, or cuda (with a logged fallback to cpu)."""
     intra_op_threads: int = Field(1, ge=1, le=256)
-    """ONNX Runtime threads per batch; concurrent batches each get their own."""
+    """ONNX Runtime threads per batch while batches run side by side."""
+    lone_batch_threads: int = Field(0, ge=0, le=256)
+    """ONNX Runtime threads for a batch that runs alone; 0: every CPU the process may use."""
     max_batch_size: int = Field(32, ge=1, le=4096)
     """Most texts in one batch."""
     max_batch_tokens: int = Field(1024, ge=1)
@@ -67,8 +69,9 @@ class Settings(BaseSettings):
     """Longest the oldest queued text waits for its batch to fill while another batch runs."""
     max_queue_size: int = Field(2048, ge=1)
     """Most texts waiting; beyond it requests fail at once with RESOURCE_EXHAUSTED."""
-    max_concurrent_batches: int = Field(2, ge=1, le=64)
-    """Batches ONNX Runtime may run at the same time, each in its own worker thread."""
+    max_concurrent_batches: int = Field(0, ge=0, le=64)
+    """Batches ONNX Runtime may run at the same time, each in its own worker thread; 0: one per CPU
+    the process may use (its affinity and cgroup quota), at least 2."""
     max_texts_per_request: int = Field(256, ge=1)
     """Most texts in one request."""
     max_text_chars: int = Field(20_000, ge=1)

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from service.attention import cls_attention, rollout
 from service.batcher import Batcher, BatchLimits, BatchObserver, ItemResult, RunFn
 from service.config import Settings, Variant
+from service.cpus import available_cpus
 from service.errors import InvalidInput, ModelNotFound, NotServing
 from service.model_store import ModelSpec, load_spec
 from service.preprocess import Encoded, Preprocessor
@@ -143,7 +144,13 @@ class Engine:
         spec = load_spec(
             settings.model_dir, settings.model_name, settings.model_version, ONNX_FILES[settings.variant]
         )
-        model = OnnxModel(spec.onnx_path, settings.provider.value, settings.intra_op_threads)
+        cpus = available_cpus()
+        model = OnnxModel(
+            spec.onnx_path,
+            settings.provider.value,
+            settings.intra_op_threads,
+            settings.lone_batch_threads or cpus,
+        )
         preprocessor = Preprocessor(
             spec.path / "tokenizer.json",
             spec.max_length,
@@ -155,7 +162,7 @@ class Engine:
             max_batch_tokens=max(settings.max_batch_tokens, spec.max_length),
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
-            max_concurrent_batches=settings.max_concurrent_batches,
+            max_concurrent_batches=settings.max_concurrent_batches or max(2, cpus),
             max_padding_ratio=settings.max_padding_ratio,
         )
         return cls(

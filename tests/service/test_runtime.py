@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +33,17 @@ def test_cuda_request_falls_back_to_cpu_with_a_warning(
         model = OnnxModel(model_dir / "model.onnx", provider="cuda")
     assert model.provider == "CPUExecutionProvider"
     assert "CUDAExecutionProvider is not available" in caplog.text
+
+
+def test_lone_and_side_by_side_batches_give_the_same_answers(model_dir: Path) -> None:
+    model = OnnxModel(model_dir / "model.onnx", intra_op_threads=1, lone_threads=2)
+    assert model.lone_session is not None  # a second, wider session for batches that run alone
+    assert OnnxModel(model_dir / "model.onnx", intra_op_threads=2, lone_threads=2).lone_session is None
+    rng = np.random.default_rng(3)
+    ids = rng.integers(4, 900, size=(8, 24)).astype(np.int64)
+    mask = np.ones_like(ids)
+    alone, _ = model.run(ids, mask, with_attention=False)
+    with ThreadPoolExecutor(4) as pool:  # several at once: most run on the narrow session
+        together = list(pool.map(lambda _: model.run(ids, mask, with_attention=False)[0], range(16)))
+    for logits in together:
+        np.testing.assert_allclose(logits, alone, atol=1e-5)
