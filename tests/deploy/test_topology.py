@@ -79,6 +79,7 @@ def test_one_channel_reaches_every_replica(topology: Topology) -> None:
     assert all(r.label in ("negative", "positive") for r in results)
     after = predict_counts(topology)
     grown = {host: after[host] - before[host] for host in after}
+    print(f"one channel, 40 calls through haproxy: {grown}")
     assert sum(grown.values()) == 40
     # balanced per call, not per connection: one channel's calls spread over both replicas
     assert all(count >= 10 for count in grown.values()), grown
