@@ -42,6 +42,7 @@ def test_retry_policy_retries_only_transient_codes_with_bounded_jittered_backoff
     policy = RetryPolicy(max_attempts=4, initial_backoff_s=0.1, max_backoff_s=0.3)
     assert policy.should_retry(grpc.StatusCode.UNAVAILABLE, 1)
     assert policy.should_retry(grpc.StatusCode.RESOURCE_EXHAUSTED, 3)
+    assert policy.should_retry(grpc.StatusCode.CANCELLED, 2)  # only the server side cancels
     assert not policy.should_retry(grpc.StatusCode.UNAVAILABLE, 4)
     for code in (
         grpc.StatusCode.INVALID_ARGUMENT,

@@ -1,4 +1,11 @@
-"""Retries with exponential backoff and full jitter, for UNAVAILABLE and RESOURCE_EXHAUSTED only."""
+"""Retries with exponential backoff and full jitter, for the codes that say "not now, not here".
+
+UNAVAILABLE (starting, draining, unreachable) and RESOURCE_EXHAUSTED (queue full) are retried, and
+CANCELLED: this client never cancels a call it is waiting for (a deadline ends as
+DEADLINE_EXCEEDED, an asyncio cancellation as CancelledError), so a CANCELLED status comes from the
+other side, e.g. a server that closes its listener just as the call reaches it. Every call of the
+API is a read, so sending it again is safe.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,9 @@ from dataclasses import dataclass
 
 import grpc
 
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+)
 
 
 @dataclass(frozen=True)
