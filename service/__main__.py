@@ -36,10 +36,15 @@ async def serve(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)  # type: ignore[call-arg]
+    args = sys.argv[1:] if argv is None else argv
+    settings = Settings(_cli_parse_args=args)  # type: ignore[call-arg]
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if settings.workers > 1:
+        from service.workers import run_group
+
+        sys.exit(run_group(settings, args))
     sys.exit(asyncio.run(serve(settings)))
 
 

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     """Longest the oldest queued text waits for its batch to fill while another batch runs."""
     max_queue_size: int = Field(2048, ge=1)
     """Most texts waiting; beyond it requests fail at once with RESOURCE_EXHAUSTED."""
+    workers: int = Field(1, ge=1, le=64)
+    """Server processes sharing the gRPC port, each with its own batcher and ONNX Runtime sessions;
+    metrics are summed. The kernel balances connections (not calls) among them."""
+    reuse_port: bool = False
+    """Let other processes listen on the same port (SO_REUSEPORT); the workers of --workers set it."""
     max_concurrent_batches: int = Field(0, ge=0, le=64)
     """Batches ONNX Runtime may run at the same time, each in its own worker thread; 0: one per CPU
     the process may use (its affinity and cgroup quota), at least 2."""

@@ -1,11 +1,16 @@
-"""Every Prometheus metric of the service, on its own registry, and the HTTP endpoint serving them."""
+"""Every Prometheus metric of the service, on its own registry, and the HTTP endpoint serving them.
+
+With --workers N every worker process writes its metrics into files under PROMETHEUS_MULTIPROC_DIR
+(prometheus-client's multiprocess mode) and the parent process serves their sum: counters and
+histograms add up; gauges say how they combine (multiprocess_mode), and only live workers count.
+"""
 
 from __future__ import annotations
 
 import threading
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -34,7 +39,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("sentiment_in_flight_requests", "RPCs being answered now", registry=r)
+        self.in_flight = Gauge(
+            "sentiment_in_flight_requests", "RPCs being answered now", registry=r, multiprocess_mode="livesum"
+        )
         self.queue_wait_seconds = Histogram(
             "sentiment_queue_wait_seconds",
             "Time a text waited before its batch ran",
@@ -56,11 +63,14 @@ class Metrics:
             buckets=RATIO_BUCKETS,
             registry=r,
         )
-        self.queue_depth_texts = Gauge("sentiment_queue_depth", "Texts waiting for a batch", registry=r)
+        self.queue_depth_texts = Gauge(
+            "sentiment_queue_depth", "Texts waiting for a batch", registry=r, multiprocess_mode="livesum"
+        )
         self.queue_capacity = Gauge(
             "sentiment_queue_capacity",
             "Most texts that may wait; beyond it calls are refused with RESOURCE_EXHAUSTED",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.texts = Counter("sentiment_texts", "Texts run through the model", registry=r)
         self.tokens = Counter("sentiment_tokens", "Real (unpadded) tokens run through the model", registry=r)
@@ -72,7 +82,14 @@ class Metrics:
         )
         for reason in DROP_REASONS:  # every series exists from the start, at 0, for rate() and alerts
             self.dropped_texts.labels(reason)
-        self.model = Info("sentiment_model", "The model being served", registry=r)
+        # an info metric as a gauge of 1 with the model in its labels: Info has no multiprocess mode
+        self.model = Gauge(
+            "sentiment_model_info",
+            "The model being served",
+            ["name", "version", "provider", "variant", "labels"],
+            registry=r,
+            multiprocess_mode="max",
+        )
 
     def answered(self) -> dict[str, dict[str, int]]:
         """RPCs answered so far: {method: {status code: count}}."""

@@ -93,7 +93,7 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(settings.reuse_port)),
             ],
         )
         server.add_generic_rpc_handlers(
@@ -126,15 +126,13 @@ class Server:
             )
             self.metrics_port = self._endpoint.port
         spec = engine.spec
-        self.metrics.model.info(
-            {
-                "name": spec.name,
-                "version": str(spec.version),
-                "provider": engine.model.provider,
-                "variant": settings.variant.value,
-                "labels": ",".join(spec.labels),
-            }
-        )
+        self.metrics.model.labels(
+            name=spec.name,
+            version=str(spec.version),
+            provider=engine.model.provider,
+            variant=settings.variant.value,
+            labels=",".join(spec.labels),
+        ).set(1)
         self.metrics.queue_capacity.set(settings.max_queue_size)
         await engine.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,68 @@
+"""--workers: several server processes on one port, their metrics summed, one drain for all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+from pathlib import Path
+
+import grpc
+
+from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
+from tests.e2e.conftest import launch, scrape
+
+PREDICT = "sentiment.v1.SentimentService/Predict"
+
+
+async def test_two_workers_share_the_port_sum_their_metrics_and_drain_together(
+    model_root: Path, tmp_path: Path
+) -> None:
+    running = launch(model_root, tmp_path, "--workers", "2")
+    try:
+        # the kernel balances connections: many channels reach both workers
+        for i in range(24):
+            with grpc.insecure_channel(running.target) as channel:
+                stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+                assert stub.Predict(pb.PredictRequest(texts=[f"good film {i}"])).predictions
+        ok = ("sentiment_requests_total", (("code", "OK"), ("method", PREDICT)))
+        assert scrape(running)[ok] == 24  # one endpoint, the workers' counts summed
+
+        codes: list[str] = []
+
+        async def caller(stub: sentiment_pb2_grpc.SentimentServiceStub) -> None:
+            for _ in range(400):  # bounded: stops by itself
+                try:
+                    await stub.Predict(pb.PredictRequest(texts=["a fine film"]), timeout=30)
+                    codes.append("OK")
+                except grpc.RpcError as err:
+                    codes.append(err.code().name)
+                    if err.code() == grpc.StatusCode.UNAVAILABLE:
+                        return
+
+        channels = [grpc.aio.insecure_channel(running.target) for _ in range(8)]
+        try:
+            callers = [
+                asyncio.create_task(caller(sentiment_pb2_grpc.SentimentServiceStub(c))) for c in channels
+            ]
+            await asyncio.sleep(1.0)
+            running.process.send_signal(signal.SIGTERM)
+            await asyncio.gather(*callers)
+        finally:
+            for channel in channels:
+                await channel.close()
+        exit_code = await asyncio.to_thread(running.process.wait, 60)
+    finally:
+        running.stop()
+    log = running.log()
+    assert exit_code == 0, log
+    assert "all 2 workers drained and exited 0" in log
+    answered = [json.loads(m) for m in re.findall(r"calls answered: (\{.*\})", log)]
+    assert len(answered) == 2
+    per_worker = [a[PREDICT].get("OK", 0) for a in answered]
+    assert all(count > 0 for count in per_worker), per_worker
+    # every call a worker took in was answered; the clients saw each OK the workers counted
+    assert sum(per_worker) == 24 + codes.count("OK")
+    assert set(codes) <= {"OK", "UNAVAILABLE", "CANCELLED"}
