@@ -13,6 +13,13 @@ batch is seeded with the text of the smallest tag and filled with texts of simil
 virtual time moves to the seed's tag. So a request of 256 long texts queued just before a one-text
 request does not go ahead of it as a whole: the short text's tag is reached after about one batch
 of the long request's texts, and two large requests share the runtime in proportion to their tokens.
+
+The tail is bounded: a text that arrives later never gets a smaller tag (the virtual time never goes
+back, and ties go to the older text), so it can join a batch as a neighbour but never take an
+earlier text's turn as its seed. A text therefore seeds a batch, whatever its length, at the latest
+once the texts queued before it have run: it waits for at most as many batches as there were texts
+ahead of it when it arrived (fewer, as batches carry several), and a stream of later short texts,
+however well they batch together, cannot starve one long text.
 """
 
 from __future__ import annotations

@@ -216,3 +216,36 @@ async def test_stop_answers_everything_accepted_then_refuses() -> None:
     assert sorted(f.result().value[0] for f in futures) == list(range(1, 21))
     with pytest.raises(NotServing):
         batcher.submit([[1]], False, None)
+
+
+async def test_a_stream_of_short_texts_does_not_starve_a_long_one() -> None:
+    """The tail bound: later texts never take an earlier text's turn, so a text is a batch's seed
+    once the texts queued before it have run, however well the later ones batch together."""
+    steps = threading.Semaphore(0)
+    runtime = FakeRuntime()
+    original = runtime.__call__
+
+    def stepped(ids, mask, wants):
+        steps.acquire(timeout=5)  # one batch per step
+        return original(ids, mask, wants)
+
+    batcher = Batcher(stepped, BatchLimits(max_batch_size=4, max_concurrent_batches=1, max_padding_ratio=0.1))
+    batcher.start()
+    first = batcher.submit([[1] * 5], None, None)  # runs at once: nothing else was running
+    await asyncio.sleep(0.01)
+    ahead = [f for _ in range(6) for f in batcher.submit([[1] * 5], None, None)]
+    long = batcher.submit([[2] * 60], None, None)
+    stream = []
+    for _ in range(12):  # a short text keeps arriving, and batches well with the others
+        stream += batcher.submit([[1] * 5], None, None)
+        steps.release()
+        await asyncio.sleep(0.02)
+        if long[0].done():
+            break
+    # the six texts ahead of it took two batches (4 + 2 with two of the stream); then its turn
+    assert long[0].done()
+    assert runtime.batches.index((1, 60)) == 3
+    for _ in range(20):
+        steps.release()
+    await asyncio.gather(*first, *ahead, *long, *stream)
+    await batcher.stop()
