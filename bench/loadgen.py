@@ -18,17 +18,23 @@ from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
 
 
-async def run(target: str, sentences: list[str], concurrency: int, per_request: int, duration: float) -> dict:
+async def run(
+    target: str, sentences: list[str], concurrency: int, per_request: int, duration: float, channels: int = 1
+) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     batch_sizes: list[int] = []
-    options = [("grpc.max_receive_message_length", 64 << 20)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
-        await stub.Predict(pb.PredictRequest(texts=sentences[:per_request]), timeout=30)  # connect, warm
+    # each channel is one connection: several reach several workers of a --workers server
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
+    opened = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+    try:
+        stubs = [sentiment_pb2_grpc.SentimentServiceStub(channel) for channel in opened]
+        for stub in stubs:  # connect, warm
+            await stub.Predict(pb.PredictRequest(texts=sentences[:per_request]), timeout=30)
         stop_at = time.perf_counter() + duration
 
         async def caller(offset: int) -> None:
+            stub = stubs[offset % len(stubs)]
             position = offset * per_request
             while time.perf_counter() < stop_at:
                 texts = [sentences[(position + i) % len(sentences)] for i in range(per_request)]
@@ -46,6 +52,9 @@ async def run(target: str, sentences: list[str], concurrency: int, per_request: 
         started = time.perf_counter()
         await asyncio.gather(*(caller(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
+    finally:
+        for channel in opened:
+            await channel.close()
     latencies.sort()
     return {
         "requests": len(latencies),
@@ -64,9 +73,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--channels", type=int, default=1, help="connections the callers share")
     args = parser.parse_args()
     sentences = json.loads(args.sentences.read_text())
-    result = asyncio.run(run(args.target, sentences, args.concurrency, args.texts_per_request, args.duration))
+    result = asyncio.run(
+        run(args.target, sentences, args.concurrency, args.texts_per_request, args.duration, args.channels)
+    )
     print(json.dumps(result))
 
 

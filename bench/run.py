@@ -3,7 +3,8 @@
     python -m bench --model-dir models/sentiment [--duration 8]
 
 Ceilings first (ONNX Runtime alone in-process; an empty grpc.aio server), then this server with
-batching on and off, at 64 single-text callers, at 1 caller, and with 32 texts per request.
+batching on and off, at 64 single-text callers, at 1 caller, and with 32 texts per request, and
+with --workers 2 at 64 callers. The 64 callers share 8 connections.
 Results also go to bench/results/<time>.json. Nothing here asserts a speed.
 """
 
@@ -67,7 +68,9 @@ def measure(command: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def load(port: int, sentences: Path, concurrency: int, per_request: int, duration: float) -> dict[str, Any]:
+def load(
+    port: int, sentences: Path, concurrency: int, per_request: int, duration: float, channels: int = 1
+) -> dict[str, Any]:
     return measure(
         python(
             "bench.loadgen",
@@ -81,6 +84,8 @@ def load(port: int, sentences: Path, concurrency: int, per_request: int, duratio
             str(per_request),
             "--duration",
             str(duration),
+            "--channels",
+            str(channels),
         )
     )
 
@@ -129,7 +134,7 @@ def main() -> None:
         )
     empty, port = start(python("bench.empty_server"))
     try:
-        report("empty_grpc_server_64", load(port, texts, 64, 1, args.duration))
+        report("empty_grpc_server_64", load(port, texts, 64, 1, args.duration, channels=8))
     finally:
         stop(empty)
     base = [
@@ -150,10 +155,14 @@ def main() -> None:
     for label, flags in (
         ("batching_on", args.server_flags.split()),
         ("batching_off", ["--max-batch-size", "1"]),
+        ("workers_2", ["--workers", "2", *args.server_flags.split()]),
     ):
         server, port = start(python(*base, *flags))
         try:
-            report(f"{label}_64_callers", load(port, texts, 64, 1, args.duration))
+            # 8 connections, so that the kernel can spread them over the workers of --workers 2
+            report(f"{label}_64_callers", load(port, texts, 64, 1, args.duration, channels=8))
+            if label == "workers_2":
+                continue
             report(f"{label}_1_caller", load(port, texts, 1, 1, args.duration))
             if label == "batching_on":
                 report(f"{label}_32_texts_x4_callers", load(port, texts, 4, 32, args.duration))
@@ -166,6 +175,8 @@ def main() -> None:
     )
     ratios = {
         "on_vs_off_64": on64 / results["batching_off_64_callers"]["sentences_per_s"],
+        "workers_2_vs_1_64": results["workers_2_64_callers"]["sentences_per_s"] / on64,
+        "workers_2_64_vs_lower_ceiling": results["workers_2_64_callers"]["sentences_per_s"] / ceiling,
         "on_64_vs_lower_ceiling": on64 / ceiling,
         "on_vs_off_1_caller_p50": results["batching_on_1_caller"]["p50_ms"]
         / results["batching_off_1_caller"]["p50_ms"],
