@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     metrics are summed. The kernel balances connections (not calls) among them."""
     reuse_port: bool = False
     """Let other processes listen on the same port (SO_REUSEPORT); the workers of --workers set it."""
+    worker_of: int = Field(0, ge=0, le=64)
+    """Set by --workers for its workers: how many processes share the port (shown in GetModelInfo)."""
     max_concurrent_batches: int = Field(0, ge=0, le=64)
     """Batches ONNX Runtime may run at the same time, each in its own worker thread; 0: one per CPU
     the process may use (its affinity and cgroup quota), at least 2."""

@@ -119,6 +119,17 @@ def response_bytes(
     return total
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """How the server uses the machine, as chosen at start (flags, or sized from the CPUs)."""
+
+    workers: int
+    max_concurrent_batches: int
+    intra_op_threads: int
+    lone_batch_threads: int
+    available_cpus: int
+
+
 class Engine:
     """One loaded model version behind its batcher."""
 
@@ -129,12 +140,14 @@ class Engine:
         preprocessor: Preprocessor,
         batcher: Batcher,
         max_message_bytes: int,
+        sizing: Sizing,
     ) -> None:
         self.spec = spec
         self.model = model
         self.preprocessor = preprocessor
         self.batcher = batcher
         self.max_message_bytes = max_message_bytes
+        self.sizing = sizing
         self.ready = False
         self.draining = asyncio.Event()  # set once new work is refused: open streams close
 
@@ -151,6 +164,25 @@ class Engine:
             settings.intra_op_threads,
             settings.lone_batch_threads or cpus,
         )
+        sizing = Sizing(
+            workers=settings.worker_of or settings.workers,
+            max_concurrent_batches=settings.max_concurrent_batches or max(2, cpus),
+            intra_op_threads=settings.intra_op_threads,
+            lone_batch_threads=(settings.lone_batch_threads or cpus)
+            if model.lone_session is not None
+            else settings.intra_op_threads,
+            available_cpus=cpus,
+        )
+        log.info(
+            "%d CPUs available to this process (of %d workers): %d batches at once, %d ONNX Runtime "
+            "threads per batch beside others, %d for a batch alone (%s)",
+            sizing.available_cpus,
+            sizing.workers,
+            sizing.max_concurrent_batches,
+            sizing.intra_op_threads,
+            sizing.lone_batch_threads,
+            model.provider,
+        )
         preprocessor = Preprocessor(
             spec.path / "tokenizer.json",
             spec.max_length,
@@ -162,11 +194,16 @@ class Engine:
             max_batch_tokens=max(settings.max_batch_tokens, spec.max_length),
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
-            max_concurrent_batches=settings.max_concurrent_batches or max(2, cpus),
+            max_concurrent_batches=sizing.max_concurrent_batches,
             max_padding_ratio=settings.max_padding_ratio,
         )
         return cls(
-            spec, model, preprocessor, Batcher(rows_of(model), limits, observer), settings.max_message_bytes
+            spec,
+            model,
+            preprocessor,
+            Batcher(rows_of(model), limits, observer),
+            settings.max_message_bytes,
+            sizing,
         )
 
     async def start(self) -> None:

@@ -1,24 +1,21 @@
-"""The service's errors, each carrying the gRPC status code it is answered with.
+"""The service's errors. They know nothing of any transport: the servicer boundary
+(service/servicers/_boundary.py) holds the one table from error to gRPC status code.
 
 ServiceError
-├── InvalidInput       INVALID_ARGUMENT
-├── ModelNotFound      NOT_FOUND
-├── QueueFull          RESOURCE_EXHAUSTED
-├── DeadlineExpired    DEADLINE_EXCEEDED
-├── NotServing         UNAVAILABLE
-├── Unauthenticated    UNAUTHENTICATED
-└── RuntimeFailure     INTERNAL
+├── InvalidInput       the request can never succeed as it is
+├── ModelNotFound      no such model or version
+├── QueueFull          overloaded now: retry later
+├── DeadlineExpired    the caller's deadline passed
+├── NotServing         starting up or draining: retry elsewhere
+├── Unauthenticated    no or wrong credentials
+└── RuntimeFailure     the model failed on a batch
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class ServiceError(Exception):
     """An error a caller is told about, with a message a person understands."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -26,31 +23,31 @@ class ServiceError(Exception):
 
 
 class InvalidInput(ServiceError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    """The request can never succeed as it is (INVALID_ARGUMENT)."""
 
 
 class ModelNotFound(ServiceError):
-    code = grpc.StatusCode.NOT_FOUND
+    """No such model or version (NOT_FOUND)."""
 
 
 class QueueFull(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    """Overloaded now: retry later (RESOURCE_EXHAUSTED)."""
 
 
 class DeadlineExpired(ServiceError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    """The caller's deadline passed before the work was done (DEADLINE_EXCEEDED)."""
 
 
 class NotServing(ServiceError):
-    code = grpc.StatusCode.UNAVAILABLE
+    """Starting up or draining: retry, elsewhere if possible (UNAVAILABLE)."""
 
 
 class Unauthenticated(ServiceError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    """No credentials, or wrong ones (UNAUTHENTICATED)."""
 
 
 class RuntimeFailure(ServiceError):
-    code = grpc.StatusCode.INTERNAL
+    """The model failed on the batch holding the text (INTERNAL)."""
 
 
 class ModelDirectoryError(Exception):

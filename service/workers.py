@@ -50,7 +50,8 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 def worker_flags(settings: Settings, port: int) -> list[str]:
     """Flags appended to a worker's command line (later flags win): its share of the CPUs."""
     share = max(1, available_cpus() // settings.workers)
-    flags = ["--workers", "1", "--reuse-port", "--port", str(port), "--metrics-port", "-1"]
+    flags = ["--workers", "1", "--worker-of", str(settings.workers), "--reuse-port", "--port", str(port)]
+    flags += ["--metrics-port", "-1"]
     if not settings.lone_batch_threads:
         flags += ["--lone-batch-threads", str(share)]
     if not settings.max_concurrent_batches:
@@ -70,7 +71,7 @@ def run_group(settings: Settings, argv: list[str]) -> int:
         settings.workers,
         port,
         available_cpus(),
-        " ".join(worker_flags(settings, port)[7:]) or "as set",
+        " ".join(worker_flags(settings, port)[9:]) or "as set",
     )
     workers: list[subprocess.Popen[str]] = []
     stopping = threading.Event()

@@ -11,11 +11,36 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from service.errors import DeadlineExpired, InvalidInput, ServiceError
+from service.errors import (
+    DeadlineExpired,
+    InvalidInput,
+    ModelNotFound,
+    NotServing,
+    QueueFull,
+    RuntimeFailure,
+    ServiceError,
+    Unauthenticated,
+)
 
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
+
+# the one table from the core's errors to the status code the caller receives
+STATUS: dict[type[ServiceError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
+    NotServing: grpc.StatusCode.UNAVAILABLE,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    RuntimeFailure: grpc.StatusCode.INTERNAL,
+}
+
+
+def code_of(err: ServiceError) -> grpc.StatusCode:
+    return STATUS.get(type(err), grpc.StatusCode.INTERNAL)
+
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -68,7 +93,7 @@ def unary(
             check_parsed(request)
             return await method(self, request, context)
         except ServiceError as err:
-            await context.abort(err.code, err.message)
+            await context.abort(code_of(err), err.message)
         except Exception:
             log.exception("unexpected error in %s", method.__qualname__)
             await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
@@ -92,7 +117,7 @@ def streaming(
             async for response in method(self, requests, context):
                 yield response
         except ServiceError as err:
-            await context.abort(err.code, err.message)
+            await context.abort(code_of(err), err.message)
         except Exception:
             log.exception("unexpected error in %s", method.__qualname__)
             await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
@@ -103,6 +128,6 @@ def streaming(
 def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status a failed request inside a stream reports."""
     if isinstance(err, ServiceError):
-        return err.code, err.message
+        return code_of(err), err.message
     log.error("unexpected error in a stream request", exc_info=err)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE

@@ -169,4 +169,9 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             max_texts_per_request=engine.preprocessor.max_texts,
             max_text_chars=engine.preprocessor.max_chars,
             execution_provider=engine.model.provider,
+            workers=engine.sizing.workers,
+            max_concurrent_batches=engine.sizing.max_concurrent_batches,
+            intra_op_threads=engine.sizing.intra_op_threads,
+            lone_batch_threads=engine.sizing.lone_batch_threads,
+            available_cpus=engine.sizing.available_cpus,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 from pathlib import Path
@@ -27,6 +28,12 @@ async def test_two_workers_share_the_port_sum_their_metrics_and_drain_together(
             with grpc.insecure_channel(running.target) as channel:
                 stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
                 assert stub.Predict(pb.PredictRequest(texts=[f"good film {i}"])).predictions
+        with grpc.insecure_channel(running.target) as channel:
+            info = sentiment_pb2_grpc.SentimentServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest())
+        # each worker says how it uses the machine: its share of the CPUs
+        cpus = len(os.sched_getaffinity(0))
+        assert info.workers == 2 and info.available_cpus == cpus
+        assert info.max_concurrent_batches == max(1, cpus // 2) and info.intra_op_threads == 1
         ok = ("sentiment_requests_total", (("code", "OK"), ("method", PREDICT)))
         assert scrape(running)[ok] == 24  # one endpoint, the workers' counts summed
 
