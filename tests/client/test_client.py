@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -36,6 +37,19 @@ def test_predict_one_and_many_in_order(server: RunningServer, stub) -> None:
     assert list(many[3].probabilities) == list(info.labels) == ["negative", "positive"]
     assert many[3].probabilities[many[3].label] == pytest.approx(many[3].score)
     assert many[0].batch.batch_size >= 1 and many[0].batch.padded_length >= many[0].num_tokens
+
+
+async def test_health_of_a_service_by_name_of_any_length(server: RunningServer) -> None:
+    service = "sentiment.v1.SentimentService"
+    with SentimentClient(server.target) as client:
+        assert client.health(service) == "SERVING"
+        # a name of 128 bytes or more needs a two-byte length in the request: still understood
+        with pytest.raises(NotFound):
+            client.health("x" * 300)
+    async with AsyncSentimentClient(server.target) as client:
+        assert await client.health(service) == "SERVING"
+        with pytest.raises(NotFound):
+            await client.health("y" * 200)
 
 
 def test_large_inputs_are_chunked_to_the_server_limit(server: RunningServer) -> None:
@@ -135,13 +149,29 @@ def test_retries_until_a_late_server_comes_up(model_root: Path, tmp_path: Path) 
         assert started and started[0].stop() == 0
 
 
-def test_token_and_tls_options(model_root: Path, tmp_path: Path) -> None:
-    running = launch(model_root, tmp_path, "--auth-token", "t0ken")
+def test_token_and_mutual_tls_options(model_root: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )
+    tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-client-ca-file", str(cert)]
+    running = launch(model_root, tmp_path, "--auth-token", "t0ken", *tls)
+    target = f"localhost:{running.port}"
+    secure = {"root_certificates": cert, "client_certificate": cert, "client_key": key}
     try:
-        with SentimentClient(running.target) as client, pytest.raises(Unauthenticated):
+        with SentimentClient(target, **secure) as client, pytest.raises(Unauthenticated):
             client.model_info()
-        with SentimentClient(running.target, token="t0ken") as client:
+        with SentimentClient(target, token="t0ken", **secure) as client:
             assert client.predict("hello").label
             assert client.health() == "SERVING"
+        # the server wants a client certificate: without one the TLS handshake fails
+        no_certificate = SentimentClient(
+            target, token="t0ken", root_certificates=cert, retry=RetryPolicy(max_attempts=1)
+        )
+        with no_certificate as client, pytest.raises(Unavailable):
+            client.predict("hello")
     finally:
         assert running.stop() == 0

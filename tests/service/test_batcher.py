@@ -35,21 +35,19 @@ class FakeRuntime:
 
 
 def item(length: int, age: float = 0.0, start: float = 0.0) -> Item:
-    loop = asyncio.new_event_loop()
-    try:
-        return Item([1] * length, None, None, loop.create_future(), time.monotonic() - age, start)
-    finally:
-        loop.close()
+    """A queue item; call it from a coroutine: its future belongs to the running loop."""
+    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    return Item([1] * length, None, None, future, time.monotonic() - age, start)
 
 
-def test_select_keeps_the_oldest_and_groups_similar_lengths() -> None:
+async def test_select_keeps_the_oldest_and_groups_similar_lengths() -> None:
     pending = [item(10, age=1.0)] + [item(n) for n in (50, 9, 11, 60, 12, 8, 100)]
     batch = select(pending, BatchLimits(max_batch_size=4, max_batch_tokens=10_000, max_padding_ratio=1.0))
     assert pending[0] in batch
     assert sorted(i.length for i in batch) == [8, 9, 10, 11]
 
 
-def test_select_respects_padded_token_budget() -> None:
+async def test_select_respects_padded_token_budget() -> None:
     pending = [item(10, age=1.0)] + [item(n) for n in (10, 10, 10, 40)]
     batch = select(pending, BatchLimits(max_batch_size=32, max_batch_tokens=40))
     assert [i.length for i in batch] == [10, 10, 10, 10]
@@ -57,7 +55,7 @@ def test_select_respects_padded_token_budget() -> None:
     assert len(alone) == 1
 
 
-def test_select_keeps_padding_under_the_limit() -> None:
+async def test_select_keeps_padding_under_the_limit() -> None:
     pending = [item(10, age=1.0)] + [item(n) for n in (2, 3, 9, 11, 30, 31)]
     batch = select(pending, BatchLimits(max_batch_size=32, max_padding_ratio=0.2))
     assert sorted(i.length for i in batch) == [9, 10, 11]
@@ -65,7 +63,7 @@ def test_select_keeps_padding_under_the_limit() -> None:
     assert len(loose) == 7
 
 
-def test_pad_builds_mask_from_real_lengths() -> None:
+async def test_pad_builds_mask_from_real_lengths() -> None:
     ids, mask = pad([item(2), item(4)])
     assert ids.shape == (2, 4) and ids.dtype == np.int64
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
@@ -113,17 +111,26 @@ async def test_quiet_server_runs_at_once_and_busy_server_batches() -> None:
 
 
 async def test_delay_closes_a_batch_while_another_runs() -> None:
-    runtime = FakeRuntime(pause_s=0.5)
-    batcher = await started(runtime, max_queue_delay_s=0.2, max_concurrent_batches=2)
-    blocked = batcher.submit([[1]], False, None)  # runs at once: nothing else was running
+    first_may_end = threading.Event()
+    runtime = FakeRuntime()
+    calls = iter(range(100))
+
+    def run(ids, mask, wants):
+        if next(calls) == 0:
+            first_may_end.wait(10)  # the first batch keeps running until the end of the test
+        return runtime(ids, mask, wants)
+
+    batcher = Batcher(run, BatchLimits(max_queue_delay_s=0.5, max_concurrent_batches=2))
+    batcher.start()
+    blocked = batcher.submit([[1]], None, None)  # runs at once: nothing else was running
     await asyncio.sleep(0.01)
-    t0 = time.monotonic()
-    waiting = batcher.submit([[2], [3]], False, None)
+    waiting = batcher.submit([[2], [3]], None, None)
+    await asyncio.sleep(0.05)
+    # a batch is running and more texts may come: these wait for the delay, not for the first batch
+    assert runtime.batches == [] and not any(f.done() for f in waiting)
     await asyncio.gather(*waiting)
-    elapsed = time.monotonic() - t0
-    # waits out the 0.2 s delay (not 0), then runs 0.5 s beside the first batch (not after it)
-    assert 0.65 <= elapsed < 0.95
-    assert runtime.batches[1] == (2, 1)
+    assert runtime.batches == [(2, 1)] and not blocked[0].done()  # ran beside the first batch
+    first_may_end.set()
     await asyncio.gather(*blocked)
     await batcher.stop()
 
@@ -190,7 +197,7 @@ async def test_a_later_small_request_does_not_wait_behind_a_large_one() -> None:
     await batcher.stop()
 
 
-def test_select_seeds_with_the_smallest_start_tag_then_the_oldest() -> None:
+async def test_select_seeds_with_the_smallest_start_tag_then_the_oldest() -> None:
     late_turn = item(10, age=1.0, start=500.0)
     first_turn = item(3, age=0.0, start=0.0)
     tie_older = item(20, age=0.5, start=0.0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, overload
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sentiment_client._retry import RetryPolicy
 from sentiment_client.errors import SentimentError, from_rpc_error, from_status
@@ -25,7 +26,6 @@ MODES = {
     AttentionMode.SUMMARY: pb.ATTENTION_MODE_SUMMARY,
     AttentionMode.FULL: pb.ATTENTION_MODE_FULL,
 }
-HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 
 
 def _read(value: bytes | str | Path | None) -> bytes | None:
@@ -34,17 +34,8 @@ def _read(value: bytes | str | Path | None) -> bytes | None:
     return Path(value).read_bytes()
 
 
-def _health_request(service: str) -> bytes:
-    """grpc.health.v1.HealthCheckRequest{service} by hand: the client needs no extra package."""
-    encoded = service.encode()
-    return (b"\x0a" + bytes([len(encoded)]) + encoded) if encoded else b""
-
-
-_HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
-
-
-def _health_status(response: bytes) -> str:
-    return _HEALTH_STATUS.get(response[1] if len(response) >= 2 and response[0] == 0x08 else 0, "UNKNOWN")
+def _health_status(response: health_pb2.HealthCheckResponse) -> str:
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
 class _BaseClient:
@@ -131,18 +122,16 @@ class _BaseClient:
         response: pb.PredictStreamResponse, texts: Sequence[str], labels: Sequence[str]
     ) -> list[Prediction]:
         if response.WhichOneof("result") == "error":
-            raise from_status(grpc.StatusCode(_code_of(response.error.code)), response.error.message)
+            raise from_status(
+                _CODES.get(response.error.code, grpc.StatusCode.UNKNOWN), response.error.message
+            )
         return [
             _BaseClient._prediction(t, p, labels)
             for t, p in zip(texts, response.response.predictions, strict=True)
         ]
 
 
-def _code_of(number: int) -> tuple[int, str]:
-    for code in grpc.StatusCode:
-        if code.value[0] == number:
-            return code.value
-    return grpc.StatusCode.UNKNOWN.value
+_CODES = {code.value[0]: code for code in grpc.StatusCode}  # status number -> code
 
 
 class SentimentClient(_BaseClient):
@@ -224,10 +213,12 @@ class SentimentClient(_BaseClient):
 
     def health(self, service: str = "", timeout_s: float | None = None) -> str:
         """grpc.health.v1 status of the server ("") or of one service: SERVING, NOT_SERVING, ..."""
-        check: Any = self._channel.unary_unary(HEALTH_METHOD)
+        check = health_pb2_grpc.HealthStub(self._channel).Check
         try:
             response = check(
-                _health_request(service), timeout=timeout_s or self.timeout_s, metadata=self._metadata
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=timeout_s or self.timeout_s,
+                metadata=self._metadata,
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
@@ -246,9 +237,12 @@ class SentimentClient(_BaseClient):
         fast as answers come back, so memory stays bounded however long the input is.
         """
         labels = self._limits().labels
-        slots = threading.Semaphore(window)
         sent: dict[str, Sequence[str]] = {}
-        stop = threading.Event()
+        # gRPC's thread reads requests() while this one reads the answers; the condition wakes the
+        # reader when an answer frees a slot of the window or the stream ends
+        room = threading.Condition()
+        in_flight = 0
+        stopped = False
 
         def requests() -> Iterator[pb.PredictStreamRequest]:
             chunk: list[str] = []
@@ -262,9 +256,12 @@ class SentimentClient(_BaseClient):
                 yield from send(chunk, number)
 
         def send(chunk: list[str], number: int) -> Iterator[pb.PredictStreamRequest]:
-            while not slots.acquire(timeout=0.1):
-                if stop.is_set():
+            nonlocal in_flight
+            with room:
+                room.wait_for(lambda: in_flight < window or stopped)
+                if stopped:
                     return
+                in_flight += 1
             sent[str(number)] = chunk
             yield pb.PredictStreamRequest(request_id=str(number), request=self._request(chunk, attention))
 
@@ -273,7 +270,9 @@ class SentimentClient(_BaseClient):
         next_number = 0
         try:
             for response in responses:
-                slots.release()
+                with room:
+                    in_flight -= 1
+                    room.notify()
                 waiting[int(response.request_id)] = response
                 while next_number in waiting:
                     ready = waiting.pop(next_number)
@@ -282,7 +281,9 @@ class SentimentClient(_BaseClient):
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
         finally:
-            stop.set()
+            with room:
+                stopped = True
+                room.notify_all()
             responses.cancel()
 
 
@@ -353,10 +354,12 @@ class AsyncSentimentClient(_BaseClient):
 
     async def health(self, service: str = "", timeout_s: float | None = None) -> str:
         """grpc.health.v1 status of the server ("") or of one service."""
-        check: Any = self._channel.unary_unary(HEALTH_METHOD)
+        check = health_pb2_grpc.HealthStub(self._channel).Check
         try:
             response = await check(
-                _health_request(service), timeout=timeout_s or self.timeout_s, metadata=self._metadata
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=timeout_s or self.timeout_s,
+                metadata=self._metadata,
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
