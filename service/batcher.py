@@ -87,12 +87,14 @@ class BatchObserver(Protocol):
 
 @dataclass(frozen=True)
 class BatchLimits:
-    max_batch_size: int = 32
-    max_batch_tokens: int = 1024
-    max_queue_delay_s: float = 0.002
-    max_queue_size: int = 2048
-    max_concurrent_batches: int = 2
-    max_padding_ratio: float = 0.1  # most of a batch's padded tokens that may be padding
+    """The batcher's limits; their defaults live in one place, the settings (batch_limits())."""
+
+    max_batch_size: int
+    max_batch_tokens: int
+    max_queue_delay_s: float
+    max_queue_size: int
+    max_concurrent_batches: int
+    max_padding_ratio: float  # most of a batch's padded tokens that may be padding
 
 
 def select(pending: Sequence[Item], limits: BatchLimits, most: int | None = None) -> list[Item]:

@@ -119,6 +119,18 @@ def response_bytes(
     return total
 
 
+def batch_limits(settings: Settings, max_length: int, concurrent_batches: int) -> BatchLimits:
+    """The batcher's limits from the settings; a text of max_length tokens always fits a batch."""
+    return BatchLimits(
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=max(settings.max_batch_tokens, max_length),
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+        max_queue_size=settings.max_queue_size,
+        max_concurrent_batches=concurrent_batches,
+        max_padding_ratio=settings.max_padding_ratio,
+    )
+
+
 @dataclass(frozen=True)
 class Sizing:
     """How the server uses the machine, as chosen at start (flags, or sized from the CPUs)."""
@@ -189,14 +201,7 @@ class Engine:
             settings.max_texts_per_request,
             settings.max_text_chars,
         )
-        limits = BatchLimits(
-            max_batch_size=settings.max_batch_size,
-            max_batch_tokens=max(settings.max_batch_tokens, spec.max_length),
-            max_queue_delay_s=settings.max_queue_delay_ms / 1000,
-            max_queue_size=settings.max_queue_size,
-            max_concurrent_batches=sizing.max_concurrent_batches,
-            max_padding_ratio=settings.max_padding_ratio,
-        )
+        limits = batch_limits(settings, spec.max_length, sizing.max_concurrent_batches)
         return cls(
             spec,
             model,

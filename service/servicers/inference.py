@@ -12,58 +12,30 @@ unless request parameter `typed_output` is true. Triton's `priority` is accepted
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import grpc
-import numpy as np
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.engine import AttentionMode, Engine, TextResult
+from service.engine import AttentionMode, Engine
 from service.errors import InvalidInput, ModelNotFound
 from service.servicers._boundary import deadline_of, unary
+from service.servicers._tensors import INPUT, fill_outputs, parse_bytes_tensor
 
 Context = grpc.aio.ServicerContext[Any, Any]
-INPUT = "text"
 DEFAULT_OUTPUTS = ("label", "probabilities")
 SUMMARY_OUTPUTS = ("num_tokens", "tokens", "cls_attention", "rollout")
 FULL_OUTPUTS = ("attention_weights",)
 MODES = {"none": AttentionMode.NONE, "summary": AttentionMode.SUMMARY, "full": AttentionMode.FULL}
-LENGTH = struct.Struct("<I")
 
 try:
     SERVER_VERSION = version("sentiment-service")
 except PackageNotFoundError:  # running from a source tree that is not installed
     SERVER_VERSION = "0"
-
-
-def parse_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
-    """Elements of a raw BYTES tensor: each a 4-byte little-endian length, then the bytes."""
-    elements: list[bytes] = []
-    offset = 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidInput(f"raw input for {INPUT!r} ends inside the length of element {len(elements)}")
-        (size,) = LENGTH.unpack_from(raw, offset)
-        offset += 4
-        if offset + size > len(raw):
-            raise InvalidInput(
-                f"raw input for {INPUT!r}: element {len(elements)} says {size} bytes but only "
-                f"{len(raw) - offset} remain"
-            )
-        elements.append(raw[offset : offset + size])
-        offset += size
-    if len(elements) != count:
-        raise InvalidInput(f"raw input for {INPUT!r} holds {len(elements)} elements; its shape says {count}")
-    return elements
-
-
-def serialize_bytes_tensor(values: list[bytes]) -> bytes:
-    return b"".join(LENGTH.pack(len(v)) + v for v in values)
 
 
 # request parameters this endpoint understands, and the kinds of value each may carry
@@ -150,7 +122,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=spec.name,
-            versions=[str(v) for v in self.engine.spec.available_versions],
+            versions=[str(spec.version)],  # the one version calls may name; others are not loaded
             platform="onnxruntime_onnx",
             inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
             outputs=[
@@ -228,62 +200,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             model_name=self.engine.spec.name, model_version=str(self.engine.spec.version), id=request.id
         )
         if mode is AttentionMode.FULL or typed:  # megabytes to copy: not on the event loop
-            await asyncio.to_thread(_fill, response, wanted, results, typed)
+            await asyncio.to_thread(fill_outputs, response, wanted, results, typed)
         else:
-            _fill(response, wanted, results, typed)
+            fill_outputs(response, wanted, results, typed)
         if mode is not AttentionMode.NONE:
             self.engine.check_sent_size(response.ByteSize())
         return response
-
-
-def _fill(response: pb.ModelInferResponse, wanted: list[str], results: list[TextResult], typed: bool) -> None:
-    """Write the wanted output tensors of `results` into `response`, raw or typed."""
-    for name in wanted:
-        datatype, array = _output(name, results)
-        tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
-        if datatype == "BYTES":
-            values = [v.encode("utf-8") for v in array.ravel().tolist()]
-            if typed:
-                tensor.contents.bytes_contents.extend(values)
-            else:
-                response.raw_output_contents.append(serialize_bytes_tensor(values))
-        elif typed:
-            contents = tensor.contents.int_contents if datatype == "INT32" else tensor.contents.fp32_contents
-            contents.extend(array.ravel().tolist())
-        else:
-            response.raw_output_contents.append(array.tobytes())
-
-
-def _output(name: str, results: list[TextResult]) -> tuple[str, np.ndarray]:
-    """One output tensor of the batch of results: (datatype, array)."""
-    if name == "label":
-        return "BYTES", np.array([r.label for r in results], dtype=object)
-    if name == "probabilities":
-        return "FP32", np.stack([r.probabilities for r in results]).astype("<f4")
-    if name == "num_tokens":
-        return "INT32", np.array([r.num_tokens for r in results], dtype="<i4")
-    longest = max(r.num_tokens for r in results)
-    views = [r.attention for r in results]
-    assert all(v is not None for v in views)
-    if name == "tokens":
-        tokens = np.full((len(results), longest), "", dtype=object)
-        for row, view in enumerate(views):
-            assert view is not None
-            tokens[row, : len(view.tokens)] = view.tokens
-        return "BYTES", tokens
-    if name in ("cls_attention", "rollout"):
-        values = np.zeros((len(results), longest), dtype="<f4")
-        for row, view in enumerate(views):
-            assert view is not None
-            row_values = view.cls_attention if name == "cls_attention" else view.rollout
-            values[row, : len(row_values)] = row_values
-        return "FP32", values
-    first = views[0]
-    assert first is not None and first.weights is not None
-    layers, heads = first.weights.shape[:2]
-    weights = np.zeros((len(results), layers, heads, longest, longest), dtype="<f4")
-    for row, view in enumerate(views):
-        assert view is not None and view.weights is not None
-        n = view.weights.shape[-1]
-        weights[row, :, :, :n, :n] = view.weights
-    return "FP32", weights

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 
 from service.batcher import Batcher, BatchLimits, Item, pad, select
+from service.config import Settings
+from service.engine import batch_limits
 from service.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull, RuntimeFailure
 
 
@@ -34,6 +37,11 @@ class FakeRuntime:
         return list(zip(ids.sum(1).tolist(), mask.sum(1).tolist(), wants, strict=True))
 
 
+def limits_of(**overrides) -> BatchLimits:
+    """The server's default limits (2 batches at once), with some changed."""
+    return dataclasses.replace(batch_limits(Settings(), max_length=64, concurrent_batches=2), **overrides)
+
+
 def item(length: int, age: float = 0.0, start: float = 0.0) -> Item:
     """A queue item; call it from a coroutine: its future belongs to the running loop."""
     future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
@@ -42,24 +50,24 @@ def item(length: int, age: float = 0.0, start: float = 0.0) -> Item:
 
 async def test_select_keeps_the_oldest_and_groups_similar_lengths() -> None:
     pending = [item(10, age=1.0)] + [item(n) for n in (50, 9, 11, 60, 12, 8, 100)]
-    batch = select(pending, BatchLimits(max_batch_size=4, max_batch_tokens=10_000, max_padding_ratio=1.0))
+    batch = select(pending, limits_of(max_batch_size=4, max_batch_tokens=10_000, max_padding_ratio=1.0))
     assert pending[0] in batch
     assert sorted(i.length for i in batch) == [8, 9, 10, 11]
 
 
 async def test_select_respects_padded_token_budget() -> None:
     pending = [item(10, age=1.0)] + [item(n) for n in (10, 10, 10, 40)]
-    batch = select(pending, BatchLimits(max_batch_size=32, max_batch_tokens=40))
+    batch = select(pending, limits_of(max_batch_size=32, max_batch_tokens=40))
     assert [i.length for i in batch] == [10, 10, 10, 10]
-    alone = select([item(40), item(40)], BatchLimits(max_batch_size=32, max_batch_tokens=40))
+    alone = select([item(40), item(40)], limits_of(max_batch_size=32, max_batch_tokens=40))
     assert len(alone) == 1
 
 
 async def test_select_keeps_padding_under_the_limit() -> None:
     pending = [item(10, age=1.0)] + [item(n) for n in (2, 3, 9, 11, 30, 31)]
-    batch = select(pending, BatchLimits(max_batch_size=32, max_padding_ratio=0.2))
+    batch = select(pending, limits_of(max_batch_size=32, max_padding_ratio=0.2))
     assert sorted(i.length for i in batch) == [9, 10, 11]
-    loose = select(pending, BatchLimits(max_batch_size=32, max_padding_ratio=1.0))
+    loose = select(pending, limits_of(max_batch_size=32, max_padding_ratio=1.0))
     assert len(loose) == 7
 
 
@@ -71,7 +79,7 @@ async def test_pad_builds_mask_from_real_lengths() -> None:
 
 
 async def started(runtime: FakeRuntime, **limits) -> Batcher:
-    batcher = Batcher(runtime, BatchLimits(**limits))
+    batcher = Batcher(runtime, limits_of(**limits))
     batcher.start()
     return batcher
 
@@ -120,7 +128,7 @@ async def test_delay_closes_a_batch_while_another_runs() -> None:
             first_may_end.wait(10)  # the first batch keeps running until the end of the test
         return runtime(ids, mask, wants)
 
-    batcher = Batcher(run, BatchLimits(max_queue_delay_s=0.5, max_concurrent_batches=2))
+    batcher = Batcher(run, limits_of(max_queue_delay_s=0.5, max_concurrent_batches=2))
     batcher.start()
     blocked = batcher.submit([[1]], None, None)  # runs at once: nothing else was running
     await asyncio.sleep(0.01)
@@ -201,7 +209,7 @@ async def test_select_seeds_with_the_smallest_start_tag_then_the_oldest() -> Non
     late_turn = item(10, age=1.0, start=500.0)
     first_turn = item(3, age=0.0, start=0.0)
     tie_older = item(20, age=0.5, start=0.0)
-    limits = BatchLimits(max_batch_size=1)
+    limits = limits_of(max_batch_size=1)
     assert select([late_turn, first_turn, tie_older], limits) == [tie_older]
     assert select([late_turn, first_turn], limits) == [first_turn]
 
@@ -236,7 +244,7 @@ async def test_a_stream_of_short_texts_does_not_starve_a_long_one() -> None:
         steps.acquire(timeout=5)  # one batch per step
         return original(ids, mask, wants)
 
-    batcher = Batcher(stepped, BatchLimits(max_batch_size=4, max_concurrent_batches=1, max_padding_ratio=0.1))
+    batcher = Batcher(stepped, limits_of(max_batch_size=4, max_concurrent_batches=1, max_padding_ratio=0.1))
     batcher.start()
     first = batcher.submit([[1] * 5], None, None)  # runs at once: nothing else was running
     await asyncio.sleep(0.01)
