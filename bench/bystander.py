@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from bench.run import python, start, stop
+from bench.run import python, server_args, start, stop
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
 
@@ -70,7 +70,8 @@ async def heavy_with_bystander(target: str, count: int, attention: int) -> dict[
 
 async def most_full_attention_texts(target: str) -> int:
     """How many heavy texts a full-attention answer may hold: what the server's refusal says."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
         try:
             await stub.Predict(
@@ -91,22 +92,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("models/sentiment"))
     parser.add_argument("--server-flags", default="", help="extra flags for the server")
     args = parser.parse_args()
-    server, port = start(
-        python(
-            "service",
-            "--model-dir",
-            str(args.model_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--metrics-port",
-            "-1",
-            "--log-level",
-            "WARNING",
-            *args.server_flags.split(),
-        )
-    )
+    server, port = start(python(*server_args(args.model_dir, *args.server_flags.split())))
     target = f"127.0.0.1:{port}"
     results: dict[str, Any] = {}
     try:

@@ -90,6 +90,12 @@ def load(
     )
 
 
+def server_args(model_dir: Path, *flags: str) -> list[str]:
+    """`python -m service` arguments for a quiet server on a free loopback port, no metrics."""
+    common = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1", "--log-level", "WARNING"]
+    return ["service", "--model-dir", str(model_dir), *common, *flags]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,21 +143,7 @@ def main() -> None:
         report("empty_grpc_server_64", load(port, texts, 64, 1, args.duration, channels=8))
     finally:
         stop(empty)
-    base = [
-        "service",
-        "--model-dir",
-        str(args.model_dir),
-        "--model-version",
-        str(version),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--metrics-port",
-        "-1",
-        "--log-level",
-        "WARNING",
-    ]
+    base = server_args(args.model_dir, "--model-version", str(version))
     for label, flags in (
         ("batching_on", args.server_flags.split()),
         ("batching_off", ["--max-batch-size", "1"]),

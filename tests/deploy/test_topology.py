@@ -67,6 +67,12 @@ class Load:
         self.client.close()
 
 
+def probe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, `python -m service.probe`, with these arguments."""
+    command = [sys.executable, "-m", "service.probe", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False, env=env)
+
+
 def restart(topology: Topology, host: str) -> None:
     topology.start_replica(host)
     topology.wait_healthy(2)
@@ -86,25 +92,11 @@ def test_one_channel_reaches_every_replica(topology: Topology) -> None:
 
 
 def test_health_probe_of_the_image_says_serving(topology: Topology) -> None:
-    host = topology.replica_hosts[0]
-    result = subprocess.run(
-        [sys.executable, "-m", "service.probe", "--target", f"{host}:50051"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = probe("--target", f"{topology.replica_hosts[0]}:50051")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SERVING" in result.stdout
     # the default target is this container's own server, on SENTIMENT_PORT
-    missing = subprocess.run(
-        [sys.executable, "-m", "service.probe", "--timeout-s", "1"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={"SENTIMENT_PORT": "1", "PATH": "/usr/bin:/bin"},
-    )
+    missing = probe("--timeout-s", "1", env={"SENTIMENT_PORT": "1", "PATH": "/usr/bin:/bin"})
     assert missing.returncode == 1 and "127.0.0.1:1" in missing.stdout and "UNAVAILABLE" in missing.stdout
 
 
@@ -206,19 +198,13 @@ def test_sigterm_of_a_replica_under_load_drains_and_loses_no_call(topology: Topo
         replica.signal(signal.SIGTERM)
         term_at = load.sent
 
-        def probe() -> str:
-            result = subprocess.run(
-                [sys.executable, "-m", "service.probe", "--target", f"{victim}:50051"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+        def not_serving() -> str:
+            result = probe("--target", f"{victim}:50051")
             return result.stdout if result.returncode == 1 else ""
 
         # the drain delay (SENTIMENT_DRAIN_DELAY_S, as compose sets it): the image's health probe
         # says NOT_SERVING, haproxy takes the replica out, and it still answers what reaches it
-        assert "NOT_SERVING" in str(wait_for("NOT_SERVING while draining", probe, 20))
+        assert "NOT_SERVING" in str(wait_for("NOT_SERVING while draining", not_serving, 20))
         topology.wait_healthy(1, 20)
         assert replica.alive()
         wait_for("calls after the drain began", lambda: load.answered > term_at + 500, 60)
