@@ -25,6 +25,7 @@ COPY pyproject.toml README.md /src/
 COPY clients/python /src/clients/python
 COPY service /src/service
 COPY model_export /src/model_export
+COPY model_contract.py /src/model_contract.py
 RUN python3 -m venv /opt/venv \
     && pip install /src/clients/python /src \
     && if [ "$ONNXRUNTIME" != onnxruntime ]; then pip uninstall -y onnxruntime && pip install "$ONNXRUNTIME"; fi

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from model_export.evaluate import pad_numpy
+from model_contract import pad
 from service.runtime import OnnxModel
 
 
@@ -25,7 +25,7 @@ def batches(ids: list[list[int]], mode: str) -> list[tuple[np.ndarray, np.ndarra
     else:
         ordered = sorted(ids, key=len) if mode == "sorted32" else ids
         groups = [ordered[i : i + 32] for i in range(0, len(ordered), 32)]
-    return [pad_numpy(group) for group in groups]
+    return [pad(group) for group in groups]
 
 
 def main() -> None:

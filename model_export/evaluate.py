@@ -10,27 +10,13 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from model_contract import pad, session_options
 from model_export.tokenizer import encode, load_tokenizer
 
 
 def session(model_path: Path, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session with every graph optimisation on and no spin-waiting."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-
-
-def pad_numpy(sequences: Sequence[Sequence[int]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    length = max(len(s) for s in sequences)
-    ids = np.zeros((len(sequences), length), dtype=np.int64)
-    mask = np.zeros((len(sequences), length), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return ids, mask
+    """A CPU session with the server's options."""
+    return ort.InferenceSession(str(model_path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 class OnnxClassifier:
@@ -48,7 +34,7 @@ class OnnxClassifier:
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             members = order[start : start + batch_size]
-            input_ids, mask = pad_numpy([ids[i] for i in members])
+            input_ids, mask = pad([ids[i] for i in members])
             (logits,) = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})
             out[members] = logits
         return out

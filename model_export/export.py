@@ -14,18 +14,13 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
-from model_export.data import sha256_file
+from model_contract import INPUTS as CONTRACT_INPUTS
+from model_contract import OUTPUTS as CONTRACT_OUTPUTS
+from model_contract import sha256_file, versions
 
 OPSET = 17
-INPUTS = ("input_ids", "attention_mask")
-OUTPUTS = ("logits", "attentions")
-
-
-def versions(root: Path) -> list[int]:
-    """Integer version directories under `root`, ascending."""
-    if not root.is_dir():
-        return []
-    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+INPUTS = tuple(CONTRACT_INPUTS)  # names, in the graph's order
+OUTPUTS = tuple(CONTRACT_OUTPUTS)
 
 
 def next_version(root: Path) -> int:

@@ -10,7 +10,8 @@ from typing import Any
 
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from model_export.evaluate import OnnxClassifier, pad_numpy
+from model_contract import pad
+from model_export.evaluate import OnnxClassifier
 from model_export.tokenizer import encode
 from model_export.train import Scores
 
@@ -21,7 +22,7 @@ def _sentences_per_second(model: OnnxClassifier, ids: Sequence[Sequence[int]]) -
     """One sentence per run, one thread: the latency-bound case a server sees at low load."""
     feeds = []
     for seq in ids:
-        input_ids, mask = pad_numpy([seq])
+        input_ids, mask = pad([seq])
         feeds.append({"input_ids": input_ids, "attention_mask": mask})
     rounds = []
     for _ in range(3):

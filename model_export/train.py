@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from model_contract import pad as pad_ids
 from model_export.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,9 @@ class History:
 
 
 def pad(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
-    """Right-pad with [PAD]=0 to the longest; the mask is 1 on real tokens."""
-    length = max(len(s) for s in sequences)
-    ids = torch.zeros(len(sequences), length, dtype=torch.long)
-    mask = torch.zeros(len(sequences), length, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
+    """The contract's right-padding (model_contract.pad), as torch tensors."""
+    ids, mask = pad_ids(sequences)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def batches(

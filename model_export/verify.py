@@ -12,8 +12,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from model_export.data import sha256_file
-from model_export.evaluate import pad_numpy, session
+from model_contract import pad, sha256_file
+from model_export.evaluate import session
 from model_export.export import INPUTS, OUTPUTS
 from model_export.tokenizer import encode, load_tokenizer
 
@@ -56,7 +56,7 @@ def verify(
     check_contract(sess)
     tokenizer = load_tokenizer(model_dir / "tokenizer.json", config["max_length"])
     ids = encode(tokenizer, texts)
-    input_ids, mask = pad_numpy(ids)
+    input_ids, mask = pad(ids)
     feed = {"input_ids": input_ids, "attention_mask": mask}
     logits, attentions = sess.run(list(OUTPUTS), feed)
     report: dict[str, Any] = {"probe_texts": len(texts), "padded_length": int(input_ids.shape[1])}
@@ -77,7 +77,7 @@ def verify(
             )
     worst_logit = worst_attention = 0.0
     for row, seq in enumerate(ids):
-        alone_ids, alone_mask = pad_numpy([seq])
+        alone_ids, alone_mask = pad([seq])
         alone_logits, alone_att = sess.run(
             list(OUTPUTS), {"input_ids": alone_ids, "attention_mask": alone_mask}
         )

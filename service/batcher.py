@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from model_contract import pad as pad_ids
 from service.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull, RuntimeFailure
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,8 @@ def select(pending: Sequence[Item], limits: BatchLimits, most: int | None = None
 
 
 def pad(items: Sequence[Item]) -> tuple[Int64Array, Int64Array]:
-    """Right-pad with [PAD]=0 to the longest item; the mask is 1 on real tokens."""
-    length = max(item.length for item in items)
-    ids = np.zeros((len(items), length), dtype=np.int64)
-    mask = np.zeros((len(items), length), dtype=np.int64)
-    for row, item in enumerate(items):
-        ids[row, : item.length] = item.ids
-        mask[row, : item.length] = 1
-    return ids, mask
+    """The batch as the model reads it: ids right-padded to the longest item, and the mask."""
+    return pad_ids([item.ids for item in items])
 
 
 class Batcher:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model_contract import sha256_file, versions
 from service.errors import ModelDirectoryError
 
 REQUIRED = ("config.json", "tokenizer.json")
@@ -29,21 +29,6 @@ class ModelSpec:
     vocab_size: int
     metrics: dict[str, Any]
     available_versions: tuple[int, ...]  # every version under the model root
-
-
-def versions(root: Path) -> list[int]:
-    """Integer version directories under `root`, ascending."""
-    if not root.is_dir():
-        return []
-    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_spec(root: Path, name: str, version: int | None, onnx_file: str = "model.onnx") -> ModelSpec:
@@ -84,7 +69,7 @@ def load_spec(root: Path, name: str, version: int | None, onnx_file: str = "mode
         raise ModelDirectoryError(f"{path}/config.json is not a valid model config: {err!r}") from err
     if len(labels) < 2:
         raise ModelDirectoryError(f"{path}/config.json lists {len(labels)} labels; at least 2 needed")
-    actual = _sha256(spec.onnx_path)
+    actual = sha256_file(spec.onnx_path)
     if actual != expected:
         raise ModelDirectoryError(
             f"{spec.onnx_path} has sha256 {actual} but config.json expects {expected}: "

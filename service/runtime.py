@@ -19,25 +19,15 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from model_contract import INPUTS, OUTPUTS, session_options
 from service.errors import ModelDirectoryError
 
 log = logging.getLogger(__name__)
 
-INPUTS = {"input_ids": "tensor(int64)", "attention_mask": "tensor(int64)"}
-OUTPUTS = {"logits": "tensor(float)", "attentions": "tensor(float)"}
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 Int64Array = NDArray[np.int64]
 FloatArray = NDArray[np.float32]
-
-
-def _options(threads: int) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
 
 
 class OnnxModel:
@@ -46,7 +36,7 @@ class OnnxModel:
     def __init__(
         self, path: Path, provider: str = "cpu", intra_op_threads: int = 1, lone_threads: int = 1
     ) -> None:
-        options = _options(intra_op_threads)
+        options = session_options(intra_op_threads)
         wanted = PROVIDERS[provider]
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
@@ -65,7 +55,9 @@ class OnnxModel:
         self._check_contract(path)
         self.lone_session: ort.InferenceSession | None = None
         if self.provider == "CPUExecutionProvider" and lone_threads > intra_op_threads:
-            self.lone_session = ort.InferenceSession(str(path), _options(lone_threads), providers=providers)
+            self.lone_session = ort.InferenceSession(
+                str(path), session_options(lone_threads), providers=providers
+            )
         self._running = 0
         self._lock = threading.Lock()
 

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from onnx import TensorProto, helper
 
-from model_export.data import sha256_file
+from model_contract import sha256_file
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as v2
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb

@@ -12,10 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
+from model_contract import sha256_file, versions
 from model_export.config import LABELS, Preset, recipe
-from model_export.data import sha256_file
 from model_export.evaluate import OnnxClassifier, session
-from model_export.export import versions
 from model_export.pipeline import build
 from model_export.verify import VerificationError, verify
 

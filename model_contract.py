@@ -1,0 +1,60 @@
+"""The model directory contract, in one place: the exporter writes it, the server and the bench read it.
+
+    models/sentiment/<version>/   integer versions; the highest is served by default
+      model.onnx                  INPUTS -> OUTPUTS below; config.json records its sha256
+
+Light on purpose (numpy and onnxruntime only; no torch, no grpc), so that the server can import it
+without the exporter and the exporter without the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+INPUTS = {"input_ids": "tensor(int64)", "attention_mask": "tensor(int64)"}  # both [batch, seq]
+OUTPUTS = {"logits": "tensor(float)", "attentions": "tensor(float)"}  # [batch, labels], [b, l, h, s, s]
+PAD_ID = 0  # [PAD]; the mask is 1 on real tokens, 0 on padding
+
+
+def versions(root: Path) -> list[int]:
+    """Integer version directories under `root`, ascending."""
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """Every graph optimisation on, `threads` intra-op threads, one inter-op thread, no spin-waiting
+    (spinning threads steal the CPU that other batches and the event loop need)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def pad(sequences: Sequence[Sequence[int]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Right-pad token ids with PAD_ID to the longest: (input_ids, attention_mask), int64."""
+    length = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), length), PAD_ID, dtype=np.int64)
+    mask = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
