@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -23,7 +24,8 @@ from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.engine import AttentionMode, Engine
 from service.errors import InvalidInput, ModelNotFound
-from service.servicers._boundary import deadline_of, unary
+from service.servicers._boundary import Malformed, deadline_of, status_of, streaming, unary
+from service.servicers._streams import answer_stream
 from service.servicers._tensors import INPUT, fill_outputs, parse_bytes_tensor
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -177,10 +179,35 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+        return await self._infer(request, deadline_of(context))
+
+    @streaming
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest | Malformed], context: Context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        deadline = deadline_of(context)
+
+        async def answer(request: pb.ModelInferRequest | Malformed) -> pb.ModelStreamInferResponse:
+            try:
+                if isinstance(request, Malformed):
+                    raise InvalidInput(request.description)
+                return pb.ModelStreamInferResponse(infer_response=await self._infer(request, deadline))
+            except Exception as err:  # one request's failure is reported and the stream goes on
+                code, text = status_of(err)
+                # Triton reports only a message; the id tells which request failed
+                request_id = "" if isinstance(request, Malformed) else request.id
+                return pb.ModelStreamInferResponse(
+                    error_message=f"{code.name}: {text}",
+                    infer_response=pb.ModelInferResponse(id=request_id),
+                )
+
+        async for response in answer_stream(request_iterator, answer, self.engine.draining):
+            yield response
+
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
         self._check_model(request.model_name, request.model_version)
         options = parse_parameters(request)
         mode, typed = options.mode, options.typed
-        deadline = deadline_of(context)
         if options.timeout_s is not None:
             own = time.monotonic() + options.timeout_s
             deadline = own if deadline is None else min(deadline, own)

@@ -12,8 +12,9 @@ import grpc
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from service.engine import AttentionMode, Engine, TextResult
-from service.errors import InvalidInput, NotServing
-from service.servicers._boundary import Malformed, check_parsed, deadline_of, status_of, streaming, unary
+from service.errors import InvalidInput
+from service.servicers._boundary import Malformed, deadline_of, status_of, streaming, unary
+from service.servicers._streams import answer_stream
 
 MODES: dict[int, AttentionMode] = {
     pb.ATTENTION_MODE_UNSPECIFIED: AttentionMode.NONE,
@@ -21,7 +22,6 @@ MODES: dict[int, AttentionMode] = {
     pb.ATTENTION_MODE_SUMMARY: AttentionMode.SUMMARY,
     pb.ATTENTION_MODE_FULL: AttentionMode.FULL,
 }
-STREAM_WINDOW = 64  # requests of one stream in flight at once; reading pauses beyond it
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -90,63 +90,21 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         self, request_iterator: AsyncIterator[pb.PredictStreamRequest], context: Context
     ) -> AsyncIterator[pb.PredictStreamResponse]:
         deadline = deadline_of(context)
-        done: asyncio.Queue[pb.PredictStreamResponse | None] = asyncio.Queue()
-        window = asyncio.Semaphore(STREAM_WINDOW)
-        tasks: set[asyncio.Task[None]] = set()
 
-        async def answer(message: pb.PredictStreamRequest | Malformed) -> None:
+        async def answer(message: pb.PredictStreamRequest | Malformed) -> pb.PredictStreamResponse:
             request_id = "" if isinstance(message, Malformed) else message.request_id
             try:
-                check_parsed(message)
-                assert isinstance(message, pb.PredictStreamRequest)
+                if isinstance(message, Malformed):
+                    raise InvalidInput(message.description)
                 response = await self._predict(message.request, deadline)
-                await done.put(pb.PredictStreamResponse(request_id=request_id, response=response))
+                return pb.PredictStreamResponse(request_id=request_id, response=response)
             except Exception as err:  # one request's failure is reported and the stream goes on
                 code, text = status_of(err)
                 error = pb.StreamError(code=code.value[0], message=text)
-                await done.put(pb.PredictStreamResponse(request_id=request_id, error=error))
-            finally:
-                window.release()
+                return pb.PredictStreamResponse(request_id=request_id, error=error)
 
-        async def read() -> None:
-            """Take requests until the caller ends the stream, or the server starts draining."""
-            draining = asyncio.ensure_future(self.engine.draining.wait())
-            messages = aiter(request_iterator)
-            try:
-                while True:
-                    following = asyncio.ensure_future(anext(messages))
-                    await asyncio.wait({following, draining}, return_when=asyncio.FIRST_COMPLETED)
-                    if not following.done():
-                        following.cancel()
-                        break
-                    try:
-                        message = following.result()
-                    except StopAsyncIteration:
-                        break
-                    await window.acquire()
-                    task = asyncio.create_task(answer(message))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*tasks)
-            finally:
-                draining.cancel()
-                await done.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (response := await done.get()) is not None:
-                yield response
-            await reader  # re-raise a failure of the reader itself
-        finally:
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
-        if self.engine.draining.is_set():
-            raise NotServing(
-                "the server is shutting down: every request it took on this stream was answered; "
-                "send the others again on a new stream"
-            )
+        async for response in answer_stream(request_iterator, answer, self.engine.draining):
+            yield response
 
     @unary
     async def GetModelInfo(

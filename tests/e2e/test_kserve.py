@@ -217,6 +217,22 @@ def test_tritonclient_calls_every_rpc(server: RunningServer, stub) -> None:
     assert got["unknown_model"][0] == "StatusCode.NOT_FOUND"
 
 
+def test_tritonclient_streams_inference(server: RunningServer, stub) -> None:
+    script = Path(__file__).with_name("triton_stream.py")
+    result = subprocess.run(
+        [sys.executable, str(script), server.target, *TEXTS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = json.loads(result.stdout)
+    expected = stub.Predict(pb.PredictRequest(texts=TEXTS)).predictions
+    # every request answered on the one stream, matched by its id; a bad one reported, the rest go on
+    assert got["labels"] == {f"r{i}": p.label for i, p in enumerate(expected)}
+    assert len(got["errors"]) == 1 and "attention='most'" in got["errors"][0]
+
+
 def test_v2_calls_share_the_metrics_under_their_own_method(v2_stub, server: RunningServer) -> None:
     v2_stub.ModelInfer(request(["counted"]))
     key = (
