@@ -49,6 +49,20 @@ def labels_from_raw(raw: bytes) -> list[str]:
     return values
 
 
+def tritonclient_run(script: str, server: RunningServer) -> dict:
+    """What a tritonclient script beside this file got from the server (it runs in its own
+    process: tritonclient registers the same `inference.*` messages as this project)."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name(script)), server.target, *TEXTS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    answer: dict = json.loads(result.stdout)
+    return answer
+
+
 @pytest.fixture
 def v2_stub(server: RunningServer):
     with grpc.insecure_channel(server.target) as channel:
@@ -194,15 +208,7 @@ def test_triton_priority_and_timeout_parameters_are_understood(v2_stub) -> None:
 
 
 def test_tritonclient_calls_every_rpc(server: RunningServer, stub) -> None:
-    script = Path(__file__).with_name("triton_calls.py")
-    result = subprocess.run(
-        [sys.executable, str(script), server.target, *TEXTS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    got = json.loads(result.stdout)
+    got = tritonclient_run("triton_calls.py", server)
     expected = stub.Predict(pb.PredictRequest(texts=TEXTS)).predictions
     assert got["live"] and got["ready"] and got["model_ready"]
     assert got["server_metadata"]["name"] == "sentiment-service"
@@ -218,15 +224,7 @@ def test_tritonclient_calls_every_rpc(server: RunningServer, stub) -> None:
 
 
 def test_tritonclient_streams_inference(server: RunningServer, stub) -> None:
-    script = Path(__file__).with_name("triton_stream.py")
-    result = subprocess.run(
-        [sys.executable, str(script), server.target, *TEXTS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    got = json.loads(result.stdout)
+    got = tritonclient_run("triton_stream.py", server)
     expected = stub.Predict(pb.PredictRequest(texts=TEXTS)).predictions
     # every request answered on the one stream, matched by its id; a bad one reported, the rest go on
     assert got["labels"] == {f"r{i}": p.label for i, p in enumerate(expected)}
