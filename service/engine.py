@@ -217,6 +217,25 @@ class Engine:
         self.batcher.start()
         self.ready = True
 
+    @property
+    def provider(self) -> str:
+        """The ONNX Runtime execution provider running the model."""
+        return self.model.provider
+
+    @property
+    def max_texts(self) -> int:
+        """Most texts in one request."""
+        return self.preprocessor.max_texts
+
+    @property
+    def max_chars(self) -> int:
+        """Most characters in one text."""
+        return self.preprocessor.max_chars
+
+    def check_count(self, count: int) -> None:
+        """Refuse a request of `count` texts before reading them (InvalidInput)."""
+        self.preprocessor.check_count(count)
+
     def stop_accepting(self) -> None:
         """Refuse new work from now on (UNAVAILABLE); what was accepted is still answered."""
         self.ready = False

@@ -49,7 +49,7 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph
             raise ModelDirectoryError(f"{path} could not be loaded by ONNX Runtime: {err}") from err
-        self.provider = self.session.get_providers()[0]
+        self.provider: str = self.session.get_providers()[0]
         if wanted != "CPUExecutionProvider" and self.provider != wanted:
             log.warning("%s could not start: running on %s", wanted, self.provider)
         self._check_contract(path)

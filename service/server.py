@@ -129,7 +129,7 @@ class Server:
         self.metrics.model.labels(
             name=spec.name,
             version=str(spec.version),
-            provider=engine.model.provider,
+            provider=engine.provider,
             variant=settings.variant.value,
             labels=",".join(spec.labels),
         ).set(1)
@@ -142,7 +142,7 @@ class Server:
             spec.version,
             settings.host,
             self.port,
-            engine.model.provider,
+            engine.provider,
             self.metrics_port,
         )
 

@@ -154,7 +154,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidInput(f"input {INPUT!r} must have shape [N] (or [N, 1]), got {shape}")
         count = shape[0]
         # the declared count is checked before anything is parsed: a huge raw buffer costs nothing
-        self.engine.preprocessor.check_count(count)
+        self.engine.check_count(count)
         if request.raw_input_contents:
             if len(request.raw_input_contents) != 1:
                 raise InvalidInput(
