@@ -134,8 +134,8 @@ def evaluate(
     int8: Annotated[bool, typer.Option(help="Score the int8 variant instead.")] = False,
 ) -> None:
     """Score an exported model on a labelled file with ONNX Runtime; prints JSON."""
+    from model_export.classifier import OnnxClassifier
     from model_export.data import DataError, load_file
-    from model_export.evaluate import OnnxClassifier
     from model_export.quantize import INT8_FILE
     from model_export.train import Scores
 

@@ -11,7 +11,7 @@ from typing import Any
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from model_contract import pad
-from model_export.evaluate import OnnxClassifier
+from model_export.classifier import OnnxClassifier
 from model_export.tokenizer import encode
 from model_export.train import Scores
 

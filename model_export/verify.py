@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from model_contract import pad, sha256_file
-from model_export.evaluate import session
+from model_export.classifier import session
 from model_export.export import INPUTS, OUTPUTS
 from model_export.tokenizer import encode, load_tokenizer
 

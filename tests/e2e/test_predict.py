@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
-from model_export.evaluate import OnnxClassifier
+from model_export.classifier import OnnxClassifier
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
 from tests.e2e.conftest import RunningServer

@@ -13,8 +13,8 @@ import onnx
 import pytest
 
 from model_contract import sha256_file, versions
+from model_export.classifier import OnnxClassifier, session
 from model_export.config import LABELS, Preset, recipe
-from model_export.evaluate import OnnxClassifier, session
 from model_export.pipeline import build
 from model_export.verify import VerificationError, verify
 

@@ -1,4 +1,4 @@
-"""Score an exported model directory with ONNX Runtime, as the server will run it."""
+"""An exported model directory as a classifier: its tokenizer and an ONNX Runtime session."""
 
 from __future__ import annotations
 
