@@ -130,7 +130,9 @@ def verify_command(
 @app.command()
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="A version directory, e.g. models/sentiment/1.")],
-    data: Annotated[Path, typer.Option(help="Labelled CSV or JSONL; a `domain` field is scored apart.")],
+    data: Annotated[
+        Path, typer.Option(help="Labelled CSV or JSONL; a `domain` field or column is scored apart.")
+    ],
     int8: Annotated[bool, typer.Option(help="Score the int8 variant instead.")] = False,
 ) -> None:
     """Score an exported model on a labelled file with ONNX Runtime; prints JSON."""
@@ -149,11 +151,9 @@ def evaluate(
     n = len(classifier.labels)
     result = {"all": Scores.from_predictions([e.label for e in examples], predicted, n).__dict__}
     domains: dict[str, list[int]] = {}
-    if data.suffix == ".jsonl":
-        for i, line in enumerate(line for line in data.read_text().splitlines() if line.strip()):
-            domain = json.loads(line).get("domain")
-            if domain:
-                domains.setdefault(str(domain), []).append(i)
+    for i, example in enumerate(examples):
+        if example.domain:
+            domains.setdefault(example.domain, []).append(i)
     for domain, rows in sorted(domains.items()):
         result[domain] = Scores.from_predictions(
             [examples[i].label for i in rows], [predicted[i] for i in rows], n

@@ -135,6 +135,17 @@ def test_cli_evaluate_scores_by_domain(model_dir: Path, tmp_path: Path) -> None:
     )
     scores = json.loads(result.stdout)
     assert scores["all"]["count"] == 2 and scores["a"]["count"] == 1 and scores["b"]["count"] == 1
+    # the domain travels with each example, whatever the format
+    table = tmp_path / "eval.csv"
+    table.write_text("text,label,domain\nlovely,positive,a\nfine,positive,a\ndreadful,negative,b\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "model_export", "evaluate", str(model_dir), "--data", str(table)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    scores = json.loads(result.stdout)
+    assert scores["all"]["count"] == 3 and scores["a"]["count"] == 2 and scores["b"]["count"] == 1
 
 
 def test_cli_build_if_missing_reuses_a_published_version(model_root: Path, tmp_path: Path) -> None:
