@@ -15,14 +15,22 @@ def _scaled(values: tuple[float, ...]) -> list[float]:
     return [min(1.0, v / top) for v in values]
 
 
-def terminal_text(prediction: Prediction) -> object:
-    """A rich Text: each token on a background as strong as the rollout weight it received."""
+def terminal_text(prediction: Prediction, special_tokens: bool = False) -> object:
+    """A rich Text: each token on a background as strong as the rollout weight it received; the
+    words alone (renormalised) unless `special_tokens`."""
     from rich.text import Text
 
-    assert prediction.attention is not None
+    if prediction.attention is None:
+        raise ValueError("the prediction carries no attention: ask for attention='summary' or 'full'")
     attention = prediction.attention
+    if special_tokens:
+        tokens, weights = attention.tokens, _scaled(attention.rollout)
+    else:
+        tokens, rollout = attention.words()
+        top = max(rollout) or 1.0
+        weights = [v / top for v in rollout]
     text = Text()
-    for token, weight in zip(attention.tokens, _scaled(attention.rollout), strict=True):
+    for token, weight in zip(tokens, weights, strict=True):
         level = int(255 - 200 * weight)
         colour = (
             f"rgb(255,{level},{level})" if prediction.label == "negative" else f"rgb({level},255,{level})"
@@ -117,8 +125,13 @@ def png_figure(prediction: Prediction, path: Path) -> None:
             axis = fig.add_subplot(grid[1 + layer, head])
             matrix = [[attention.weight(layer, head, q, k) for k in range(n)] for q in range(n)]
             axis.imshow(matrix, cmap="viridis", vmin=0.0)
-            axis.set_xticks([])
-            axis.set_yticks([])
+            # which word looks at which: keys along the bottom, queries down the side
+            every = max(1, -(-n // 40))
+            ticks = list(range(0, n, every))
+            labels = [attention.tokens[i] for i in ticks]
+            size = max(2, min(7, int(720 / (len(ticks) * max(heads, 4)))))  # smaller panels, smaller labels
+            axis.set_xticks(ticks, labels, rotation=90, fontsize=size)
+            axis.set_yticks(ticks, labels, fontsize=size)
             axis.set_title(f"L{layer + 1} H{head + 1}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)

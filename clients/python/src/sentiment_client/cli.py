@@ -183,6 +183,10 @@ def explain(
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Write a self-contained HTML page.")
     ] = None,
+    special_tokens: Annotated[
+        bool,
+        typer.Option(help="Colour [CLS] and [SEP] too; by default the words alone, renormalised."),
+    ] = False,
 ) -> None:
     """Show which tokens the model attended to: coloured in the terminal, and as PNG or HTML."""
     mode = AttentionMode.FULL if png or html_file else AttentionMode.SUMMARY
@@ -192,7 +196,7 @@ def explain(
     except SentimentError as error:
         raise _fail(error) from error
     out.print(f"[bold]{prediction.label}[/bold] {prediction.score:.3f}  (colour: attention rollout)")
-    out.print(_render.terminal_text(prediction))
+    out.print(_render.terminal_text(prediction, special_tokens))
     if png:
         _render.png_figure(prediction, png)
         notes.print(f"wrote {png}")

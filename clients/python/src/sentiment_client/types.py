@@ -40,6 +40,15 @@ class Attention:
         n = len(self.tokens)
         return self.weights[((layer * self.num_heads + head) * n + query) * n + key]
 
+    def words(self) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        """The text's own tokens without [CLS] and [SEP], with their rollout renormalised to sum to
+        1: the special tokens soak up most of the attention and wash out the words."""
+        tokens, rollout = self.tokens[1:-1], self.rollout[1:-1]
+        if not tokens:
+            return self.tokens, self.rollout
+        total = sum(rollout) or 1.0
+        return tokens, tuple(v / total for v in rollout)
+
 
 @dataclass(frozen=True)
 class Prediction:
