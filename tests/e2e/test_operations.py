@@ -331,12 +331,12 @@ def test_sigterm_closes_open_streams_promptly_with_unavailable(model_root: Path,
 
 
 def test_drain_delay_keeps_answering_while_health_says_not_serving(model_root: Path, tmp_path: Path) -> None:
-    running = launch(model_root, tmp_path, "--drain-delay-s", "2")
+    running = launch(model_root, tmp_path, "--drain-delay-s", "5")
     with grpc.insecure_channel(running.target) as channel:
         stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         running.process.send_signal(signal.SIGTERM)
-        for _ in range(100):
+        for _ in range(500):  # the signal is handled within milliseconds; a busy machine may take longer
             status = health.Check(health_pb2.HealthCheckRequest()).status
             if status == health_pb2.HealthCheckResponse.NOT_SERVING:
                 break
@@ -344,6 +344,6 @@ def test_drain_delay_keeps_answering_while_health_says_not_serving(model_root: P
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert stub.Predict(pb.PredictRequest(texts=["still answered"]), timeout=5).predictions
         assert running.process.poll() is None
-    assert running.process.wait(15) == 0
+    assert running.process.wait(30) == 0
     running.stop()
-    assert "still answering for 2.0 s" in running.log()
+    assert "still answering for 5.0 s" in running.log()
