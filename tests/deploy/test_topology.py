@@ -216,6 +216,7 @@ def test_sigterm_of_a_replica_under_load_drains_and_loses_no_call(topology: Topo
     )
     assert load.failures == []
     assert load.answered == load.sent
-    # haproxy took the replica out during its drain delay: no call reached it to be refused
-    assert set(answered[PREDICT]) == {"OK"}, answered
+    # haproxy takes the replica out during its drain delay, so calls reach it to be refused rarely
+    # (none in the runs so far); any that do are UNAVAILABLE, retried by the client, never lost
+    assert set(answered[PREDICT]) <= {"OK", "UNAVAILABLE"}, answered
     restart(topology, victim)
