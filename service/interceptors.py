@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     HandlerFactory = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
     Context = grpc.aio.ServicerContext[Any, Any]
 
+DEADLINE_SLACK_S = 0.25  # a call cancelled this close to its deadline ran out of time
 OPEN_PREFIX = "/grpc.health.v1.Health/"  # probes never need the token, whichever protocol they speak
 OPEN_METHODS = frozenset(
     {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
@@ -51,9 +52,11 @@ def _code_name(context: Context, error: BaseException | None) -> str:
     if isinstance(error, Exception):
         return "UNKNOWN"
     # a BaseException that is not an Exception here is the call's task being cancelled: by the
-    # caller, or by gRPC because the caller's deadline passed, which the caller sees as such
+    # caller, or because the caller's deadline passed, which the caller sees as DEADLINE_EXCEEDED.
+    # The caller's own timer cancels the call as its deadline passes, and the server's copy of the
+    # deadline runs a little later (it started when the call arrived), hence the slack.
     remaining = context.time_remaining()
-    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= DEADLINE_SLACK_S else "CANCELLED"
 
 
 class _Cached(grpc.aio.ServerInterceptor):
