@@ -23,6 +23,8 @@ def parse_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
     elements: list[bytes] = []
     offset = 0
     while offset < len(raw):
+        if len(elements) == count:  # stop here: a buffer of millions of tiny elements is not read
+            raise InvalidInput(f"raw input for {INPUT!r} holds more elements than its shape says ({count})")
         if offset + 4 > len(raw):
             raise InvalidInput(f"raw input for {INPUT!r} ends inside the length of element {len(elements)}")
         (size,) = LENGTH.unpack_from(raw, offset)

@@ -179,6 +179,12 @@ def test_metadata_and_readiness_describe_the_model(v2_stub) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "timeout=-5 must be a positive number",
         ),
+        # a raw buffer that holds far more elements than its shape says is not read to its end
+        (
+            lambda r: r.raw_input_contents.__setitem__(0, b"\x00\x00\x00\x00" * 4_000_000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "holds more elements than its shape says (2)",
+        ),
         # the declared count is refused before the raw buffer (here 2 elements) is parsed
         (
             lambda r: r.inputs[0].shape.__setitem__(0, 4_000_000),
