@@ -99,24 +99,38 @@ def rows_of(model: OnnxModel) -> RunFn:
     return run
 
 
+def _text_bytes(width: int, mode: AttentionMode, layers: int, heads: int) -> int:
+    """An upper estimate of one text's share of the answer, its attention `width` tokens wide."""
+    size = 64  # label, score, probabilities, batch figures
+    if mode is not AttentionMode.NONE:
+        size += width * (2 * 5 + 24)  # two floats and a token string (up to ~20 bytes) each
+    if mode is AttentionMode.FULL:
+        size += layers * heads * width * width * 4 + 16
+    return size
+
+
+def response_sizes(
+    num_tokens: Sequence[int], mode: AttentionMode, layers: int, heads: int, padded: bool
+) -> list[int]:
+    """Upper estimates of the answer's size to the first 1, 2, ... texts, in one pass: attention
+    grows with tokens squared under FULL. padded: every text's attention is as wide as the longest
+    one's (KServe's tensors), so a longer text widens the ones before it too."""
+    sizes, total, widest = [], 0, 0
+    for count, tokens in enumerate(num_tokens, start=1):
+        widest = max(widest, tokens)
+        if padded:
+            sizes.append(count * _text_bytes(widest, mode, layers, heads))
+        else:
+            total += _text_bytes(tokens, mode, layers, heads)
+            sizes.append(total)
+    return sizes
+
+
 def response_bytes(
     num_tokens: Sequence[int], mode: AttentionMode, layers: int, heads: int, padded: bool
 ) -> int:
-    """An upper estimate of the answer's size: attention grows with tokens squared under FULL.
-
-    padded: every text's attention is as wide as the longest one's (KServe's tensors).
-    """
-    widest = max(num_tokens)
-    total = 0
-    for tokens in num_tokens:
-        width = widest if padded else tokens
-        size = 64  # label, score, probabilities, batch figures
-        if mode is not AttentionMode.NONE:
-            size += width * (2 * 5 + 24)  # two floats and a token string (up to ~20 bytes) each
-        if mode is AttentionMode.FULL:
-            size += layers * heads * width * width * 4 + 16
-        total += size
-    return total
+    """An upper estimate of the answer's size to all of `num_tokens`."""
+    return response_sizes(num_tokens, mode, layers, heads, padded)[-1]
 
 
 def batch_limits(settings: Settings, max_length: int, concurrent_batches: int) -> BatchLimits:
@@ -170,19 +184,14 @@ class Engine:
             settings.model_dir, settings.model_name, settings.model_version, ONNX_FILES[settings.variant]
         )
         cpus = available_cpus()
-        model = OnnxModel(
-            spec.onnx_path,
-            settings.provider.value,
-            settings.intra_op_threads,
-            settings.lone_batch_threads or cpus,
-        )
+        lone_threads = settings.lone_batch_threads or cpus
+        model = OnnxModel(spec.onnx_path, settings.provider.value, settings.intra_op_threads, lone_threads)
         sizing = Sizing(
             workers=settings.worker_of or settings.workers,
             max_concurrent_batches=settings.max_concurrent_batches or max(2, cpus),
             intra_op_threads=settings.intra_op_threads,
-            lone_batch_threads=(settings.lone_batch_threads or cpus)
-            if model.lone_session is not None
-            else settings.intra_op_threads,
+            # without a second session (one thread asked for, or a GPU) a lone batch runs like any other
+            lone_batch_threads=lone_threads if model.lone_session is not None else settings.intra_op_threads,
             available_cpus=cpus,
         )
         log.info(
@@ -258,14 +267,11 @@ class Engine:
     def check_response_size(self, num_tokens: Sequence[int], mode: AttentionMode, padded: bool) -> None:
         """Refuse, before any work, an answer that could never be sent within the message limit."""
         spec, limit = self.spec, self.max_message_bytes
-        size = response_bytes(num_tokens, mode, spec.num_layers, spec.num_heads, padded)
+        sizes = response_sizes(num_tokens, mode, spec.num_layers, spec.num_heads, padded)
+        size = sizes[-1]
         if size <= limit:
             return
-        fitting = 0  # how many of the first texts would fit
-        while (
-            response_bytes(num_tokens[: fitting + 1], mode, spec.num_layers, spec.num_heads, padded) <= limit
-        ):
-            fitting += 1
+        fitting = sum(1 for prefix in sizes if prefix <= limit)  # the sizes only grow
         advice = f"send at most {fitting} such texts per request, or" if fitting else "send shorter texts, or"
         raise InvalidInput(
             f"the answer to these {len(num_tokens)} texts with attention={mode.value} would take about "

@@ -65,13 +65,14 @@ def run_group(settings: Settings, argv: list[str]) -> int:
     reserved = _reserve_port(settings.host, settings.port)
     port = reserved.getsockname()[1]
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-    command = [sys.executable, "-m", "service", *argv, *worker_flags(settings, port)]
+    flags = worker_flags(settings, port)
+    command = [sys.executable, "-m", "service", *argv, *flags]
     log.info(
-        "starting %d workers on port %d (%d CPUs available: %s each)",
+        "starting %d workers on port %d (%d CPUs available), each with %s",
         settings.workers,
         port,
         available_cpus(),
-        " ".join(worker_flags(settings, port)[9:]) or "as set",
+        " ".join(flags),
     )
     workers: list[subprocess.Popen[str]] = []
     stopping = threading.Event()
