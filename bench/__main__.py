@@ -1,5 +1,13 @@
-"""Entry point for `python -m bench`."""
+"""Entry point: `python -m bench` (scenarios against the ceilings) or `python -m bench report`
+(the published comparison with the peer: bench/RESULTS.md and its plots)."""
 
-from bench.run import main
+import sys
 
-main()
+if sys.argv[1:2] == ["report"]:
+    from bench.report import main as report
+
+    report(sys.argv[2:])
+else:
+    from bench.run import main
+
+    main()

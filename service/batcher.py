@@ -185,6 +185,16 @@ class Batcher:
             await asyncio.gather(*self._running, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
+    def check_room(self, count: int) -> None:
+        """QueueFull (counted as dropped) unless `count` more texts fit in the queue now."""
+        if len(self._pending) + count > self.limits.max_queue_size:
+            if self._observer:
+                self._observer.dropped("queue_full", count)
+            raise QueueFull(
+                f"the queue holds {len(self._pending)} texts and this request adds {count}; "
+                f"the limit is {self.limits.max_queue_size}: retry later"
+            )
+
     def submit(
         self, sequences: Sequence[Sequence[int]], want: Any, deadline: float | None
     ) -> list[asyncio.Future[ItemResult]]:
@@ -196,13 +206,7 @@ class Batcher:
                 f"the request has {len(sequences)} texts and the queue holds at most "
                 f"{self.limits.max_queue_size}: it can never be taken; send fewer texts per request"
             )
-        if len(self._pending) + len(sequences) > self.limits.max_queue_size:
-            if self._observer:
-                self._observer.dropped("queue_full", len(sequences))
-            raise QueueFull(
-                f"the queue holds {len(self._pending)} texts and this request adds {len(sequences)}; "
-                f"the limit is {self.limits.max_queue_size}: retry later"
-            )
+        self.check_room(len(sequences))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures: list[asyncio.Future[ItemResult]] = []

@@ -301,6 +301,8 @@ class Engine:
         text (KServe tensors), which the size check must count."""
         if not self.ready:
             raise NotServing("the server is starting up or shutting down; retry (another replica)")
+        if len(texts) <= self.batcher.limits.max_queue_size:
+            self.batcher.check_room(len(texts))  # refuse an overload before paying for tokenizing
         encoded = await self.encode(texts)
         self.check_response_size([len(e.ids) for e in encoded], mode, padded)
         futures = self.batcher.submit([e.ids for e in encoded], mode, deadline)

@@ -30,3 +30,14 @@ def model_root(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Pat
 @pytest.fixture(scope="session")
 def model_dir(model_root: Path) -> Path:
     return model_root / "1"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", default=False, help="generated tests try ten times more examples"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--slow"):
+        os.environ["SENTIMENT_SLOW_TESTS"] = "1"  # read by the generated tests when they are imported

@@ -13,7 +13,7 @@ from service.errors import NotServing
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
-WINDOW = 64  # requests of one stream in flight at once; reading pauses beyond it
+WINDOW = 64  # requests of one stream taken and not yet sent back; reading pauses beyond it
 
 
 async def answer_stream(
@@ -23,16 +23,22 @@ async def answer_stream(
     window: int = WINDOW,
 ) -> AsyncIterator[Resp]:
     """Each request's answer, in the order they finish. `answer` reports a request's own failure
-    in its response; the stream goes on."""
+    in its response; the stream goes on.
+
+    A request holds its slot of the window until its answer has been handed to the transport, so a
+    caller that stops reading its answers stops the server reading (and computing) its requests:
+    the stream's memory is bounded by the window and gRPC flow control, whatever the caller sends."""
     done: asyncio.Queue[Resp | None] = asyncio.Queue()
     slots = asyncio.Semaphore(window)
     tasks: set[asyncio.Task[None]] = set()
 
     async def run(request: Req) -> None:
         try:
-            await done.put(await answer(request))
-        finally:
+            response = await answer(request)
+        except BaseException:
             slots.release()
+            raise
+        done.put_nowait(response)  # its slot is freed once the answer is sent
 
     async def read() -> None:
         """Take requests until the caller ends the stream, or the server starts draining."""
@@ -62,7 +68,8 @@ async def answer_stream(
     reader = asyncio.create_task(read())
     try:
         while (response := await done.get()) is not None:
-            yield response
+            yield response  # resumes once the transport took it (flow control may hold it here)
+            slots.release()
         await reader  # re-raise a failure of the reader itself
     finally:
         reader.cancel()

@@ -1,0 +1,289 @@
+"""The published comparison: this server against MLServer, the peer users would pick, in one run.
+
+    python -m bench report --model-dir models/sentiment [--duration 8]
+
+Every system is called by the same load generator (bench/loadgen.py) over KServe v2 ModelInfer, one
+system after the other on one machine:
+- this server with its defaults, fp32 and int8;
+- MLServer 1.7.1 running the same model.onnx and tokenizer.json (bench/mlserver_runtime.py), with
+  adaptive batching (32 texts, 5 ms) and with batching off, in its own environment (bench/peer.py);
+- the ceilings: ONNX Runtime alone at batch 1, and an empty grpc.aio server.
+For each system: closed loop at 1, 4, 16 and 64 single-text callers; 64 callers with a long-review
+mix; open loop (Poisson arrivals) at 25, 50, 75 and 90% of its measured capacity. This server's
+batch size and padding ratio come from its /metrics after each run.
+Writes bench/RESULTS.md, its plots in bench/figures/ and the raw figures as bench/results.json.
+Nothing here asserts a speed: the targets are shown as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench import peer
+from bench.run import ROOT, measure, python, server_args, stop
+
+CONCURRENCY = (1, 4, 16, 64)
+LOADS = (0.25, 0.5, 0.75, 0.9)
+LONG_FRACTION = 0.25
+READY = re.compile(r"READY port=(\d+) metrics_port=(\d+|None)")
+
+
+def long_reviews(out: Path, cache_dir: Path, version_dir: Path, count: int = 200) -> Path:
+    """Long reviews of 100 to 400 tokens, each made of test-split snippets of one label in a row."""
+    from tokenizers import Tokenizer
+
+    from model_export.data import load_corpus, split
+
+    examples, _ = load_corpus(cache_dir)
+    test = split(examples, seed=13).test
+    tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    rng = random.Random(5)
+    by_label: dict[int, list[str]] = {}
+    for example in test:
+        by_label.setdefault(example.label, []).append(example.text)
+    reviews = []
+    for n in range(count):
+        pool = by_label[n % len(by_label)]
+        target = rng.randint(100, 400)
+        parts: list[str] = []
+        while len(tokenizer.encode(" ".join(parts)).ids) < target:
+            parts.append(rng.choice(pool))
+        reviews.append(" ".join(parts))
+    path = out / "long_reviews.json"
+    path.write_text(json.dumps(reviews))
+    return path
+
+
+def start_ours(flags: list[str]) -> tuple[subprocess.Popen[str], int, int]:
+    args = server_args(Path(flags[0]), *flags[1:])
+    metrics = args.index("--metrics-port")
+    args[metrics + 1] = "0"
+    process = subprocess.Popen(
+        python(*args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+    )
+    assert process.stdout is not None
+    match = READY.search(process.stdout.readline())
+    if not match:
+        process.kill()
+        raise RuntimeError(f"{args} did not start")
+    return process, int(match.group(1)), int(match.group(2))
+
+
+def scrape(metrics_port: int | None) -> dict[str, float]:
+    """Sums and counts of the batch-size and padding-ratio histograms."""
+    if metrics_port is None:
+        return {}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    figures: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("sentiment_batch_size", "sentiment_batch_padding_ratio"):
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count")):
+                    figures[sample.name] = sample.value
+    return figures
+
+
+def batch_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    def mean(name: str) -> float | None:
+        count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
+        return (after[f"{name}_sum"] - before.get(f"{name}_sum", 0)) / count if count else None
+
+    if not after:
+        return {}
+    return {
+        "mean_batch_size": mean("sentiment_batch_size"),
+        "mean_padding": mean("sentiment_batch_padding_ratio"),
+    }
+
+
+def load(port: int, texts: Path, duration: float, **knobs: Any) -> dict[str, Any]:
+    command = python(
+        "bench.loadgen",
+        "--target",
+        f"127.0.0.1:{port}",
+        "--protocol",
+        "v2",
+        "--sentences",
+        str(texts),
+        "--duration",
+        str(duration),
+    )
+    for key, value in knobs.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    return measure(command)
+
+
+def sweep(name: str, port: int, metrics_port: int | None, files: dict[str, Path], duration: float) -> dict:
+    """Every load shape against one running system; prints each figure as it comes."""
+    figures: dict[str, Any] = {"closed": {}, "open": {}}
+
+    def run(label: str, **knobs: Any) -> dict[str, Any]:
+        before = scrape(metrics_port)
+        result = load(port, files["short"], duration, **knobs)
+        result.update(batch_figures(before, scrape(metrics_port)))
+        shown = ", ".join(
+            f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if v is not None
+        )
+        print(f"{name:<24} {label:<14} {shown}", flush=True)
+        return result
+
+    for callers in CONCURRENCY:
+        processes = 2 if callers >= 16 else 1
+        figures["closed"][callers] = run(
+            f"{callers} callers", concurrency=callers, processes=processes, channels=4 if callers >= 16 else 1
+        )
+    figures["long_mix_64"] = run(
+        "64 long mix",
+        concurrency=64,
+        processes=2,
+        channels=4,
+        long=files["long"],
+        long_fraction=LONG_FRACTION,
+    )
+    capacity = max(result["sentences_per_s"] for result in figures["closed"].values())
+    figures["capacity"] = capacity
+    for share in LOADS:
+        figures["open"][share] = run(
+            f"open {share:.0%}", rate=round(capacity * share, 1), processes=2, channels=4
+        )
+    return figures
+
+
+def ort_latency(version_dir: Path, texts: Path, duration: float) -> dict[str, Any]:
+    return measure(
+        python(
+            "bench.ort_alone",
+            "--model-version-dir",
+            str(version_dir),
+            "--sentences",
+            str(texts),
+            "--mode",
+            "batch1",
+            "--workers",
+            "1",
+            "--threads",
+            str(len(os.sched_getaffinity(0))),
+            "--duration",
+            str(duration),
+        )
+    )
+
+
+def machine(version_dir: Path) -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    config = json.loads((version_dir / "config.json").read_text())
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "python": platform.python_version(),
+        "onnxruntime": version("onnxruntime"),
+        "grpcio": version("grpcio"),
+        "mlserver": peer.MLSERVER,
+        "model": str(version_dir),
+        "model_preset": config.get("preset"),
+        "model_base": config.get("training", {}).get("pretrained"),
+        "max_length": config.get("max_length"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model-dir", type=Path, default=Path("models/sentiment"))
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per load point")
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "sentiment-service")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where RESULTS.md goes")
+    parser.add_argument(
+        "--systems",
+        default="ours_fp32,ours_int8,mlserver_batching,mlserver_no_batching",
+        help="comma-separated subset to run",
+    )
+    args = parser.parse_args(argv)
+    from bench.run import sentences_file
+
+    versions = sorted(int(p.name) for p in args.model_dir.iterdir() if p.name.isdigit())
+    version_dir = args.model_dir / str(versions[-1])
+    results_dir = args.out / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "short": sentences_file(results_dir, args.cache_dir, args.sentences),
+        "long": long_reviews(results_dir, args.cache_dir, version_dir),
+    }
+    report: dict[str, Any] = {
+        "machine": machine(version_dir),
+        "duration_s": args.duration,
+        "long_fraction": LONG_FRACTION,
+        "systems": {},
+    }
+    print(json.dumps(report["machine"]), flush=True)
+    report["ort_batch1"] = ort_latency(version_dir, files["short"], args.duration)
+    print(f"{'onnx runtime alone':<24} batch 1        {report['ort_batch1']}", flush=True)
+    empty = subprocess.Popen(python("bench.empty_server"), stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert empty.stdout is not None
+        port = int(READY.search(empty.stdout.readline()).group(1))  # type: ignore[union-attr]
+        report["empty_server"] = {
+            "1": load(port, files["short"], args.duration, concurrency=1),
+            "64": load(port, files["short"], args.duration, concurrency=64, processes=2, channels=4),
+        }
+        print(f"{'empty grpc.aio server':<24} {report['empty_server']}", flush=True)
+    finally:
+        stop(empty)
+    wanted = args.systems.split(",")
+    model_root = str(args.model_dir)
+    for name, variant in (("ours_fp32", "fp32"), ("ours_int8", "int8")):
+        if name not in wanted:
+            continue
+        server, port, metrics_port = start_ours([model_root, "--variant", variant])
+        try:
+            report["systems"][name] = sweep(name, port, metrics_port, files, args.duration)
+        finally:
+            stop(server)
+    mlserver_python = None
+    for name, batching in (("mlserver_batching", True), ("mlserver_no_batching", False)):
+        if name not in wanted:
+            continue
+        mlserver_python = mlserver_python or peer.ensure_venv(args.cache_dir)
+        with tempfile.TemporaryDirectory(prefix="mlserver-") as folder:
+            process, port = peer.start(mlserver_python, Path(folder), version_dir, batching=batching)
+            try:
+                report["systems"][name] = sweep(name, port, None, files, args.duration)
+            finally:
+                peer.stop(process)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    from bench.publish import write
+
+    write(report, args.out)
+    print(f"wrote {args.out / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,137 @@
+"""The bench's own parts against real servers: the load generator's two loops, the peer serving the
+same model as this server, and `python -m bench report` end to end (briefly)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from bench import peer
+from sentiment_client.pb.inference import grpc_predict_v2_pb2 as v2
+from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc
+from tests.e2e.conftest import RunningServer, launch
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+TEXTS = ["a warm and funny film", "dull, long and pointless", "not bad at all", "😀 loved it", "meh"]
+
+
+@pytest.fixture(scope="module")
+def ours(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = launch(model_root, tmp_path_factory.mktemp("ours"))
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+@pytest.fixture(scope="module")
+def texts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("texts") / "texts.json"
+    path.write_text(json.dumps(TEXTS * 20))
+    return path
+
+
+def loadgen(*args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def infer(target: str) -> v2.ModelInferResponse:
+    tensor = v2.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[len(TEXTS)])
+    tensor.contents.bytes_contents.extend(t.encode() for t in TEXTS)
+    with grpc.insecure_channel(target) as channel:
+        stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return stub.ModelInfer(v2.ModelInferRequest(model_name="sentiment", inputs=[tensor]), timeout=60)
+
+
+def outputs(response: v2.ModelInferResponse) -> tuple[list[bytes], np.ndarray]:
+    by_name = {o.name: o for o in response.outputs}
+    labels = list(by_name["label"].contents.bytes_contents)
+    if not labels:  # raw contents, in the order of the outputs
+        raw = dict(zip([o.name for o in response.outputs], response.raw_output_contents, strict=True))
+        body, labels = raw["label"], []
+        while body:
+            size = int.from_bytes(body[:4], "little")
+            labels.append(body[4 : 4 + size])
+            body = body[4 + size :]
+        probabilities = np.frombuffer(raw["probabilities"], dtype="<f4")
+    else:
+        probabilities = np.array(by_name["probabilities"].contents.fp32_contents, dtype=np.float32)
+    return labels, probabilities.reshape(len(TEXTS), -1)
+
+
+def test_open_loop_offers_the_rate_asked_from_several_processes(
+    ours: RunningServer, texts_file: Path
+) -> None:
+    result = loadgen(
+        "--target", ours.target, "--protocol", "v2", "--sentences", str(texts_file),
+        "--rate", "80", "--duration", "2", "--processes", "2",
+    )  # fmt: skip
+    assert result["errors"] == {} and result["offered_per_s"] == 80
+    assert 80 <= result["requests"] <= 240  # Poisson: about 160 arrivals in 2 s
+    assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert result["client_cpu_cores"] > 0
+
+
+def test_closed_loop_mixes_long_texts_over_sentiment_v1(
+    ours: RunningServer, texts_file: Path, tmp_path
+) -> None:
+    long = tmp_path / "long.json"
+    long.write_text(json.dumps([" ".join(TEXTS * 30)]))
+    result = loadgen(
+        "--target", ours.target, "--sentences", str(texts_file), "--long", str(long),
+        "--long-fraction", "0.5", "--concurrency", "4", "--texts-per-request", "4", "--duration", "1",
+    )  # fmt: skip
+    assert result["errors"] == {} and result["requests"] > 4
+    assert result["sentences_per_s"] == pytest.approx(4 * result["requests"] / 1, rel=0.5)
+
+
+def test_the_peer_serves_the_same_model_with_the_same_answers(
+    ours: RunningServer, model_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    python = peer.ensure_venv(cache_dir)
+    process, port = peer.start(python, tmp_path / "mlserver", model_dir)
+    try:
+        theirs = infer(f"127.0.0.1:{port}")
+    finally:
+        peer.stop(process)
+    our_labels, our_probabilities = outputs(infer(ours.target))
+    their_labels, their_probabilities = outputs(theirs)
+    assert our_labels == their_labels
+    np.testing.assert_allclose(our_probabilities, their_probabilities, atol=1e-5)
+
+
+def test_report_writes_results_and_plots(model_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "report", "--model-dir", str(model_root), "--duration", "0.5",
+            "--sentences", "100", "--cache-dir", str(cache_dir), "--out", str(tmp_path),
+            "--systems", "ours_fp32,mlserver_batching",
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = (tmp_path / "RESULTS.md").read_text()
+    for row in (
+        "throughput / MLServer's best",
+        "p99 / that MLServer's p99",
+        "1 caller: p50",
+        "75% of capacity",
+    ):
+        assert row in text
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert set(report["systems"]) == {"ours_fp32", "mlserver_batching"}
+    for figures in report["systems"].values():
+        assert all(figures["closed"][c]["requests"] > 0 for c in ("1", "64"))
+        assert figures["open"]["0.75"]["offered_per_s"] > 0
+    assert report["systems"]["ours_fp32"]["closed"]["64"]["mean_batch_size"] >= 1
+    for plot in ("throughput.png", "latency.png"):
+        assert (tmp_path / "figures" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
