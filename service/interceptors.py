@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from service.batcher import DEADLINE_SLACK_S
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
     HandlerFactory = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
     Context = grpc.aio.ServicerContext[Any, Any]
 
-DEADLINE_SLACK_S = 0.25  # a call cancelled this close to its deadline ran out of time
 OPEN_PREFIX = "/grpc.health.v1.Health/"  # probes never need the token, whichever protocol they speak
 OPEN_METHODS = frozenset(
     {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}

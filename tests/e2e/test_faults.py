@@ -204,3 +204,58 @@ async def test_overload_is_refused_fast_then_the_server_recovers_and_every_accep
         assert recovered < 3 * quiet + 0.02  # back to the quiet figure, not stuck behind a backlog
     finally:
         assert running.stop() == 0, running.log()
+
+
+async def test_calls_expired_or_cancelled_while_queued_are_dropped_not_computed(model_root: Path) -> None:
+    settings = Settings(
+        model_dir=model_root,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=-1,
+        max_concurrent_batches=1,
+        log_level="ERROR",
+    )
+    server = Server(settings)
+    await server.start()
+    assert server.engine is not None
+    model = server.engine.model
+    real = model.run
+    slowed: list[int] = []
+
+    def slow_first_batch(input_ids, attention_mask, with_attention):
+        if not slowed:  # the runtime is busy for 0.5 s: whatever arrives meanwhile waits in the queue
+            slowed.append(int(input_ids.shape[0]))
+            time.sleep(0.5)
+        return real(input_ids, attention_mask, with_attention)
+
+    model.run = slow_first_batch  # type: ignore[method-assign]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            first = asyncio.ensure_future(stub.Predict(pb.PredictRequest(texts=["first"]), timeout=10))
+            await asyncio.sleep(0.1)
+            late = await asyncio.gather(
+                *(stub.Predict(pb.PredictRequest(texts=[f"late {i}"]), timeout=0.2) for i in range(10)),
+                return_exceptions=True,
+            )
+            stream = stub.PredictStream()
+            for i in range(10):
+                request = pb.PredictRequest(texts=[f"streamed {i}"])
+                await stream.write(pb.PredictStreamRequest(request_id=str(i), request=request))
+            await asyncio.sleep(0.05)
+            stream.cancel()  # its ten queued requests go with it
+            assert len((await first).predictions) == 1
+            await stub.Predict(pb.PredictRequest(texts=["after"]), timeout=10)
+    finally:
+        await server.stop(5)
+    registry = server.metrics.registry
+
+    def value(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    codes = [o.code() for o in late if isinstance(o, grpc.aio.AioRpcError)]
+    assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 10
+    assert value("sentiment_dropped_texts_total", reason="deadline") == 10
+    assert value("sentiment_dropped_texts_total", reason="cancelled") == 10
+    # computed: "first" and "after", nothing else; the batch sizes say the same
+    assert value("sentiment_texts_total") == 2 and value("sentiment_batch_size_sum") == 2
