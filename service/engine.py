@@ -73,10 +73,13 @@ def rows_of(model: OnnxModel) -> RunFn:
     row's caller asked for, cropped to its real tokens (a caller who has gone gets none)."""
 
     def run(
-        input_ids: NDArray[np.int64], attention_mask: NDArray[np.int64], modes: Sequence[AttentionMode | None]
+        input_ids: NDArray[np.int64],
+        attention_mask: NDArray[np.int64],
+        modes: Sequence[AttentionMode | None],
+        wide: bool,
     ) -> list[RowResult]:
         with_attention = any(m in (AttentionMode.SUMMARY, AttentionMode.FULL) for m in modes)
-        logits, attentions = model.run(input_ids, attention_mask, with_attention)
+        logits, attentions = model.run(input_ids, attention_mask, with_attention, wide)
         probabilities = softmax(logits)
         lengths = attention_mask.sum(axis=1)
         rows = []
@@ -133,7 +136,9 @@ def response_bytes(
     return response_sizes(num_tokens, mode, layers, heads, padded)[-1]
 
 
-def batch_limits(settings: Settings, max_length: int, concurrent_batches: int) -> BatchLimits:
+def batch_limits(
+    settings: Settings, max_length: int, concurrent_batches: int, wide_when_alone: bool
+) -> BatchLimits:
     """The batcher's limits from the settings; a text of max_length tokens always fits a batch."""
     return BatchLimits(
         max_batch_size=settings.max_batch_size,
@@ -142,6 +147,7 @@ def batch_limits(settings: Settings, max_length: int, concurrent_batches: int) -
         max_queue_size=settings.max_queue_size,
         max_concurrent_batches=concurrent_batches,
         max_padding_ratio=settings.max_padding_ratio,
+        wide_when_alone=wide_when_alone,
     )
 
 
@@ -210,7 +216,9 @@ class Engine:
             settings.max_texts_per_request,
             settings.max_text_chars,
         )
-        limits = batch_limits(settings, spec.max_length, sizing.max_concurrent_batches)
+        limits = batch_limits(
+            settings, spec.max_length, sizing.max_concurrent_batches, model.lone_session is not None
+        )
         return cls(
             spec,
             model,

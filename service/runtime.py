@@ -1,18 +1,18 @@
 """The ONNX Runtime sessions: provider choice with fallback, contract check, warm-up, run.
 
 On CPU the model holds two sessions of the same graph. A batch that runs alone uses the wide one,
-with a thread per CPU the process may use, so a lone caller gets every core; a batch that starts
-while another runs uses the narrow one (intra_op_threads, 1 by default), so that under load batches
-run side by side on a core each, which measured faster than one session with every thread (two
-1-thread streams: 241 sentences/s against 171 for batch 1 on 2 threads, default model, 2 cores).
-A wide batch still running when a narrow one starts shares the cores with it until it ends.
+with a thread per CPU the process may use, so a lone caller gets every core; other batches use the
+narrow one (intra_op_threads, 1 by default), so that under load batches run side by side on a core
+each, which measured faster than one session with every thread (two 1-thread streams: 241
+sentences/s against 171 for batch 1 on 2 threads, default model, 2 cores). The batcher decides which
+(`wide`), and starts nothing beside a wide batch: a narrow batch beside a wide one would
+oversubscribe the cores and the wide one's threads would wait for each other.
 Threads never spin: spinning threads steal the CPU that the event loop and the other batch need.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +58,6 @@ class OnnxModel:
             self.lone_session = ort.InferenceSession(
                 str(path), session_options(lone_threads), providers=providers
             )
-        self._running = 0
-        self._lock = threading.Lock()
 
     def _check_contract(self, path: Path) -> None:
         inputs = {i.name: i.type for i in self.session.get_inputs()}
@@ -73,23 +71,17 @@ class OnnxModel:
             raise ModelDirectoryError(f"{path}: attentions must be [batch, layers, heads, seq, seq]")
 
     def run(
-        self, input_ids: Int64Array, attention_mask: Int64Array, with_attention: bool
+        self, input_ids: Int64Array, attention_mask: Int64Array, with_attention: bool, wide: bool = False
     ) -> tuple[FloatArray, FloatArray | None]:
-        """Logits (B, labels) and, when asked, attentions (B, layers, heads, T, T)."""
+        """Logits (B, labels) and, when asked, attentions (B, layers, heads, T, T). wide: the caller
+        runs nothing else meanwhile, so the batch may use the wide session's threads."""
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        with self._lock:
-            self._running += 1
-            alone = self._running == 1
-        session = self.lone_session if alone and self.lone_session is not None else self.session
-        try:
-            if with_attention:
-                logits, attentions = session.run(["logits", "attentions"], feed)
-                return logits, attentions
-            (logits,) = session.run(["logits"], feed)
-            return logits, None
-        finally:
-            with self._lock:
-                self._running -= 1
+        session = self.lone_session if wide and self.lone_session is not None else self.session
+        if with_attention:
+            logits, attentions = session.run(["logits", "attentions"], feed)
+            return logits, attentions
+        (logits,) = session.run(["logits"], feed)
+        return logits, None
 
     def warm_up(self, max_length: int, max_batch_size: int) -> None:
         """Run a few shapes once on every session so the first callers do not pay for allocation."""

@@ -45,11 +45,11 @@ async def test_a_runtime_failure_fails_only_its_batch_and_the_next_batch_succeed
     real = model.run
     failed: list[int] = []
 
-    def fails_once(input_ids, attention_mask, with_attention):
+    def fails_once(input_ids, attention_mask, with_attention, wide=False):
         if not failed:
             failed.append(int(input_ids.shape[0]))
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : injected fault")
-        return real(input_ids, attention_mask, with_attention)
+        return real(input_ids, attention_mask, with_attention, wide)
 
     model.run = fails_once  # type: ignore[method-assign]
     try:
@@ -222,11 +222,11 @@ async def test_calls_expired_or_cancelled_while_queued_are_dropped_not_computed(
     real = model.run
     slowed: list[int] = []
 
-    def slow_first_batch(input_ids, attention_mask, with_attention):
+    def slow_first_batch(input_ids, attention_mask, with_attention, wide=False):
         if not slowed:  # the runtime is busy for 0.5 s: whatever arrives meanwhile waits in the queue
             slowed.append(int(input_ids.shape[0]))
             time.sleep(0.5)
-        return real(input_ids, attention_mask, with_attention)
+        return real(input_ids, attention_mask, with_attention, wide)
 
     model.run = slow_first_batch  # type: ignore[method-assign]
     try:

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, BatchLimits, Item, pad, select
+from service.batcher import QUIET_BATCHES, Batcher, BatchLimits, Item, pad, select
 from service.config import Settings
 from service.engine import batch_limits
 from service.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull, RuntimeFailure
@@ -21,13 +21,15 @@ class FakeRuntime:
 
     def __init__(self, pause_s: float = 0.0) -> None:
         self.batches: list[tuple[int, int]] = []
+        self.wide: list[bool] = []
         self.pause_s = pause_s
         self.fail_next = False
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, ids, mask, wants):
+    def __call__(self, ids, mask, wants, wide):
         self.gate.wait(5)
+        self.wide.append(wide)
         if self.pause_s:
             time.sleep(self.pause_s)
         self.batches.append(ids.shape)
@@ -39,7 +41,8 @@ class FakeRuntime:
 
 def limits_of(**overrides) -> BatchLimits:
     """The server's default limits (2 batches at once), with some changed."""
-    return dataclasses.replace(batch_limits(Settings(), max_length=64, concurrent_batches=2), **overrides)
+    defaults = batch_limits(Settings(), max_length=64, concurrent_batches=2, wide_when_alone=True)
+    return dataclasses.replace(defaults, **overrides)
 
 
 def item(length: int, age: float = 0.0, start: float = 0.0) -> Item:
@@ -123,12 +126,14 @@ async def test_delay_closes_a_batch_while_another_runs() -> None:
     runtime = FakeRuntime()
     calls = iter(range(100))
 
-    def run(ids, mask, wants):
+    def run(ids, mask, wants, wide):
         if next(calls) == 0:
             first_may_end.wait(10)  # the first batch keeps running until the end of the test
-        return runtime(ids, mask, wants)
+        return runtime(ids, mask, wants, wide)
 
-    batcher = Batcher(run, limits_of(max_queue_delay_s=0.5, max_concurrent_batches=2))
+    # without a wide session (a GPU, or one thread asked for) a lone batch leaves the other slot free
+    limits = limits_of(max_queue_delay_s=0.5, max_concurrent_batches=2, wide_when_alone=False)
+    batcher = Batcher(run, limits)
     batcher.start()
     blocked = batcher.submit([[1]], None, None)  # runs at once: nothing else was running
     await asyncio.sleep(0.01)
@@ -240,9 +245,9 @@ async def test_a_stream_of_short_texts_does_not_starve_a_long_one() -> None:
     runtime = FakeRuntime()
     original = runtime.__call__
 
-    def stepped(ids, mask, wants):
+    def stepped(ids, mask, wants, wide):
         steps.acquire(timeout=5)  # one batch per step
-        return original(ids, mask, wants)
+        return original(ids, mask, wants, wide)
 
     batcher = Batcher(stepped, limits_of(max_batch_size=4, max_concurrent_batches=1, max_padding_ratio=0.1))
     batcher.start()
@@ -263,4 +268,29 @@ async def test_a_stream_of_short_texts_does_not_starve_a_long_one() -> None:
     for _ in range(20):
         steps.release()
     await asyncio.gather(*first, *ahead, *long, *stream)
+    await batcher.stop()
+
+
+async def test_a_lone_batch_on_a_quiet_server_runs_wide_and_nothing_starts_beside_it() -> None:
+    runtime = FakeRuntime()
+    batcher = Batcher(runtime, limits_of(max_queue_delay_s=0.0))
+    batcher.start()
+    for n in range(QUIET_BATCHES + 1):  # one caller at a time: the server turns quiet
+        await batcher.submit([[n + 1]], None, None)[0]
+    assert runtime.wide == [False] * QUIET_BATCHES + [True]
+    runtime.gate.clear()  # the next batch holds the runtime until the gate opens
+    first = batcher.submit([[3]], None, None)
+    await asyncio.sleep(0.05)
+    second = batcher.submit([[4]], None, None)  # arrives while the wide batch runs: it must wait
+    await asyncio.sleep(0.05)
+    assert runtime.wide[-1:] == [True] and not second[0].done()
+    runtime.gate.set()
+    await asyncio.gather(*first, *second)
+    assert runtime.wide[-2:] == [True, True]  # each found nothing running and nothing waiting
+    runtime.gate.clear()  # with work waiting, batches run narrow and side by side
+    many = batcher.submit([[5] * 4, [6] * 4, [7] * 9, [8] * 9], None, None)
+    await asyncio.sleep(0.05)
+    runtime.gate.set()
+    await asyncio.gather(*many)
+    assert runtime.wide[-2:] == [False, False]
     await batcher.stop()

@@ -74,11 +74,11 @@ async def test_rows_carry_only_the_attention_their_caller_asked_for(engine: Engi
     run = rows_of(engine.model)
     ids = np.array([[2, 40, 41, 3, 0, 0], [2, 50, 51, 52, 53, 3]], dtype=np.int64)
     mask = (ids != 0).astype(np.int64)
-    gone, full = run(ids, mask, [None, AttentionMode.FULL])
+    gone, full = run(ids, mask, [None, AttentionMode.FULL], False)
     assert gone.cls_attention is None and gone.weights is None  # the caller left: no attention work
     assert full.weights is not None and full.weights.shape == (1, 2, 6, 6)
     assert full.weights.base is None  # its own array, not a view keeping the batch's alive
-    summary, none = run(ids, mask, [AttentionMode.SUMMARY, AttentionMode.NONE])
+    summary, none = run(ids, mask, [AttentionMode.SUMMARY, AttentionMode.NONE], True)
     assert summary.rollout is not None and summary.rollout.shape == (4,) and summary.weights is None
     assert none.cls_attention is None
     np.testing.assert_allclose(summary.probabilities, gone.probabilities, atol=1e-6)

@@ -42,8 +42,8 @@ def test_lone_and_side_by_side_batches_give_the_same_answers(model_dir: Path) ->
     rng = np.random.default_rng(3)
     ids = rng.integers(4, 900, size=(8, 24)).astype(np.int64)
     mask = np.ones_like(ids)
-    alone, _ = model.run(ids, mask, with_attention=False)
-    with ThreadPoolExecutor(4) as pool:  # several at once: most run on the narrow session
+    alone, _ = model.run(ids, mask, with_attention=False, wide=True)
+    with ThreadPoolExecutor(4) as pool:  # several at once on the narrow session
         together = list(pool.map(lambda _: model.run(ids, mask, with_attention=False)[0], range(16)))
     for logits in together:
         np.testing.assert_allclose(logits, alone, atol=1e-5)
