@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from model_export.config import Preset, recipe, with_overrides
+from model_export.config import Pooling, Preset, recipe, with_overrides, with_pooling
 
 app = typer.Typer(
     help="Train the attention Transformer sentiment classifier, export it to ONNX and verify it.",
@@ -66,6 +66,10 @@ def build(
         float | None,
         typer.Option(help="Learning rate of the fresh classifier on a pretrained encoder, x --lr."),
     ] = None,
+    pooling: Annotated[
+        Pooling | None,
+        typer.Option(help="What the classifier reads: the [CLS] position, or the mean of the real tokens."),
+    ] = None,
     int8: Annotated[bool, typer.Option(help="Also write and measure an int8 quantised variant.")] = True,
     if_missing: Annotated[
         bool,
@@ -90,7 +94,7 @@ def build(
     chosen = recipe(preset)
     chosen = type(chosen)(
         chosen.preset,
-        chosen.model,
+        with_pooling(chosen.model, pooling),
         with_overrides(
             chosen.train,
             epochs=epochs,
@@ -159,6 +163,28 @@ def evaluate(
             [examples[i].label for i in rows], [predicted[i] for i in rows], n
         ).__dict__
     typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("report")
+def report_command(
+    model_dir: Annotated[Path, typer.Argument(help="A version directory, e.g. models/sentiment/1.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Labelled file, a `domain` per text; by default the project's own.")
+    ] = None,
+    cache_dir: CacheOption = DEFAULT_CACHE,
+    movies: Annotated[bool, typer.Option(help="Also score the movie test split (needs the corpus).")] = True,
+) -> None:
+    """Accuracy per kind of text, fp32 and int8, beside VADER and TextBlob: prints a table and
+    writes domains.json and domains.png into the model directory."""
+    from model_export.data import DataError
+    from model_export.report import DEFAULT_FILE, markdown, report
+
+    try:
+        table = report(model_dir, data or DEFAULT_FILE, cache_dir if movies else None)
+    except (DataError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(markdown(table))
 
 
 def main() -> None:

@@ -9,6 +9,13 @@ from enum import StrEnum
 LABELS: tuple[str, ...] = ("negative", "positive")
 
 
+class Pooling(StrEnum):
+    """Which vector of the last layer the classifier reads."""
+
+    CLS = "cls"  # the [CLS] position, as BERT's classifier does
+    MEAN = "mean"  # the mean over the real tokens (the mask decides), as the sentence encoder was trained
+
+
 class Positional(StrEnum):
     """How token positions enter the model."""
 
@@ -39,7 +46,8 @@ class ModelConfig:
     positional: Positional = Positional.SINUSOIDAL
     scale_embedding: bool = True  # multiply token embeddings by sqrt(d_model), as in the paper
     embedding_norm: bool = False  # LayerNorm after the embedding sum, as BERT does
-    pooler: bool = False  # dense + tanh on [CLS] before the classifier, as BERT does
+    pooler: bool = False  # dense + tanh on the pooled vector before the classifier, as BERT does
+    pooling: Pooling = Pooling.CLS
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -134,6 +142,14 @@ def recipe(preset: Preset) -> Recipe:
         ),
         pretrained=True,
     )
+
+
+def with_pooling(config: ModelConfig, pooling: Pooling | None) -> ModelConfig:
+    """`config` pooling as asked. Mean pooling reads the encoder's tokens as all-MiniLM-L6-v2 was
+    trained to be read, so it goes without BERT's [CLS] pooler."""
+    if pooling is None or pooling is config.pooling:
+        return config
+    return replace(config, pooling=pooling, pooler=config.pooler and pooling is Pooling.CLS)
 
 
 def with_overrides(config: TrainConfig, **changes: object) -> TrainConfig:

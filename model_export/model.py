@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from model_export.config import ModelConfig, Positional
+from model_export.config import ModelConfig, Pooling, Positional
 
 # Added to the score of a padded key before the softmax: exp() of it underflows to exactly 0.
 MASK_VALUE = -1e9
@@ -100,7 +100,8 @@ class EncoderLayer(nn.Module):
 
 
 class SentimentTransformer(nn.Module):
-    """Encoder + classifier on [CLS]. forward() returns logits and every layer's attention."""
+    """Encoder + classifier on [CLS] or on the mean of the real tokens (config.pooling). forward()
+    returns logits and every layer's attention."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -152,7 +153,11 @@ class SentimentTransformer(nn.Module):
         """input_ids, attention_mask: (B, T) int64, 1 = real token. Returns logits (B, labels)
         and attentions (B, layers, heads, T, T)."""
         x, attentions = self.encode(input_ids, attention_mask)
-        cls = x[:, 0]  # (B, d_model)
+        if self.config.pooling is Pooling.MEAN:  # padding is 0 in the mask: it adds nothing
+            weights = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+            pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        else:
+            pooled = x[:, 0]  # [CLS]: (B, d_model)
         if self.pooler is not None:
-            cls = torch.tanh(self.pooler(cls))
-        return self.classifier(self.dropout(cls)), attentions
+            pooled = torch.tanh(self.pooler(pooled))
+        return self.classifier(self.dropout(pooled)), attentions

@@ -18,6 +18,8 @@ from model_export.export import config_json, publish, stage, write_config
 from model_export.model import SentimentTransformer
 from model_export.pretrained import fetch, load_encoder
 from model_export.quantize import quantize
+from model_export.report import markdown
+from model_export.report import report as domain_report
 from model_export.tokenizer import encode, load_tokenizer, train_wordpiece
 from model_export.train import evaluate, train
 from model_export.verify import verify
@@ -110,6 +112,9 @@ def build(
             json.dumps({"metrics": config["metrics"], "history": config["training"]["history"]}, indent=2)
             + "\n"
         )
+        # accuracy per kind of text beside the word-list scorers: domains.json, domains.png
+        table = domain_report(staging, cache_dir=cache_dir if data_file is None else None)
+        log.info("accuracy per kind of text:\n%s", markdown(table))
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)
         raise

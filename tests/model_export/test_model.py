@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from model_export.config import ModelConfig
+from model_export.config import MINILM, ModelConfig, Pooling, with_pooling
 from model_export.model import SentimentTransformer, attention, sinusoidal_table
 
 CONFIG = ModelConfig(vocab_size=50, d_model=16, n_heads=4, n_layers=2, d_ff=32, max_len=64, dropout=0.0)
@@ -61,7 +62,10 @@ def test_forward_shapes(model: SentimentTransformer) -> None:
     assert attentions.shape == (2, CONFIG.n_layers, CONFIG.n_heads, 4, 4)
 
 
-def test_padding_does_not_change_a_sentence(model: SentimentTransformer) -> None:
+@pytest.mark.parametrize("pooling", list(Pooling))
+def test_padding_does_not_change_a_sentence(pooling: Pooling) -> None:
+    torch.manual_seed(0)
+    model = SentimentTransformer(dataclasses.replace(CONFIG, pooling=pooling, pooler=True)).eval()
     short = [2, 9, 10, 3]
     alone_logits, alone_att = model(torch.tensor([short]), torch.ones(1, 4, dtype=torch.long))
     batch = torch.tensor([short + [0] * 5, [2, 11, 12, 13, 14, 15, 16, 17, 3]])
@@ -74,3 +78,20 @@ def test_padding_does_not_change_a_sentence(model: SentimentTransformer) -> None
 def test_d_model_must_split_into_heads() -> None:
     with pytest.raises(ValueError, match="not divisible"):
         ModelConfig(d_model=10, n_heads=4)
+
+
+def test_mean_pooling_averages_the_real_tokens_only() -> None:
+    torch.manual_seed(0)
+    model = SentimentTransformer(dataclasses.replace(CONFIG, pooling=Pooling.MEAN)).eval()
+    ids = torch.tensor([[2, 9, 10, 3, 0, 0]])
+    mask = (ids != 0).long()
+    hidden, _ = model.encode(ids, mask)
+    expected = model.classifier(hidden[0, :4].mean(dim=0))
+    logits, _ = model(ids, mask)
+    torch.testing.assert_close(logits[0], expected, atol=1e-6, rtol=0)
+
+
+def test_mean_pooling_of_the_pretrained_encoder_goes_without_the_cls_pooler() -> None:
+    mean = with_pooling(MINILM, Pooling.MEAN)
+    assert mean.pooling is Pooling.MEAN and mean.pooler is False
+    assert with_pooling(MINILM, None) is MINILM and with_pooling(MINILM, Pooling.CLS).pooler is True

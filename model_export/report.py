@@ -1,0 +1,113 @@
+"""Accuracy per kind of text, beside the word-list scorers VADER and TextBlob, as JSON and a PNG.
+
+The kinds: the movie test split (never used to choose anything) and each `domain` of a labelled file,
+by default the project's own model_export/eval_data/other_domains.jsonl. A word-list scorer says
+positive when its score is at least 0 (VADER's compound score, TextBlob's polarity).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from model_export.classifier import OnnxClassifier
+from model_export.config import LABELS
+from model_export.data import Example, load_corpus, load_file, split
+from model_export.quantize import INT8_FILE
+
+DEFAULT_FILE = Path(__file__).parent / "eval_data" / "other_domains.jsonl"
+POSITIVE = LABELS.index("positive")
+NEGATIVE = LABELS.index("negative")
+
+Scorer = Callable[[Sequence[str]], list[int]]
+Table = dict[str, dict[str, float]]  # {kind: {scorer: accuracy, "texts": count}}
+
+
+def vader() -> Scorer:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+    return lambda texts: [
+        POSITIVE if analyzer.polarity_scores(t)["compound"] >= 0 else NEGATIVE for t in texts
+    ]
+
+
+def textblob() -> Scorer:
+    from textblob import TextBlob
+
+    return lambda texts: [POSITIVE if TextBlob(t).sentiment.polarity >= 0 else NEGATIVE for t in texts]
+
+
+def kinds(model_dir: Path, data: Path, cache_dir: Path | None) -> dict[str, list[Example]]:
+    """The texts of each kind: the movie test split (when the corpus is at hand) and the file's."""
+    grouped: dict[str, list[Example]] = {}
+    if cache_dir is not None:
+        config = json.loads((model_dir / "config.json").read_text())
+        seed = config.get("training", {}).get("config", {}).get("seed", 13)
+        examples, _ = load_corpus(cache_dir)
+        grouped["movie (test split)"] = list(split(examples, seed=seed).test)
+    for example in load_file(data)[0]:
+        grouped.setdefault(example.domain or data.stem, []).append(example)
+    return grouped
+
+
+def accuracy(predicted: Sequence[int], examples: Sequence[Example]) -> float:
+    return sum(p == e.label for p, e in zip(predicted, examples, strict=True)) / len(examples)
+
+
+def report(model_dir: Path, data: Path = DEFAULT_FILE, cache_dir: Path | None = None) -> Table:
+    """{kind: {scorer: accuracy, "texts": n}}, plus "mean of other kinds"; writes domains.json and
+    domains.png next to metrics.json."""
+    scorers: dict[str, Scorer] = {"model fp32": OnnxClassifier(model_dir).predict}
+    if (model_dir / INT8_FILE).exists():
+        scorers["model int8"] = OnnxClassifier(model_dir, INT8_FILE).predict
+    scorers["VADER"] = vader()
+    scorers["TextBlob"] = textblob()
+    table: Table = {}
+    for kind, examples in kinds(model_dir, data, cache_dir).items():
+        texts = [e.text for e in examples]
+        table[kind] = {"texts": len(examples)}
+        for name, scorer in scorers.items():
+            table[kind][name] = round(accuracy(scorer(texts), examples), 4)
+    others = [k for k in table if not k.startswith("movie")]
+    if others:
+        table["mean of other kinds"] = {
+            name: round(sum(table[k][name] for k in others) / len(others), 4) for name in scorers
+        }
+        table["mean of other kinds"]["texts"] = sum(table[k]["texts"] for k in others)
+    (model_dir / "domains.json").write_text(json.dumps(table, indent=2) + "\n")
+    chart(table, list(scorers), model_dir / "domains.png")
+    return table
+
+
+def chart(table: Table, scorers: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(table)
+    width = 0.8 / len(scorers)
+    figure, axis = plt.subplots(figsize=(max(7, 1.3 * len(kinds)), 4.5), dpi=110)
+    for index, name in enumerate(scorers):
+        positions = [k + (index - (len(scorers) - 1) / 2) * width for k in range(len(kinds))]
+        axis.bar(positions, [100 * table[kind][name] for kind in kinds], width, label=name)
+    axis.set_xticks(range(len(kinds)), [k.replace(" ", "\n", 1) for k in kinds], fontsize=8)
+    axis.set_ylabel("accuracy, %")
+    axis.set_ylim(40, 100)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8, ncol=len(scorers))
+    axis.set_title("Accuracy per kind of text")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def markdown(table: Table) -> str:
+    scorers = [k for k in next(iter(table.values())) if k != "texts"]
+    lines = [f"| kind | texts | {' | '.join(scorers)} |", "|---|---|" + "---|" * len(scorers)]
+    for kind, row in table.items():
+        cells = " | ".join(f"{100 * row[s]:.1f}" for s in scorers)
+        lines.append(f"| {kind} | {row['texts']:.0f} | {cells} |")
+    return "\n".join(lines)
