@@ -71,6 +71,8 @@ def load_encoder(directory: Path, config: ModelConfig) -> SentimentTransformer:
     )
     model = SentimentTransformer(config)
     state = {ours: weights[theirs] for theirs, ours in _mapping(config.n_layers).items()}
+    if not config.pooler:  # mean pooling reads the tokens as the sentence encoder was trained to
+        state = {name: tensor for name, tensor in state.items() if not name.startswith("pooler.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {"classifier.weight", "classifier.bias"}:
         raise ValueError(f"pretrained weights do not fit: missing {missing}, unexpected {unexpected}")

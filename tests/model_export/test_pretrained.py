@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from model_export.config import MINILM
+from model_export.config import MINILM, Pooling, with_pooling
 from model_export.pretrained import fetch, load_encoder
 from model_export.tokenizer import load_tokenizer
 from model_export.train import pad
@@ -30,3 +30,10 @@ def test_pretrained_encoder_keeps_its_meaning(cache_dir: Path) -> None:
     # all-MiniLM-L6-v2 puts paraphrases far closer than unrelated sentences; wrong weights do not
     assert similar > 0.6 and abs(unrelated) < 0.2
     assert attentions.shape[1:3] == (6, 12)
+
+
+def test_mean_pooling_loads_the_encoder_without_the_cls_pooler(cache_dir: Path) -> None:
+    model = load_encoder(fetch(cache_dir), with_pooling(MINILM, Pooling.MEAN))
+    assert model.pooler is None and model.config.pooling is Pooling.MEAN
+    cls = load_encoder(fetch(cache_dir), MINILM)
+    torch.testing.assert_close(model.layers[5].state_dict(), cls.layers[5].state_dict())
