@@ -118,6 +118,47 @@ class _BaseClient:
         return [texts[i : i + size] for i in range(0, len(texts), max(1, size))]
 
     @staticmethod
+    def _items(texts: str | Sequence[str]) -> tuple[bool, Sequence[str]]:
+        """(whether one text was given, the texts as a sequence): a str is also a Sequence[str]."""
+        return (True, [texts]) if isinstance(texts, str) else (False, texts)
+
+    @staticmethod
+    def _results(
+        chunks: Sequence[Sequence[str]], responses: Sequence[pb.PredictResponse], labels: Sequence[str]
+    ) -> list[Prediction]:
+        return [
+            _BaseClient._prediction(t, p, labels)
+            for chunk, response in zip(chunks, responses, strict=True)
+            for t, p in zip(chunk, response.predictions, strict=True)
+        ]
+
+    def _remember(self, message: pb.GetModelInfoResponse, version: int) -> ModelInfo:
+        info = self._info_of(message)
+        if not version:
+            self._info = info
+        return info
+
+    def _health_call(self, service: str, timeout_s: float | None) -> dict[str, Any]:
+        return {
+            "request": health_pb2.HealthCheckRequest(service=service),
+            "timeout": timeout_s or self.timeout_s,
+            "metadata": self._metadata,
+        }
+
+    def _stream_requests(
+        self, texts: Iterable[str], attention: AttentionMode | str, chunk_size: int, order: _InOrder
+    ) -> Iterator[pb.PredictStreamRequest]:
+        """The stream's requests, `chunk_size` texts each, numbered; `order` remembers the texts."""
+        chunk: list[str] = []
+        for text in texts:
+            chunk.append(text)
+            if len(chunk) == max(1, chunk_size):
+                yield order.sent(chunk, self._request(chunk, attention))
+                chunk = []
+        if chunk:
+            yield order.sent(chunk, self._request(chunk, attention))
+
+    @staticmethod
     def _stream_result(
         response: pb.PredictStreamResponse, texts: Sequence[str], labels: Sequence[str]
     ) -> list[Prediction]:
@@ -132,6 +173,34 @@ class _BaseClient:
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}  # status number -> code
+
+
+class _InOrder:
+    """Numbers a stream's requests and gives back their predictions in input order, whatever
+    order the answers arrive in."""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        self._labels = labels
+        self._texts: dict[str, Sequence[str]] = {}
+        self._waiting: dict[int, pb.PredictStreamResponse] = {}
+        self._sent = 0
+        self._next = 0
+
+    def sent(self, chunk: Sequence[str], request: pb.PredictRequest) -> pb.PredictStreamRequest:
+        request_id = str(self._sent)
+        self._texts[request_id] = list(chunk)
+        self._sent += 1
+        return pb.PredictStreamRequest(request_id=request_id, request=request)
+
+    def answered(self, response: pb.PredictStreamResponse) -> list[Prediction]:
+        """The predictions this answer releases: none while an earlier request is unanswered."""
+        self._waiting[int(response.request_id)] = response
+        released: list[Prediction] = []
+        while self._next in self._waiting:
+            ready = self._waiting.pop(self._next)
+            released.extend(_BaseClient._stream_result(ready, self._texts.pop(str(self._next)), self._labels))
+            self._next += 1
+        return released
 
 
 class SentimentClient(_BaseClient):
@@ -172,12 +241,9 @@ class SentimentClient(_BaseClient):
 
     def model_info(self, version: int = 0) -> ModelInfo:
         """The served model: labels, sizes, limits, test metrics."""
-        info = self._info_of(
-            self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model_version=version))
+        return self._remember(
+            self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model_version=version)), version
         )
-        if not version:
-            self._info = info
-        return info
 
     def _limits(self) -> ModelInfo:
         return self._info or self.model_info()
@@ -200,26 +266,18 @@ class SentimentClient(_BaseClient):
     ) -> Prediction | list[Prediction]:
         """Classify one text (returns a Prediction) or many (a list, in order), chunked to the
         server's per-request limit."""
-        single = isinstance(texts, str)
-        items: Sequence[str] = [texts] if isinstance(texts, str) else texts
+        single, items = self._items(texts)
         info = self._limits()
-        results: list[Prediction] = []
-        for chunk in self._chunks(items, info.max_texts_per_request):
-            response = self._call(self._stub.Predict, self._request(chunk, attention), timeout_s)
-            results.extend(
-                self._prediction(t, p, info.labels) for t, p in zip(chunk, response.predictions, strict=True)
-            )
+        chunks = self._chunks(items, info.max_texts_per_request)
+        responses = [self._call(self._stub.Predict, self._request(c, attention), timeout_s) for c in chunks]
+        results = self._results(chunks, responses, info.labels)
         return results[0] if single else results
 
     def health(self, service: str = "", timeout_s: float | None = None) -> str:
         """grpc.health.v1 status of the server ("") or of one service: SERVING, NOT_SERVING, ..."""
         check = health_pb2_grpc.HealthStub(self._channel).Check
         try:
-            response = check(
-                health_pb2.HealthCheckRequest(service=service),
-                timeout=timeout_s or self.timeout_s,
-                metadata=self._metadata,
-            )
+            response = check(**self._health_call(service, timeout_s))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
         return _health_status(response)
@@ -236,48 +294,33 @@ class SentimentClient(_BaseClient):
         At most `window` requests of `chunk_size` texts are in flight: the input is read only as
         fast as answers come back, so memory stays bounded however long the input is.
         """
-        labels = self._limits().labels
-        sent: dict[str, Sequence[str]] = {}
+        order = _InOrder(self._limits().labels)
         # gRPC's thread reads requests() while this one reads the answers; the condition wakes the
         # reader when an answer frees a slot of the window or the stream ends
         room = threading.Condition()
         in_flight = 0
         stopped = False
 
-        def requests() -> Iterator[pb.PredictStreamRequest]:
-            chunk: list[str] = []
-            number = 0
-            for text in texts:
-                chunk.append(text)
-                if len(chunk) == chunk_size:
-                    yield from send(chunk, number)
-                    chunk, number = [], number + 1
-            if chunk:
-                yield from send(chunk, number)
+        def has_room() -> bool:
+            return in_flight < window or stopped
 
-        def send(chunk: list[str], number: int) -> Iterator[pb.PredictStreamRequest]:
+        def requests() -> Iterator[pb.PredictStreamRequest]:
             nonlocal in_flight
-            with room:
-                room.wait_for(lambda: in_flight < window or stopped)
-                if stopped:
-                    return
-                in_flight += 1
-            sent[str(number)] = chunk
-            yield pb.PredictStreamRequest(request_id=str(number), request=self._request(chunk, attention))
+            for request in self._stream_requests(texts, attention, chunk_size, order):
+                with room:
+                    room.wait_for(has_room)
+                    if stopped:
+                        return
+                    in_flight += 1
+                yield request
 
         responses = self._stub.PredictStream(requests(), metadata=self._metadata)
-        waiting: dict[int, pb.PredictStreamResponse] = {}
-        next_number = 0
         try:
             for response in responses:
                 with room:
                     in_flight -= 1
                     room.notify()
-                waiting[int(response.request_id)] = response
-                while next_number in waiting:
-                    ready = waiting.pop(next_number)
-                    yield from self._stream_result(ready, sent.pop(str(next_number)), labels)
-                    next_number += 1
+                yield from order.answered(response)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
         finally:
@@ -326,10 +369,7 @@ class AsyncSentimentClient(_BaseClient):
     async def model_info(self, version: int = 0) -> ModelInfo:
         """The served model: labels, sizes, limits, test metrics."""
         message = await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model_version=version))
-        info = self._info_of(message)
-        if not version:
-            self._info = info
-        return info
+        return self._remember(message, version)
 
     async def predict(
         self,
@@ -338,29 +378,20 @@ class AsyncSentimentClient(_BaseClient):
         timeout_s: float | None = None,
     ) -> Prediction | list[Prediction]:
         """As SentimentClient.predict; the chunks of a long input are sent concurrently."""
-        single = isinstance(texts, str)
-        items: Sequence[str] = [texts] if isinstance(texts, str) else texts
+        single, items = self._items(texts)
         info = self._info or await self.model_info()
         chunks = self._chunks(items, info.max_texts_per_request)
         responses = await asyncio.gather(
             *(self._call(self._stub.Predict, self._request(c, attention), timeout_s) for c in chunks)
         )
-        results = [
-            self._prediction(t, p, info.labels)
-            for chunk, response in zip(chunks, responses, strict=True)
-            for t, p in zip(chunk, response.predictions, strict=True)
-        ]
+        results = self._results(chunks, responses, info.labels)
         return results[0] if single else results
 
     async def health(self, service: str = "", timeout_s: float | None = None) -> str:
         """grpc.health.v1 status of the server ("") or of one service."""
         check = health_pb2_grpc.HealthStub(self._channel).Check
         try:
-            response = await check(
-                health_pb2.HealthCheckRequest(service=service),
-                timeout=timeout_s or self.timeout_s,
-                metadata=self._metadata,
-            )
+            response = await check(**self._health_call(service, timeout_s))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
         return _health_status(response)
@@ -373,42 +404,22 @@ class AsyncSentimentClient(_BaseClient):
         window: int = 16,
     ) -> AsyncIterator[Prediction]:
         """As SentimentClient.stream: in order, at most `window` requests in flight."""
-        labels = (self._info or await self.model_info()).labels
+        order = _InOrder((self._info or await self.model_info()).labels)
         call = self._stub.PredictStream(metadata=self._metadata)
         slots = asyncio.Semaphore(window)
-        sent: dict[str, Sequence[str]] = {}
 
         async def write() -> None:
-            chunk: list[str] = []
-            number = 0
-            for text in texts:
-                chunk.append(text)
-                if len(chunk) == chunk_size:
-                    await send(chunk, number)
-                    chunk, number = [], number + 1
-            if chunk:
-                await send(chunk, number)
+            for request in self._stream_requests(texts, attention, chunk_size, order):
+                await slots.acquire()
+                await call.write(request)
             await call.done_writing()
 
-        async def send(chunk: list[str], number: int) -> None:
-            await slots.acquire()
-            sent[str(number)] = chunk
-            await call.write(
-                pb.PredictStreamRequest(request_id=str(number), request=self._request(chunk, attention))
-            )
-
         writer = asyncio.create_task(write())
-        waiting: dict[int, pb.PredictStreamResponse] = {}
-        next_number = 0
         try:
             async for response in call:
                 slots.release()
-                waiting[int(response.request_id)] = response
-                while next_number in waiting:
-                    ready = waiting.pop(next_number)
-                    for prediction in self._stream_result(ready, sent.pop(str(next_number)), labels):
-                        yield prediction
-                    next_number += 1
+                for prediction in order.answered(response):
+                    yield prediction
             await writer
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err

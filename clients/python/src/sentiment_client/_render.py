@@ -45,9 +45,36 @@ def _cell(weight: float, label: str) -> str:
     return f"background:{colour}"
 
 
+def _heatmap_png(attention: Attention, layer: int, head: int, label: str) -> str:
+    """One head's weights as a base64 PNG of one pixel per (query, key), each row scaled to its
+    largest weight, in 32 shades of the page's token colour (a palette image, one byte a pixel):
+    about 1 KB where a table of styled cells took tens of kilobytes."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    n = len(attention.tokens)
+    start = (layer * attention.num_heads + head) * n * n
+    matrix = np.asarray(attention.weights[start : start + n * n], dtype=np.float64).reshape(n, n)
+    top = matrix.max(axis=1, keepdims=True)
+    shade = np.rint(31 * matrix / np.where(top > 0, top, 1.0)).astype(np.uint8)
+    image = Image.fromarray(shade, mode="P")
+    palette = []
+    for step in range(32):
+        level = round(255 - 215 * step / 31)
+        palette += [255, level, level] if label == "negative" else [level, 255, level]
+    image.putpalette(palette)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def html_page(prediction: Prediction) -> str:
-    """One HTML file with no external resources: tokens coloured by rollout and [CLS] attention,
-    and a heatmap per layer and head when full attention was asked for."""
+    """One HTML file with no external resources and no script: tokens coloured by rollout and
+    [CLS] attention, and a heatmap per layer and head (an inline PNG, token labels on both axes)
+    when full attention was asked for."""
     attention = prediction.attention
     assert attention is not None
     label = prediction.label
@@ -63,18 +90,17 @@ def html_page(prediction: Prediction) -> str:
         rows.append(f"<h2>{html.escape(name)}</h2><p>{cells}</p>")
     maps = []
     n = len(attention.tokens)
+    queries = "".join(f"<span>{html.escape(t)}</span>" for t in attention.tokens)
+    keys = "".join(f"<span>{html.escape(t)}</span>" for t in attention.tokens)
     for layer in range(attention.num_layers):
         for head in range(attention.num_heads):
-            body = []
-            for q in range(n):
-                row = [attention.weight(layer, head, q, k) for k in range(n)]
-                top = max(row) or 1.0
-                tds = "".join(f'<td style="{_cell(v / top, label)}" title="{v:.3f}"></td>' for v in row)
-                body.append(f"<tr><th>{html.escape(attention.tokens[q])}</th>{tds}</tr>")
-            heads = "".join(f'<th class="key">{html.escape(t)}</th>' for t in attention.tokens)
+            image = _heatmap_png(attention, layer, head, label)
             maps.append(
                 f"<figure><figcaption>layer {layer + 1}, head {head + 1}</figcaption>"
-                f"<table><tr><th></th>{heads}</tr>{''.join(body)}</table></figure>"
+                f'<div class="map" style="--n:{n}"><div></div><div class="keys">{keys}</div>'
+                f'<div class="queries">{queries}</div>'
+                f'<img alt="layer {layer + 1}, head {head + 1}: which token (row) attends to which (column)" '
+                f'src="data:image/png;base64,{image}"></div></figure>'
             )
     grid = f'<h2>Every layer and head</h2><div class="grid">{"".join(maps)}</div>' if maps else ""
     probabilities = ", ".join(f"{k} {v:.3f}" for k, v in prediction.probabilities.items())
@@ -84,10 +110,12 @@ def html_page(prediction: Prediction) -> str:
 body {{ font-family: sans-serif; margin: 2em; background: #fff; color: #222; }}
 .tok {{ display: inline-block; padding: 0.2em 0.35em; margin: 0.1em; border-radius: 0.25em; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-table {{ border-collapse: collapse; font-size: 0.7em; }}
-td {{ width: 1.1em; height: 1.1em; border: 1px solid #eee; }}
-th {{ font-weight: normal; text-align: right; padding-right: 0.3em; }}
-th.key {{ writing-mode: vertical-rl; text-align: left; }}
+.map {{ display: grid; grid-template-columns: auto calc(var(--n) * 1.1em); font-size: 0.7em; }}
+.map img {{ width: calc(var(--n) * 1.1em); height: calc(var(--n) * 1.1em); image-rendering: pixelated; }}
+.keys {{ display: flex; }}
+.keys span {{ width: 1.1em; writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap; }}
+.queries {{ display: flex; flex-direction: column; text-align: right; padding-right: 0.3em; }}
+.queries span {{ height: 1.1em; line-height: 1.1em; white-space: nowrap; }}
 </style></head><body>
 <h1>{html.escape(label)} <small>({probabilities})</small></h1>
 <p>{html.escape(prediction.text)}</p>
