@@ -46,6 +46,7 @@ class Example:
     text: str
     label: int  # index into LABELS
     domain: str = ""  # the kind of text (product, tweet, ...), when the file says; scored apart
+    hard: str = ""  # what makes it hard (negation, sarcasm, ...), when the file marks it; scored apart
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,10 @@ def _read_jsonl(lines: Iterable[str], name: str) -> list[Example]:
             raise DataError(f"{where}: not valid JSON ({err.msg})") from err
         if not isinstance(record, dict) or "text" not in record or "label" not in record:
             raise DataError(f'{where}: expected an object with "text" and "label"')
-        domain = str(record.get("domain") or "")
-        examples.append(Example(_text(record["text"], where), _label_index(record["label"], where), domain))
+        domain, hard = str(record.get("domain") or ""), str(record.get("hard") or "")
+        examples.append(
+            Example(_text(record["text"], where), _label_index(record["label"], where), domain, hard)
+        )
     return examples
 
 
@@ -153,8 +156,8 @@ def _read_csv(content: str, name: str) -> list[Example]:
         where = f"{name}:{reader.line_num}"
         if None in row or any(value is None for value in row.values()):
             raise DataError(f"{where}: expected {len(fields)} columns")
-        domain = row.get("domain") or ""
-        examples.append(Example(_text(row["text"], where), _label_index(row["label"], where), domain))
+        domain, hard = row.get("domain") or "", row.get("hard") or ""
+        examples.append(Example(_text(row["text"], where), _label_index(row["label"], where), domain, hard))
     return examples
 
 

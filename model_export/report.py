@@ -3,6 +3,10 @@
 The kinds: the movie test split (never used to choose anything) and each `domain` of a labelled file,
 by default the project's own model_export/eval_data/other_domains.jsonl. A word-list scorer says
 positive when its score is at least 0 (VADER's compound score, TextBlob's polarity).
+
+Texts the file marks as hard (`"hard": "sarcasm"`, ...) count in their kind as any other, and are
+also scored by difficulty ("hard: sarcasm", ...) beside the unmarked ones ("unmarked texts"), so a
+reader sees what the model gets wrong and why; those rows stay out of the mean of other kinds.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from model_export.quantize import INT8_FILE
 DEFAULT_FILE = Path(__file__).parent / "eval_data" / "other_domains.jsonl"
 POSITIVE = LABELS.index("positive")
 NEGATIVE = LABELS.index("negative")
+
+UNMARKED = "unmarked texts"  # of the file: the ones no difficulty is marked on
+HARD = "hard: "  # prefix of the rows per difficulty
+MEAN = "mean of other kinds"
 
 Scorer = Callable[[Sequence[str]], list[int]]
 Table = dict[str, dict[str, float]]  # {kind: {scorer: accuracy, "texts": count}}
@@ -40,15 +48,21 @@ def textblob() -> Scorer:
 
 
 def kinds(model_dir: Path, data: Path, cache_dir: Path | None) -> dict[str, list[Example]]:
-    """The texts of each kind: the movie test split (when the corpus is at hand) and the file's."""
+    """The texts of each kind: the movie test split (when the corpus is at hand) and the file's;
+    then, when the file marks hard cases, its unmarked texts and its texts of each difficulty."""
     grouped: dict[str, list[Example]] = {}
     if cache_dir is not None:
         config = json.loads((model_dir / "config.json").read_text())
         seed = config.get("training", {}).get("config", {}).get("seed", 13)
         examples, _ = load_corpus(cache_dir)
         grouped["movie (test split)"] = list(split(examples, seed=seed).test)
-    for example in load_file(data)[0]:
+    examples = load_file(data)[0]
+    for example in examples:
         grouped.setdefault(example.domain or data.stem, []).append(example)
+    if any(e.hard for e in examples):
+        grouped[UNMARKED] = [e for e in examples if not e.hard]
+        for hard in sorted({e.hard for e in examples if e.hard}):
+            grouped[HARD + hard] = [e for e in examples if e.hard == hard]
     return grouped
 
 
@@ -57,8 +71,8 @@ def accuracy(predicted: Sequence[int], examples: Sequence[Example]) -> float:
 
 
 def report(model_dir: Path, data: Path = DEFAULT_FILE, cache_dir: Path | None = None) -> Table:
-    """{kind: {scorer: accuracy, "texts": n}}, plus "mean of other kinds"; writes domains.json and
-    domains.png next to metrics.json."""
+    """{kind: {scorer: accuracy, "texts": n}}, plus "mean of other kinds" and the rows by
+    difficulty; writes domains.json and domains.png next to metrics.json."""
     scorers: dict[str, Scorer] = {"model fp32": OnnxClassifier(model_dir).predict}
     if (model_dir / INT8_FILE).exists():
         scorers["model int8"] = OnnxClassifier(model_dir, INT8_FILE).predict
@@ -70,12 +84,15 @@ def report(model_dir: Path, data: Path = DEFAULT_FILE, cache_dir: Path | None = 
         table[kind] = {"texts": len(examples)}
         for name, scorer in scorers.items():
             table[kind][name] = round(accuracy(scorer(texts), examples), 4)
-    others = [k for k in table if not k.startswith("movie")]
+    others = [k for k in table if not k.startswith(("movie", HARD)) and k != UNMARKED]
     if others:
-        table["mean of other kinds"] = {
+        mean: dict[str, float] = {
             name: round(sum(table[k][name] for k in others) / len(others), 4) for name in scorers
         }
-        table["mean of other kinds"]["texts"] = sum(table[k]["texts"] for k in others)
+        mean["texts"] = sum(table[k]["texts"] for k in others)
+        # the mean right after the kinds it averages, before the rows by difficulty
+        by_kind = {k: v for k, v in table.items() if k == UNMARKED or k.startswith(HARD)}
+        table = {k: v for k, v in table.items() if k not in by_kind} | {MEAN: mean} | by_kind
     (model_dir / "domains.json").write_text(json.dumps(table, indent=2) + "\n")
     chart(table, list(scorers), model_dir / "domains.png")
     return table

@@ -18,6 +18,13 @@ def test_jsonl_and_csv_read(tmp_path: Path) -> None:
     csv = tmp_path / "a.csv"
     csv.write_text('text,label\n"fine, really",pos\nawful,negative\n')
     assert load_file(csv)[0] == [Example("fine, really", 1), Example("awful", 0)]
+    # the kind of text and its difficulty travel with each example, in either format
+    marked = tmp_path / "m.jsonl"
+    marked.write_text('{"text": "great, broken again", "label": 0, "domain": "tweet", "hard": "sarcasm"}\n')
+    assert load_file(marked)[0] == [Example("great, broken again", 0, "tweet", "sarcasm")]
+    table = tmp_path / "m.csv"
+    table.write_text("text,label,domain,hard\nnot bad at all,1,product,negation\n")
+    assert load_file(table)[0] == [Example("not bad at all", 1, "product", "negation")]
 
 
 @pytest.mark.parametrize(
