@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     """Most texts in one request."""
     max_text_chars: int = Field(20_000, ge=1)
     """Most characters in one text."""
-    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
     grace_period_s: float = Field(20.0, ge=0.0)
     """On SIGTERM, how long accepted calls may take to finish before the server exits."""

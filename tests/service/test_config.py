@@ -31,3 +31,20 @@ def test_a_queue_smaller_than_one_request_is_refused_at_start() -> None:
     ):
         Settings(max_queue_size=64, max_texts_per_request=65)
     assert Settings(max_queue_size=64, max_texts_per_request=64).max_queue_size == 64
+
+
+def test_the_default_message_limit_holds_full_attention_for_the_default_models_longest_text() -> None:
+    # the exporter's default recipe and the server's default limit must agree: explaining one long
+    # review in full is always possible (tests may import the exporter; the server never does)
+    from model_export.config import Preset, recipe
+    from service.engine import AttentionMode, response_bytes
+
+    shipped = recipe(Preset.ACCURATE)
+    longest = shipped.train.max_length
+    for padded in (False, True):
+        size = response_bytes(
+            [longest], AttentionMode.FULL, shipped.model.n_layers, shipped.model.n_heads, padded
+        )
+        assert size <= Settings().max_message_bytes
+    # and it is not so large that a handful of long full-attention answers could exhaust a replica
+    assert Settings().max_message_bytes <= 64 * 1024 * 1024
