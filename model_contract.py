@@ -38,14 +38,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def session_options(threads: int) -> ort.SessionOptions:
-    """Every graph optimisation on, `threads` intra-op threads, one inter-op thread, no spin-waiting
-    (spinning threads steal the CPU that other batches and the event loop need)."""
+def session_options(threads: int, spin: bool = False) -> ort.SessionOptions:
+    """Every graph optimisation on, `threads` intra-op threads, one inter-op thread, and no
+    spin-waiting unless `spin` (spinning threads steal the CPU that other batches and the event loop
+    need; a session whose batches run alone may spin)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:  # spin while a run works, not after it: the threads sleep as soon as run() returns
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 

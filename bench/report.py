@@ -181,6 +181,7 @@ def ort_latency(version_dir: Path, texts: Path, duration: float) -> dict[str, An
             "1",
             "--threads",
             str(len(os.sched_getaffinity(0))),
+            "--spin",
             "--duration",
             str(duration),
         )

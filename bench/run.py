@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
@@ -138,6 +139,25 @@ def main() -> None:
                 )
             ),
         )
+    report(
+        "ort_alone_batch1_every_core",
+        measure(
+            python(
+                "bench.ort_alone",
+                "--model-version-dir",
+                str(version_dir),
+                "--sentences",
+                str(texts),
+                "--workers",
+                "1",
+                "--threads",
+                str(len(os.sched_getaffinity(0))),
+                "--spin",
+                "--duration",
+                d,
+            )
+        ),
+    )
     empty, port = start(python("bench.empty_server"))
     try:
         report("empty_grpc_server_64", load(port, texts, 64, 1, args.duration, channels=8))
@@ -170,6 +190,8 @@ def main() -> None:
         "workers_2_vs_1_64": results["workers_2_64_callers"]["sentences_per_s"] / on64,
         "workers_2_64_vs_lower_ceiling": results["workers_2_64_callers"]["sentences_per_s"] / ceiling,
         "on_64_vs_lower_ceiling": on64 / ceiling,
+        "on_1_caller_p50_over_ort_batch1_ms": results["batching_on_1_caller"]["p50_ms"]
+        - results["ort_alone_batch1_every_core"]["p50_ms_per_run"],
         "on_vs_off_1_caller_p50": results["batching_on_1_caller"]["p50_ms"]
         / results["batching_off_1_caller"]["p50_ms"],
         "on_32_texts_vs_ort_sorted32": results["batching_on_32_texts_x4_callers"]["sentences_per_s"]

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     """ONNX Runtime threads per batch while batches run side by side."""
     lone_batch_threads: int = Field(0, ge=0, le=256)
     """ONNX Runtime threads for a batch that runs alone; 0: every CPU the process may use."""
+    lone_batch_spin: bool = True
+    """Let the threads of a batch that runs alone spin-wait between operators instead of sleeping
+    (nothing else runs beside such a batch; a lone text is answered about a millisecond sooner)."""
     max_batch_size: int = Field(32, ge=1, le=4096)
     """Most texts in one batch."""
     max_batch_tokens: int = Field(1024, ge=1)

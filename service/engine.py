@@ -191,7 +191,13 @@ class Engine:
         )
         cpus = available_cpus()
         lone_threads = settings.lone_batch_threads or cpus
-        model = OnnxModel(spec.onnx_path, settings.provider.value, settings.intra_op_threads, lone_threads)
+        model = OnnxModel(
+            spec.onnx_path,
+            settings.provider.value,
+            settings.intra_op_threads,
+            lone_threads,
+            lone_spin=settings.lone_batch_spin,
+        )
         sizing = Sizing(
             workers=settings.worker_of or settings.workers,
             max_concurrent_batches=settings.max_concurrent_batches or max(2, cpus),

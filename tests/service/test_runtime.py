@@ -47,3 +47,17 @@ def test_lone_and_side_by_side_batches_give_the_same_answers(model_dir: Path) ->
         together = list(pool.map(lambda _: model.run(ids, mask, with_attention=False)[0], range(16)))
     for logits in together:
         np.testing.assert_allclose(logits, alone, atol=1e-5)
+
+
+def test_only_the_lone_batch_session_spins_and_it_stops_when_a_run_returns(model_dir: Path) -> None:
+    def entry(session: object, key: str) -> str:
+        return str(session.get_session_options().get_session_config_entry(key))  # type: ignore[attr-defined]
+
+    model = OnnxModel(model_dir / "model.onnx", intra_op_threads=1, lone_threads=2, lone_spin=True)
+    assert model.lone_session is not None
+    assert entry(model.lone_session, "session.intra_op.allow_spinning") == "1"
+    assert entry(model.lone_session, "session.force_spinning_stop") == "1"
+    assert entry(model.session, "session.intra_op.allow_spinning") == "0"
+    quiet = OnnxModel(model_dir / "model.onnx", intra_op_threads=1, lone_threads=2, lone_spin=False)
+    assert quiet.lone_session is not None
+    assert entry(quiet.lone_session, "session.intra_op.allow_spinning") == "0"
