@@ -66,6 +66,15 @@ def build(
         float | None,
         typer.Option(help="Learning rate of the fresh classifier on a pretrained encoder, x --lr."),
     ] = None,
+    layer_lr_decay: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Layer-wise learning-rate decay: each encoder layer learns at this x the layer above "
+            "it, the embeddings at this x the lowest layer (1: every layer alike).",
+        ),
+    ] = None,
     pooling: Annotated[
         Pooling | None,
         typer.Option(help="What the classifier reads: the [CLS] position, or the mean of the real tokens."),
@@ -105,6 +114,7 @@ def build(
             seed=seed,
             freeze_embeddings=freeze_embeddings,
             head_lr_multiplier=head_lr_multiplier,
+            layer_lr_decay=layer_lr_decay,
         ),
         chosen.pretrained,
     )

@@ -79,6 +79,7 @@ class TrainConfig:
     threads: int = 2
     freeze_embeddings: bool = False  # keep the word-embedding table fixed (pretrained encoders)
     head_lr_multiplier: float = 1.0  # learning rate of a fresh classifier on a pretrained encoder, x lr
+    layer_lr_decay: float = 1.0  # each encoder layer below the top learns at this x the one above it
     vocab_size: int = 8000  # WordPiece vocabulary trained for a from-scratch model
     max_train_examples: int | None = None  # cap the training split (the tiny preset)
 

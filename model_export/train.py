@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -115,6 +116,43 @@ def warmup_linear(total_steps: int, warmup_ratio: float) -> Callable[[int], floa
     return factor
 
 
+def layer_depths(model: nn.Module) -> dict[str, int]:
+    """How far below the top each parameter sits: 0 for the top encoder layer and everything above
+    it (pooler, classifier), 1 for the layer below, ..., n_layers for the embeddings."""
+    layers = getattr(model, "layers", None)
+    count = len(layers) if isinstance(layers, nn.ModuleList) else 0
+    depths = {}
+    for name, _ in model.named_parameters():
+        if name.startswith("layers."):
+            depths[name] = count - 1 - int(name.split(".")[1])
+        elif name.startswith(("tok_embed", "pos_embed", "embed_norm")):
+            depths[name] = count
+        else:
+            depths[name] = 0
+    return depths
+
+
+def parameter_groups(
+    model: nn.Module, config: TrainConfig, head: Sequence[Tensor] = ()
+) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters: weight decay on matrices only; the fresh `head` at
+    head_lr_multiplier x lr; each encoder layer at layer_lr_decay^depth x lr (layer_depths), so the
+    lower, more general layers of a pretrained encoder move less."""
+    fast = {id(p) for p in head}
+    groups: dict[tuple[float, float], list[Tensor]] = {}
+    depths = layer_depths(model)
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if id(parameter) in fast:
+            key = (config.lr * config.head_lr_multiplier, 0.0)
+        else:
+            decay = config.weight_decay if parameter.dim() >= 2 else 0.0
+            key = (config.lr * config.layer_lr_decay ** depths[name], decay)
+        groups.setdefault(key, []).append(parameter)
+    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+
+
 def train(
     model: nn.Module,
     train_ids: Sequence[Sequence[int]],
@@ -133,19 +171,7 @@ def train(
     for parameter in frozen:
         parameter.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    fast = {id(p) for p in head}  # freshly initialised parameters learn at head_lr_multiplier x lr
-    body = [p for p in trainable if id(p) not in fast]
-    decay = [p for p in body if p.dim() >= 2]
-    no_decay = [p for p in body if p.dim() < 2]
-    head_params = [p for p in trainable if id(p) in fast]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-            {"params": head_params, "weight_decay": 0.0, "lr": config.lr * config.head_lr_multiplier},
-        ],
-        lr=config.lr,
-    )
+    optimizer = torch.optim.AdamW(parameter_groups(model, config, head), lr=config.lr)
     steps_per_epoch = -(-len(train_ids) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_linear(steps_per_epoch * config.epochs, config.warmup_ratio)
