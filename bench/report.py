@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import peer
-from bench.run import ROOT, measure, python, server_args, stop
+from bench.run import ROOT, measure, ort_latency, python, server_args, stop
 
 CONCURRENCY = (1, 4, 16, 64)
 LOADS = (0.25, 0.5, 0.75, 0.9)
@@ -165,27 +165,6 @@ def sweep(name: str, port: int, metrics_port: int | None, files: dict[str, Path]
             f"open {share:.0%}", rate=round(capacity * share, 1), processes=2, channels=4
         )
     return figures
-
-
-def ort_latency(version_dir: Path, texts: Path, duration: float) -> dict[str, Any]:
-    return measure(
-        python(
-            "bench.ort_alone",
-            "--model-version-dir",
-            str(version_dir),
-            "--sentences",
-            str(texts),
-            "--mode",
-            "batch1",
-            "--workers",
-            "1",
-            "--threads",
-            str(len(os.sched_getaffinity(0))),
-            "--spin",
-            "--duration",
-            str(duration),
-        )
-    )
 
 
 def machine(version_dir: Path) -> dict[str, Any]:

@@ -91,6 +91,30 @@ def load(
     )
 
 
+def ort_alone(version_dir: Path, texts: Path, duration: float, mode: str, *flags: str) -> dict[str, Any]:
+    """ONNX Runtime in-process on `texts` (bench/ort_alone.py), no RPC."""
+    return measure(
+        python(
+            "bench.ort_alone",
+            "--model-version-dir",
+            str(version_dir),
+            "--sentences",
+            str(texts),
+            "--mode",
+            mode,
+            "--duration",
+            str(duration),
+            *flags,
+        )
+    )
+
+
+def ort_latency(version_dir: Path, texts: Path, duration: float) -> dict[str, Any]:
+    """ONNX Runtime's own batch-1 latency at its fastest: one caller, every core, spinning threads."""
+    cores = str(len(os.sched_getaffinity(0)))
+    return ort_alone(version_dir, texts, duration, "batch1", "--workers", "1", "--threads", cores, "--spin")
+
+
 def server_args(model_dir: Path, *flags: str) -> list[str]:
     """`python -m service` arguments for a quiet server on a free loopback port, no metrics."""
     common = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1", "--log-level", "WARNING"]
@@ -114,7 +138,6 @@ def main() -> None:
     version = args.version or versions[-1]
     version_dir = args.model_dir / str(version)
     texts = sentences_file(out, args.cache_dir, args.sentences)
-    d = str(args.duration)
     results: dict[str, Any] = {"model": str(version_dir), "duration_s": args.duration}
 
     def report(name: str, figures: dict[str, Any]) -> None:
@@ -123,41 +146,8 @@ def main() -> None:
         print(f"{name:<34} {shown}", flush=True)
 
     for mode in ("batch1", "sorted32", "unsorted32"):
-        report(
-            f"ort_alone_{mode}",
-            measure(
-                python(
-                    "bench.ort_alone",
-                    "--model-version-dir",
-                    str(version_dir),
-                    "--sentences",
-                    str(texts),
-                    "--mode",
-                    mode,
-                    "--duration",
-                    d,
-                )
-            ),
-        )
-    report(
-        "ort_alone_batch1_every_core",
-        measure(
-            python(
-                "bench.ort_alone",
-                "--model-version-dir",
-                str(version_dir),
-                "--sentences",
-                str(texts),
-                "--workers",
-                "1",
-                "--threads",
-                str(len(os.sched_getaffinity(0))),
-                "--spin",
-                "--duration",
-                d,
-            )
-        ),
-    )
+        report(f"ort_alone_{mode}", ort_alone(version_dir, texts, args.duration, mode))
+    report("ort_alone_batch1_every_core", ort_latency(version_dir, texts, args.duration))
     empty, port = start(python("bench.empty_server"))
     try:
         report("empty_grpc_server_64", load(port, texts, 64, 1, args.duration, channels=8))

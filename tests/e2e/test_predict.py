@@ -13,6 +13,7 @@ import pytest
 from model_export.classifier import OnnxClassifier
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
+from service.config import Settings
 from tests.e2e.conftest import RunningServer
 
 WORDS = "the film was a great sad brilliant dull story with moving acting and awful plot twists".split()
@@ -164,6 +165,7 @@ def test_model_info_describes_the_model(stub, model_dir: Path) -> None:
 
 def test_oversized_message_is_refused_and_server_stays_up(stub) -> None:
     with pytest.raises(grpc.RpcError) as caught:
-        stub.Predict(pb.PredictRequest(texts=["x" * (17 * 1024 * 1024)]))
+        # a message over the server's default limit is stopped by the transport, before any parsing
+        stub.Predict(pb.PredictRequest(texts=["x" * (Settings().max_message_bytes + 1024 * 1024)]))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert stub.Predict(pb.PredictRequest(texts=["still answering"])).predictions
