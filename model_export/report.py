@@ -84,15 +84,15 @@ def report(model_dir: Path, data: Path = DEFAULT_FILE, cache_dir: Path | None = 
         table[kind] = {"texts": len(examples)}
         for name, scorer in scorers.items():
             table[kind][name] = round(accuracy(scorer(texts), examples), 4)
-    others = [k for k in table if not k.startswith(("movie", HARD)) and k != UNMARKED]
+    by_difficulty = {k: v for k, v in table.items() if k == UNMARKED or k.startswith(HARD)}
+    others = [k for k in table if not k.startswith("movie") and k not in by_difficulty]
     if others:
         mean: dict[str, float] = {
             name: round(sum(table[k][name] for k in others) / len(others), 4) for name in scorers
         }
         mean["texts"] = sum(table[k]["texts"] for k in others)
         # the mean right after the kinds it averages, before the rows by difficulty
-        by_kind = {k: v for k, v in table.items() if k == UNMARKED or k.startswith(HARD)}
-        table = {k: v for k, v in table.items() if k not in by_kind} | {MEAN: mean} | by_kind
+        table = {k: v for k, v in table.items() if k not in by_difficulty} | {MEAN: mean} | by_difficulty
     (model_dir / "domains.json").write_text(json.dumps(table, indent=2) + "\n")
     chart(table, list(scorers), model_dir / "domains.png")
     return table
