@@ -138,8 +138,8 @@ def recipe(preset: Preset) -> Recipe:
             lr=5e-5,
             warmup_ratio=0.06,
             patience=1,
-            # long reviews give their verdict at the end: 128 tokens cut it off in a third of the
-            # project's long texts; training is unchanged (no movie snippet is that long)
+            # long reviews give their verdict at the end: every late-verdict text of the project's
+            # file runs past 128 tokens; training is unchanged (no movie snippet is that long)
             max_length=256,
             freeze_embeddings=True,
             vocab_size=MINILM.vocab_size,
