@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from service.batcher import QUIET_BATCHES, Batcher, BatchLimits, Item, pad, select
+from service.batcher import QUIET_ROUNDS, Batcher, BatchLimits, Item, batches, pad, select, share
 from service.config import Settings
 from service.engine import batch_limits
 from service.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull, RuntimeFailure
@@ -51,27 +51,31 @@ def item(length: int, age: float = 0.0, start: float = 0.0) -> Item:
     return Item([1] * length, None, None, future, time.monotonic() - age, start)
 
 
-async def test_select_keeps_the_oldest_and_groups_similar_lengths() -> None:
-    pending = [item(10, age=1.0)] + [item(n) for n in (50, 9, 11, 60, 12, 8, 100)]
-    batch = select(pending, limits_of(max_batch_size=4, max_batch_tokens=10_000, max_padding_ratio=1.0))
-    assert pending[0] in batch
-    assert sorted(i.length for i in batch) == [8, 9, 10, 11]
+async def test_select_takes_the_texts_whose_turn_it_is_whatever_their_length() -> None:
+    pending = [item(n, start=tag) for n, tag in ((50, 3.0), (9, 1.0), (100, 0.0), (8, 9.0), (11, 2.0))]
+    chosen = select(pending, limits_of(max_batch_size=4, max_batch_tokens=10_000))
+    assert [i.length for i in chosen] == [100, 9, 11, 50]  # start-tag order, not neighbours in length
 
 
-async def test_select_respects_padded_token_budget() -> None:
-    pending = [item(10, age=1.0)] + [item(n) for n in (10, 10, 10, 40)]
-    batch = select(pending, limits_of(max_batch_size=32, max_batch_tokens=40))
-    assert [i.length for i in batch] == [10, 10, 10, 10]
-    alone = select([item(40), item(40)], limits_of(max_batch_size=32, max_batch_tokens=40))
-    assert len(alone) == 1
+async def test_select_stops_at_the_token_budget_but_always_takes_one() -> None:
+    pending = [item(n, start=tag) for tag, n in enumerate((10, 10, 10, 15, 1))]
+    assert [i.length for i in select(pending, limits_of(max_batch_tokens=40))] == [10, 10, 10]
+    assert [i.length for i in select([item(90), item(5)], limits_of(max_batch_tokens=40))] == [90]
 
 
-async def test_select_keeps_padding_under_the_limit() -> None:
-    pending = [item(10, age=1.0)] + [item(n) for n in (2, 3, 9, 11, 30, 31)]
-    batch = select(pending, limits_of(max_batch_size=32, max_padding_ratio=0.2))
-    assert sorted(i.length for i in batch) == [9, 10, 11]
-    loose = select(pending, limits_of(max_batch_size=32, max_padding_ratio=1.0))
-    assert len(loose) == 7
+async def test_a_round_runs_as_batches_of_similar_length_within_the_padding_limit() -> None:
+    round_ = [item(n) for n in (30, 10, 2, 11, 31, 9, 3)]
+    parts = batches(round_, limits_of(max_padding_ratio=0.2, max_batch_tokens=1000))
+    assert [[i.length for i in b] for b in parts] == [[2, 3], [9, 10, 11], [30, 31]]
+    assert len(batches(round_, limits_of(max_padding_ratio=1.0, max_batch_tokens=1000))) == 1
+    capped = batches([item(10) for _ in range(5)], limits_of(max_padding_ratio=1.0, max_batch_tokens=20))
+    assert [len(b) for b in capped] == [2, 2, 1]  # padded tokens per batch stay within the budget
+
+
+async def test_share_cuts_a_round_by_length_into_parts_of_as_many_texts() -> None:
+    parts = share([item(n) for n in (9, 1, 8, 2, 5)], 2)
+    assert [[i.length for i in p] for p in parts] == [[1, 2, 5], [8, 9]]
+    assert [[i.length for i in p] for p in share([item(4)], 2)] == [[4]]
 
 
 async def test_pad_builds_mask_from_real_lengths() -> None:
@@ -203,10 +207,45 @@ async def test_a_later_small_request_does_not_wait_behind_a_large_one() -> None:
     small = batcher.submit([[2] * 3], "small", None)
     runtime.gate.set()
     await asyncio.gather(*large, *small)
-    # the small request's turn came right after the batch that was running when it arrived,
-    # not after the 32 texts of the large request still queued ahead of it
-    assert runtime.batches[:3] == [(8, 10), (1, 3), (8, 10)]
-    assert len(runtime.batches) == 6
+    # the small request's turn came in the round right after the one running when it arrived (its
+    # own batch, by length, then 7 more of the large request's texts), not after the 32 texts of
+    # the large request still queued ahead of it
+    assert runtime.batches[:3] == [(8, 10), (1, 3), (7, 10)]
+    assert sum(size for size, _ in runtime.batches) == 41
+    await batcher.stop()
+
+
+async def test_a_round_answers_its_texts_together_when_its_last_batch_ends() -> None:
+    second_may_run = threading.Event()
+    runtime = FakeRuntime()
+    runs = iter(range(100))
+
+    def run(ids, mask, wants, wide):
+        if next(runs) == 1:
+            second_may_run.wait(10)  # the round's second batch (the long text) is slow
+        return runtime(ids, mask, wants, wide)
+
+    batcher = Batcher(run, limits_of(max_concurrent_batches=1))
+    batcher.start()
+    short, long = batcher.submit([[1] * 2, [2] * 40], None, None)
+    await asyncio.sleep(0.05)
+    assert runtime.batches == [(1, 2)] and not short.done()  # its batch ran, its answer waits
+    second_may_run.set()
+    answers = await asyncio.gather(short, long)
+    assert runtime.batches == [(1, 2), (1, 40)]
+    assert [(a.batch_size, a.padded_length) for a in answers] == [(1, 2), (1, 40)]
+    assert answers[0].compute_seconds == answers[1].compute_seconds  # the round's time
+    await batcher.stop()
+
+
+async def test_a_failing_batch_fails_only_its_texts_not_the_rest_of_its_round() -> None:
+    runtime = FakeRuntime()
+    batcher = await started(runtime, max_concurrent_batches=1)
+    runtime.fail_next = True  # the round's first batch: the short texts
+    futures = batcher.submit([[1] * 2, [2] * 2, [3] * 30], None, None)
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    assert [type(o) for o in outcomes[:2]] == [RuntimeFailure, RuntimeFailure]
+    assert outcomes[2].value[0] == 90
     await batcher.stop()
 
 
@@ -262,7 +301,7 @@ async def test_a_stream_of_short_texts_does_not_starve_a_long_one() -> None:
         await asyncio.sleep(0.02)
         if long[0].done():
             break
-    # the six texts ahead of it took two batches (4 + 2 with two of the stream); then its turn
+    # the six texts ahead of it took two rounds (4, then 2 with it): it ran in the second
     assert long[0].done()
     assert runtime.batches.index((1, 60)) == 3
     for _ in range(20):
@@ -275,9 +314,9 @@ async def test_a_lone_batch_on_a_quiet_server_runs_wide_and_nothing_starts_besid
     runtime = FakeRuntime()
     batcher = Batcher(runtime, limits_of(max_queue_delay_s=0.0))
     batcher.start()
-    for n in range(QUIET_BATCHES + 1):  # one caller at a time: the server turns quiet
+    for n in range(QUIET_ROUNDS + 1):  # one caller at a time: the server turns quiet
         await batcher.submit([[n + 1]], None, None)[0]
-    assert runtime.wide == [False] * QUIET_BATCHES + [True]
+    assert runtime.wide == [False] * QUIET_ROUNDS + [True]
     runtime.gate.clear()  # the next batch holds the runtime until the gate opens
     first = batcher.submit([[3]], None, None)
     await asyncio.sleep(0.05)
