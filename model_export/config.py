@@ -82,6 +82,7 @@ class TrainConfig:
     layer_lr_decay: float = 1.0  # each encoder layer below the top learns at this x the one above it
     vocab_size: int = 8000  # WordPiece vocabulary trained for a from-scratch model
     max_train_examples: int | None = None  # cap the training split (the tiny preset)
+    tweets: bool = False  # add the labelled tweets of data.load_tweets to the training split
 
 
 @dataclass(frozen=True)

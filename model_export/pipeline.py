@@ -13,7 +13,7 @@ import torch
 
 from model_export import plots
 from model_export.config import LABELS, Preset, Recipe, TrainConfig
-from model_export.data import Example, Source, load_corpus, load_file, split
+from model_export.data import Example, Source, load_corpus, load_file, load_tweets, normalise, split
 from model_export.export import config_json, publish, stage, write_config
 from model_export.model import SentimentTransformer
 from model_export.pretrained import fetch, load_encoder
@@ -42,6 +42,14 @@ def build(
     train_config: TrainConfig = recipe.train
     splits = split(examples, seed=train_config.seed)
     train_set = splits.train[: train_config.max_train_examples]
+    added: list[dict[str, object]] = []  # corpora added to the training split, for config.json
+    if train_config.tweets:  # more kinds of text to learn from; dev and test stay as they were
+        tweets, tweet_source = load_tweets(cache_dir, train_config.seed)
+        held_out = {normalise(e.text) for e in splits.dev + splits.test}
+        tweets = [e for e in tweets if normalise(e.text) not in held_out]
+        train_set = train_set + tweets
+        added.append(dataclasses.asdict(tweet_source) | {"rows": len(tweets)})
+        log.info("added %d tweets to the training split (%s)", len(tweets), tweet_source.name)
     log.info(
         "data %s: %d rows, %d distinct examples -> train %d, dev %d, test %d "
         "(%d duplicates and %d conflicting rows dropped; skipped %s)",
@@ -98,6 +106,8 @@ def build(
         test_scores=test_scores,
         dev_scores=dev_scores,
     )
+    if added:
+        config["training"]["data"]["added_to_train"] = added
     staging = stage(out, model, tokenizer, config)
     try:
         config["verification"] = verify(staging, model)

