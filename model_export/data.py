@@ -143,6 +143,7 @@ def load_tweets(cache_dir: Path, seed: int) -> tuple[list[Example], Source]:
     for row in csv.DictReader(io.StringIO(raw)):
         rows += 1
         text = _tweet_text(row["text"] or "")
+        key = normalise(text)
         if row["sentiment"] not in LABELS:
             skipped["neutral"] += 1
         elif float(row["confidence"] or 0) < TWEETS_MIN_CONFIDENCE:
@@ -151,10 +152,10 @@ def load_tweets(cache_dir: Path, seed: int) -> tuple[list[Example], Source]:
             skipped["not_text"] += 1
         elif not text:
             skipped["empty"] += 1
-        elif normalise(text) in seen:
+        elif key in seen:
             skipped["repeated"] += 1
         else:
-            seen.add(normalise(text))
+            seen.add(key)
             label = LABELS.index(row["sentiment"])
             by_label[label].append(Example(text, label, "tweet"))
     fewest = min(len(group) for group in by_label.values())

@@ -125,15 +125,22 @@ async def test_quiet_server_runs_at_once_and_busy_server_batches() -> None:
     await batcher.stop()
 
 
+def holding(runtime: FakeRuntime, run_index: int, until: threading.Event):
+    """`runtime` as a run function whose run number `run_index` (from 0) waits for `until`."""
+    runs = iter(range(1_000))
+
+    def run(ids, mask, wants, wide):
+        if next(runs) == run_index:
+            until.wait(10)
+        return runtime(ids, mask, wants, wide)
+
+    return run
+
+
 async def test_delay_closes_a_batch_while_another_runs() -> None:
     first_may_end = threading.Event()
     runtime = FakeRuntime()
-    calls = iter(range(100))
-
-    def run(ids, mask, wants, wide):
-        if next(calls) == 0:
-            first_may_end.wait(10)  # the first batch keeps running until the end of the test
-        return runtime(ids, mask, wants, wide)
+    run = holding(runtime, 0, first_may_end)  # the first batch keeps running until the end of the test
 
     # without a wide session (a GPU, or one thread asked for) a lone batch leaves the other slot free
     limits = limits_of(max_queue_delay_s=0.5, max_concurrent_batches=2, wide_when_alone=False)
@@ -218,12 +225,7 @@ async def test_a_later_small_request_does_not_wait_behind_a_large_one() -> None:
 async def test_a_round_answers_its_texts_together_when_its_last_batch_ends() -> None:
     second_may_run = threading.Event()
     runtime = FakeRuntime()
-    runs = iter(range(100))
-
-    def run(ids, mask, wants, wide):
-        if next(runs) == 1:
-            second_may_run.wait(10)  # the round's second batch (the long text) is slow
-        return runtime(ids, mask, wants, wide)
+    run = holding(runtime, 1, second_may_run)  # the round's second batch (the long text) is slow
 
     batcher = Batcher(run, limits_of(max_concurrent_batches=1))
     batcher.start()
