@@ -7,11 +7,11 @@ import hmac
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from service.batcher import DEADLINE_SLACK_S
+from service.fair_queue import DEADLINE_SLACK_S
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -40,6 +40,50 @@ def _rebuild(
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(wrap_stream(handler.unary_stream), **serializers)
     return grpc.stream_stream_rpc_method_handler(wrap_stream(handler.stream_stream), **serializers)
+
+
+T = TypeVar("T")
+
+
+def _observed(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    begin: Callable[[], T],
+    end: Callable[[T, Context, BaseException | None], None],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same handler with begin() called as each call starts and end(what begin returned,
+    context, the exception or None) as it ends, however it ends; for unary and streaming alike."""
+
+    def wrap_unary(behaviour: Any) -> Any:
+        async def observed(request: Any, context: Context) -> Any:
+            token, error = begin(), None
+            try:
+                return await behaviour(request, context)
+            except BaseException as err:
+                error = err
+                raise
+            finally:
+                end(token, context, error)
+
+        return observed
+
+    def wrap_stream(behaviour: Any) -> Any:
+        if not inspect.isasyncgenfunction(behaviour):
+            return wrap_unary(behaviour)  # a coroutine writing with context.write (health Watch)
+
+        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
+            token, error = begin(), None
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            except BaseException as err:
+                error = err
+                raise
+            finally:
+                end(token, context, error)
+
+        return observed
+
+    return _rebuild(handler, wrap_unary, wrap_stream)
 
 
 def _code_name(context: Context, error: BaseException | None) -> str:
@@ -94,7 +138,11 @@ class MetricsInterceptor(_Cached):
         seconds = metrics.request_seconds.labels(name)
         counters: dict[str, Any] = {}
 
-        def finish(started: float, context: Context, error: BaseException | None) -> None:
+        def begin() -> float:
+            metrics.in_flight.inc()
+            return time.perf_counter()
+
+        def end(started: float, context: Context, error: BaseException | None) -> None:
             metrics.in_flight.dec()
             code = _code_name(context, error)
             counter = counters.get(code)
@@ -103,39 +151,7 @@ class MetricsInterceptor(_Cached):
             counter.inc()
             seconds.observe(time.perf_counter() - started)
 
-        def wrap_unary(behaviour: Any) -> Any:
-            async def timed(request: Any, context: Context) -> Any:
-                started, error = time.perf_counter(), None
-                metrics.in_flight.inc()
-                try:
-                    return await behaviour(request, context)
-                except BaseException as err:
-                    error = err
-                    raise
-                finally:
-                    finish(started, context, error)
-
-            return timed
-
-        def wrap_stream(behaviour: Any) -> Any:
-            if not inspect.isasyncgenfunction(behaviour):
-                return wrap_unary(behaviour)  # a coroutine writing with context.write (health Watch)
-
-            async def timed(request: Any, context: Context) -> AsyncIterator[Any]:
-                started, error = time.perf_counter(), None
-                metrics.in_flight.inc()
-                try:
-                    async for response in behaviour(request, context):
-                        yield response
-                except BaseException as err:
-                    error = err
-                    raise
-                finally:
-                    finish(started, context, error)
-
-            return timed
-
-        return _rebuild(handler, wrap_unary, wrap_stream)
+        return _observed(handler, begin, end)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -231,33 +247,9 @@ class DrainInterceptor(_Cached):
             self._work += 1
             self._idle.clear()
 
-        def end() -> None:
+        def end(_: None, context: Context, error: BaseException | None) -> None:
             self._work -= 1
             if not self._work:
                 self._idle.set()
 
-        def wrap_unary(behaviour: Any) -> Any:
-            async def tracked(request: Any, context: Context) -> Any:
-                begin()
-                try:
-                    return await behaviour(request, context)
-                finally:
-                    end()
-
-            return tracked
-
-        def wrap_stream(behaviour: Any) -> Any:
-            if not inspect.isasyncgenfunction(behaviour):
-                return wrap_unary(behaviour)
-
-            async def tracked(request: Any, context: Context) -> AsyncIterator[Any]:
-                begin()
-                try:
-                    async for response in behaviour(request, context):
-                        yield response
-                finally:
-                    end()
-
-            return tracked
-
-        return _rebuild(handler, wrap_unary, wrap_stream)
+        return _observed(handler, begin, end)

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from service.assembly import build_engine
 from service.config import Settings
 from service.engine import Engine
 from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInterceptor
@@ -83,7 +84,7 @@ class Server:
     async def start(self) -> None:
         """Load and check the model (ModelDirectoryError on failure), listen, warm up, report SERVING."""
         settings = self.settings
-        engine = Engine.load(settings, self.metrics)
+        engine = build_engine(settings, self.metrics)
         self.engine = engine
         interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics), self._drain]
         if settings.auth_token is not None:
@@ -125,11 +126,12 @@ class Server:
                 self.metrics.registry, settings.metrics_host, settings.metrics_port
             )
             self.metrics_port = self._endpoint.port
-        spec = engine.spec
+        info = engine.info()
+        spec = info.spec
         self.metrics.model.labels(
             name=spec.name,
             version=str(spec.version),
-            provider=engine.provider,
+            provider=info.provider,
             variant=settings.variant.value,
             labels=",".join(spec.labels),
         ).set(1)
@@ -142,7 +144,7 @@ class Server:
             spec.version,
             settings.host,
             self.port,
-            engine.provider,
+            info.provider,
             self.metrics_port,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -21,6 +22,7 @@ from service.errors import (
     ServiceError,
     Unauthenticated,
 )
+from service.servicers._streams import answer_stream
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +133,25 @@ def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
         return code_of(err), err.message
     log.error("unexpected error in a stream request", exc_info=err)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+async def answer_each(
+    requests: AsyncIterator[Req | Malformed],
+    handle: Callable[[Req], Awaitable[Resp]],
+    failed: Callable[[Req | Malformed, grpc.StatusCode, str], Resp],
+    draining: asyncio.Event,
+) -> AsyncIterator[Resp]:
+    """A bidirectional stream's answers (answer_stream): handle(request) for each request, or,
+    when that request is malformed or fails, failed(request, code, message), and the stream goes on."""
+
+    async def answer(request: Req | Malformed) -> Resp:
+        try:
+            if isinstance(request, Malformed):
+                raise InvalidInput(request.description)
+            return await handle(request)
+        except Exception as err:
+            code, text = status_of(err)
+            return failed(request, code, text)
+
+    async for response in answer_stream(requests, answer, draining):
+        yield response

@@ -11,8 +11,8 @@ import struct
 import numpy as np
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
-from service.engine import TextResult
 from service.errors import InvalidInput, RuntimeFailure
+from service.results import TextResult
 
 INPUT = "text"
 LENGTH = struct.Struct("<I")

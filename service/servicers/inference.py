@@ -22,10 +22,10 @@ import grpc
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.engine import AttentionMode, Engine
+from service.engine import Engine
 from service.errors import InvalidInput, ModelNotFound
-from service.servicers._boundary import Malformed, deadline_of, status_of, streaming, unary
-from service.servicers._streams import answer_stream
+from service.results import AttentionMode
+from service.servicers._boundary import Malformed, answer_each, deadline_of, streaming, unary
 from service.servicers._tensors import INPUT, fill_outputs, parse_bytes_tensor
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -88,8 +88,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.engine = engine
 
     def _check_model(self, name: str, version_text: str) -> None:
-        if name != self.engine.spec.name:
-            raise ModelNotFound(f"unknown model {name!r}; this server serves {self.engine.spec.name!r}")
+        served = self.engine.info().spec.name
+        if name != served:
+            raise ModelNotFound(f"unknown model {name!r}; this server serves {served!r}")
         if version_text:
             # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "١"
             if not (version_text.isascii() and version_text.isdigit()):
@@ -120,7 +121,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         self._check_model(request.name, request.version)
-        spec = self.engine.spec
+        spec = self.engine.info().spec
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=spec.name,
@@ -187,21 +188,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         deadline = deadline_of(context)
 
-        async def answer(request: pb.ModelInferRequest | Malformed) -> pb.ModelStreamInferResponse:
-            try:
-                if isinstance(request, Malformed):
-                    raise InvalidInput(request.description)
-                return pb.ModelStreamInferResponse(infer_response=await self._infer(request, deadline))
-            except Exception as err:  # one request's failure is reported and the stream goes on
-                code, text = status_of(err)
-                # Triton reports only a message; the id tells which request failed
-                request_id = "" if isinstance(request, Malformed) else request.id
-                return pb.ModelStreamInferResponse(
-                    error_message=f"{code.name}: {text}",
-                    infer_response=pb.ModelInferResponse(id=request_id),
-                )
+        async def handle(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            return pb.ModelStreamInferResponse(infer_response=await self._infer(request, deadline))
 
-        async for response in answer_stream(request_iterator, answer, self.engine.draining):
+        def failed(
+            request: pb.ModelInferRequest | Malformed, code: grpc.StatusCode, text: str
+        ) -> pb.ModelStreamInferResponse:
+            # Triton reports only a message; the id tells which request failed
+            request_id = "" if isinstance(request, Malformed) else request.id
+            return pb.ModelStreamInferResponse(
+                error_message=f"{code.name}: {text}", infer_response=pb.ModelInferResponse(id=request_id)
+            )
+
+        async for response in answer_each(request_iterator, handle, failed, self.engine.draining):
             yield response
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
@@ -223,9 +222,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"unknown or unavailable outputs {unknown}; with attention={mode.value} use {available}"
             )
         results = await self.engine.predict(self._texts(request), mode, deadline, padded=True)
-        response = pb.ModelInferResponse(
-            model_name=self.engine.spec.name, model_version=str(self.engine.spec.version), id=request.id
-        )
+        spec = self.engine.info().spec
+        response = pb.ModelInferResponse(model_name=spec.name, model_version=str(spec.version), id=request.id)
         if mode is AttentionMode.FULL or typed:  # megabytes to copy: not on the event loop
             await asyncio.to_thread(fill_outputs, response, wanted, results, typed)
         else:

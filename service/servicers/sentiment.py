@@ -11,10 +11,10 @@ import grpc
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from service.engine import AttentionMode, Engine, TextResult
+from service.engine import Engine
 from service.errors import InvalidInput
-from service.servicers._boundary import Malformed, deadline_of, status_of, streaming, unary
-from service.servicers._streams import answer_stream
+from service.results import AttentionMode, TextResult
+from service.servicers._boundary import Malformed, answer_each, deadline_of, streaming, unary
 
 MODES: dict[int, AttentionMode] = {
     pb.ATTENTION_MODE_UNSPECIFIED: AttentionMode.NONE,
@@ -67,18 +67,20 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         self.engine = engine
 
     async def _predict(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse:
-        self.engine.check_version(request.model_version)
+        engine = self.engine
+        engine.check_version(request.model_version)
         mode = attention_mode(request.attention)
-        results = await self.engine.predict(list(request.texts), mode, deadline)
+        results = await engine.predict(list(request.texts), mode, deadline)
         if mode is AttentionMode.FULL:  # megabytes of floats to copy: not on the event loop
             predictions = await asyncio.to_thread(lambda: [to_prediction(r) for r in results])
         else:
             predictions = [to_prediction(r) for r in results]
+        spec = engine.info().spec
         response = pb.PredictResponse(
-            predictions=predictions, model_name=self.engine.spec.name, model_version=self.engine.spec.version
+            predictions=predictions, model_name=spec.name, model_version=spec.version
         )
         if mode is not AttentionMode.NONE:
-            self.engine.check_sent_size(response.ByteSize())
+            engine.check_sent_size(response.ByteSize())
         return response
 
     @unary
@@ -91,28 +93,27 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
     ) -> AsyncIterator[pb.PredictStreamResponse]:
         deadline = deadline_of(context)
 
-        async def answer(message: pb.PredictStreamRequest | Malformed) -> pb.PredictStreamResponse:
-            request_id = "" if isinstance(message, Malformed) else message.request_id
-            try:
-                if isinstance(message, Malformed):
-                    raise InvalidInput(message.description)
-                response = await self._predict(message.request, deadline)
-                return pb.PredictStreamResponse(request_id=request_id, response=response)
-            except Exception as err:  # one request's failure is reported and the stream goes on
-                code, text = status_of(err)
-                error = pb.StreamError(code=code.value[0], message=text)
-                return pb.PredictStreamResponse(request_id=request_id, error=error)
+        async def handle(message: pb.PredictStreamRequest) -> pb.PredictStreamResponse:
+            response = await self._predict(message.request, deadline)
+            return pb.PredictStreamResponse(request_id=message.request_id, response=response)
 
-        async for response in answer_stream(request_iterator, answer, self.engine.draining):
+        def failed(
+            message: pb.PredictStreamRequest | Malformed, code: grpc.StatusCode, text: str
+        ) -> pb.PredictStreamResponse:
+            request_id = "" if isinstance(message, Malformed) else message.request_id
+            error = pb.StreamError(code=code.value[0], message=text)
+            return pb.PredictStreamResponse(request_id=request_id, error=error)
+
+        async for response in answer_each(request_iterator, handle, failed, self.engine.draining):
             yield response
 
     @unary
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: Context
     ) -> pb.GetModelInfoResponse:
-        engine = self.engine
-        engine.check_version(request.model_version)
-        spec = engine.spec
+        self.engine.check_version(request.model_version)
+        info = self.engine.info()
+        spec, sizing = info.spec, info.sizing
         return pb.GetModelInfoResponse(
             name=spec.name,
             version=spec.version,
@@ -123,13 +124,13 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             hidden_size=spec.hidden_size,
             vocab_size=spec.vocab_size,
             metrics_json=json.dumps(spec.metrics.get("test", {})),
-            available_versions=engine.spec.available_versions,
-            max_texts_per_request=engine.max_texts,
-            max_text_chars=engine.max_chars,
-            execution_provider=engine.provider,
-            workers=engine.sizing.workers,
-            max_concurrent_batches=engine.sizing.max_concurrent_batches,
-            intra_op_threads=engine.sizing.intra_op_threads,
-            lone_batch_threads=engine.sizing.lone_batch_threads,
-            available_cpus=engine.sizing.available_cpus,
+            available_versions=spec.available_versions,
+            max_texts_per_request=info.max_texts,
+            max_text_chars=info.max_chars,
+            execution_provider=info.provider,
+            workers=sizing.workers,
+            max_concurrent_batches=sizing.max_concurrent_batches,
+            intra_op_threads=sizing.intra_op_threads,
+            lone_batch_threads=sizing.lone_batch_threads,
+            available_cpus=sizing.available_cpus,
         )

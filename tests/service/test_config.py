@@ -37,7 +37,8 @@ def test_the_default_message_limit_holds_full_attention_for_the_default_models_l
     # the exporter's default recipe and the server's default limit must agree: explaining one long
     # review in full is always possible (tests may import the exporter; the server never does)
     from model_export.config import Preset, recipe
-    from service.engine import AttentionMode, response_bytes
+    from service.answer_size import response_bytes
+    from service.results import AttentionMode
 
     shipped = recipe(Preset.ACCURATE)
     longest = shipped.train.max_length

@@ -12,14 +12,18 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from service.answer_size import response_bytes
+from service.assembly import build_engine
 from service.config import Settings
-from service.engine import AttentionMode, Engine, response_bytes, rows_of
+from service.engine import Engine
 from service.errors import InvalidInput
+from service.postprocess import make_run_fn
+from service.results import AttentionMode
 
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def engine(model_root: Path) -> AsyncIterator[Engine]:
-    running = Engine.load(Settings(model_dir=model_root, max_message_bytes=256 * 1024))
+    running = build_engine(Settings(model_dir=model_root, max_message_bytes=256 * 1024))
     await running.start()
     yield running
     await running.stop()
@@ -71,7 +75,7 @@ async def test_large_requests_are_tokenized_off_the_event_loop(engine: Engine, m
 
 
 async def test_rows_carry_only_the_attention_their_caller_asked_for(engine: Engine) -> None:
-    run = rows_of(engine.model)
+    run = make_run_fn(engine.model)
     ids = np.array([[2, 40, 41, 3, 0, 0], [2, 50, 51, 52, 53, 3]], dtype=np.int64)
     mask = (ids != 0).astype(np.int64)
     gone, full = run(ids, mask, [None, AttentionMode.FULL], False)

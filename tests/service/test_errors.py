@@ -12,7 +12,10 @@ from service.servicers._boundary import STATUS, code_of
 
 
 def test_the_core_imports_no_grpc() -> None:
-    core = "service.batcher, service.runtime, service.preprocess, service.model_store, service.attention"
+    core = (
+        "service.fair_queue, service.batcher, service.runtime, service.preprocess, service.model_store, "
+        "service.attention, service.results, service.postprocess, service.answer_size, service.assembly"
+    )
     code = f"import sys; import {core}, service.engine, service.errors; print('grpc' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -1,0 +1,82 @@
+"""Building an engine from the settings: the model directory, the sessions, CPU sizing, batch limits."""
+
+from __future__ import annotations
+
+import logging
+
+from service.answer_size import AnswerSizePolicy
+from service.batcher import Batcher, BatchObserver
+from service.config import Settings, Variant
+from service.cpus import available_cpus
+from service.engine import Engine, Sizing
+from service.fair_queue import BatchLimits
+from service.model_store import load_spec
+from service.postprocess import make_run_fn
+from service.preprocess import Preprocessor
+from service.runtime import OnnxModel
+
+log = logging.getLogger(__name__)
+
+ONNX_FILES = {Variant.FP32: "model.onnx", Variant.INT8: "model.int8.onnx"}
+
+
+def batch_limits(
+    settings: Settings, max_length: int, concurrent_batches: int, wide_when_alone: bool
+) -> BatchLimits:
+    """The batcher's limits from the settings; a text of max_length tokens always fits a batch."""
+    return BatchLimits(
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=max(settings.max_batch_tokens, max_length),
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+        max_queue_size=settings.max_queue_size,
+        max_concurrent_batches=concurrent_batches,
+        max_padding_ratio=settings.max_padding_ratio,
+        wide_when_alone=wide_when_alone,
+    )
+
+
+def build_engine(settings: Settings, observer: BatchObserver | None = None) -> Engine:
+    """Check and load the model directory; raises ModelDirectoryError with one clear message."""
+    spec = load_spec(
+        settings.model_dir, settings.model_name, settings.model_version, ONNX_FILES[settings.variant]
+    )
+    cpus = available_cpus()
+    lone_threads = settings.lone_batch_threads or cpus
+    model = OnnxModel(
+        spec.onnx_path,
+        settings.provider.value,
+        settings.intra_op_threads,
+        lone_threads,
+        lone_spin=settings.lone_batch_spin,
+    )
+    wide = model.lone_session is not None
+    sizing = Sizing(
+        workers=settings.worker_of or settings.workers,
+        max_concurrent_batches=settings.max_concurrent_batches or max(2, cpus),
+        intra_op_threads=settings.intra_op_threads,
+        # without a second session (one thread asked for, or a GPU) a lone batch runs like any other
+        lone_batch_threads=lone_threads if wide else settings.intra_op_threads,
+        available_cpus=cpus,
+    )
+    log.info(
+        "%d CPUs available to this process (of %d workers): %d batches at once, %d ONNX Runtime "
+        "threads per batch beside others, %d for a batch alone (%s)",
+        sizing.available_cpus,
+        sizing.workers,
+        sizing.max_concurrent_batches,
+        sizing.intra_op_threads,
+        sizing.lone_batch_threads,
+        model.provider,
+    )
+    preprocessor = Preprocessor(
+        spec.path / "tokenizer.json", spec.max_length, settings.max_texts_per_request, settings.max_text_chars
+    )
+    limits = batch_limits(settings, spec.max_length, sizing.max_concurrent_batches, wide)
+    return Engine(
+        spec,
+        model,
+        preprocessor,
+        Batcher(make_run_fn(model), limits, observer),
+        AnswerSizePolicy(settings.max_message_bytes, spec.num_layers, spec.num_heads),
+        sizing,
+    )
