@@ -3,17 +3,15 @@
 On CPU the model holds two sessions of the same graph. A batch that runs alone uses the wide one,
 with a thread per CPU the process may use, so a lone caller gets every core; other batches use the
 narrow one (intra_op_threads, 1 by default), so that under load batches run side by side on a core
-each, which measured faster than one session with every thread (two 1-thread streams: 241
-sentences/s against 171 for batch 1 on 2 threads, default model, 2 cores). The batcher decides which
-(`wide`), and starts nothing beside a wide batch: a narrow batch beside a wide one would
-oversubscribe the cores and the wide one's threads would wait for each other.
+each: independent single-threaded runs waste no time synchronising threads, and serve more than
+one run with every thread. The batcher decides which (`wide`), and starts nothing beside a wide
+batch: a narrow batch beside a wide one would oversubscribe the cores and the wide one's threads
+would wait for each other.
 The narrow session's threads never spin: spinning threads would steal the CPU that the event loop and
 the other batches need. The wide session's threads spin-wait between operators while a run works
 (`--lone-batch-spin`, on by default) and stop as soon as it returns (session.force_spinning_stop):
-nothing runs beside a wide batch, and waking a sleeping thread for each operator cost a lone text
-about a millisecond (ONNX Runtime alone, batch 1 on 2 threads: 4.9 ms sleeping, 3.5 ms spinning;
-this server at 1 caller: p50 5.4 -> 4.5 ms; at 64 callers and under open load the figures did not
-change beyond the noise).
+nothing runs beside a wide batch, and waking a sleeping thread for every operator costs a lone text
+more than the spinning does.
 """
 
 from __future__ import annotations
