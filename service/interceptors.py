@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import inspect
 import time
@@ -45,24 +46,32 @@ def _rebuild(
 T = TypeVar("T")
 
 
+class _Call:
+    """Around one call: calls end(context, the exception or None) as it ends, however it ends."""
+
+    def __init__(self, end: Callable[[Context, BaseException | None], None], context: Context) -> None:
+        self._end = end
+        self._context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        self._end(self._context, error)
+
+
 def _observed(
     handler: grpc.RpcMethodHandler[Any, Any],
     begin: Callable[[], T],
     end: Callable[[T, Context, BaseException | None], None],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The same handler with begin() called as each call starts and end(what begin returned,
-    context, the exception or None) as it ends, however it ends; for unary and streaming alike."""
+    context, the exception or None) as it ends, however it ends; unary and streaming alike."""
 
     def wrap_unary(behaviour: Any) -> Any:
         async def observed(request: Any, context: Context) -> Any:
-            token, error = begin(), None
-            try:
+            with _Call(functools.partial(end, begin()), context):
                 return await behaviour(request, context)
-            except BaseException as err:
-                error = err
-                raise
-            finally:
-                end(token, context, error)
 
         return observed
 
@@ -71,15 +80,9 @@ def _observed(
             return wrap_unary(behaviour)  # a coroutine writing with context.write (health Watch)
 
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-            token, error = begin(), None
-            try:
+            with _Call(functools.partial(end, begin()), context):
                 async for response in behaviour(request, context):
                     yield response
-            except BaseException as err:
-                error = err
-                raise
-            finally:
-                end(token, context, error)
 
         return observed
 

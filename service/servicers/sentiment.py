@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,12 @@ MODES: dict[int, AttentionMode] = {
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# the model directory's fields that GetModelInfoResponse carries under the same names
+SPEC_FIELDS = (
+    "name", "version", "labels", "max_length", "num_layers", "num_heads", "hidden_size", "vocab_size",
+    "available_versions",
+)  # fmt: skip
 
 
 def attention_mode(value: int) -> AttentionMode:
@@ -113,24 +120,12 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
     ) -> pb.GetModelInfoResponse:
         self.engine.check_version(request.model_version)
         info = self.engine.info()
-        spec, sizing = info.spec, info.sizing
+        spec = info.spec
         return pb.GetModelInfoResponse(
-            name=spec.name,
-            version=spec.version,
-            labels=spec.labels,
-            max_length=spec.max_length,
-            num_layers=spec.num_layers,
-            num_heads=spec.num_heads,
-            hidden_size=spec.hidden_size,
-            vocab_size=spec.vocab_size,
+            **{name: getattr(spec, name) for name in SPEC_FIELDS},
+            **dataclasses.asdict(info.sizing),  # workers, batches at once, threads, CPUs: same names
             metrics_json=json.dumps(spec.metrics.get("test", {})),
-            available_versions=spec.available_versions,
             max_texts_per_request=info.max_texts,
             max_text_chars=info.max_chars,
             execution_provider=info.provider,
-            workers=sizing.workers,
-            max_concurrent_batches=sizing.max_concurrent_batches,
-            intra_op_threads=sizing.intra_op_threads,
-            lone_batch_threads=sizing.lone_batch_threads,
-            available_cpus=sizing.available_cpus,
         )
