@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,10 +58,16 @@ def test_explain_writes_png_and_self_contained_html(server: RunningServer, tmp_p
     result = run(server, "explain", "The acting was wonderful", "--png", str(png), "--html", str(page))
     assert result.returncode == 0, result.stderr
     assert "acting" in result.stdout and result.stdout.startswith(("positive", "negative"))
-    # the terminal shows the words alone by default; [CLS] and [SEP] on request
+    # the terminal and the page's coloured words are the words alone by default; [CLS] and [SEP] on request
+    words = re.compile(r'<span class="tok"[^>]*>([^<]*)</span>')
     assert "[CLS]" not in result.stdout and "[SEP]" not in result.stdout
-    with_specials = run(server, "explain", "The acting was wonderful", "--special-tokens")
+    assert not {"[CLS]", "[SEP]"} & set(words.findall(page.read_text()))
+    special_page = tmp_path / "special.html"
+    with_specials = run(
+        server, "explain", "The acting was wonderful", "--special-tokens", "--html", str(special_page)
+    )
     assert "[CLS]" in with_specials.stdout and "[SEP]" in with_specials.stdout
+    assert {"[CLS]", "[SEP]"} <= set(words.findall(special_page.read_text()))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     content = page.read_text()
     assert "acting" in content and "layer 1, head 1" in content

@@ -178,17 +178,19 @@ def explain(
     ctx: typer.Context,
     text: Annotated[str, typer.Argument(help="The text to explain.")],
     png: Annotated[
-        Path | None, typer.Option(help="Write a PNG: summary and a heatmap per layer and head.")
+        Path | None, typer.Option(help="Write a PNG: the coloured words and a heatmap per layer and head.")
     ] = None,
     html_file: Annotated[
         Path | None, typer.Option("--html", help="Write a self-contained HTML page.")
     ] = None,
     special_tokens: Annotated[
         bool,
-        typer.Option(help="Colour [CLS] and [SEP] too; by default the words alone, renormalised."),
+        typer.Option(
+            help="Show [CLS] and [SEP] too, in the terminal, PNG and HTML; by default the words alone."
+        ),
     ] = False,
 ) -> None:
-    """Show which tokens the model attended to: coloured in the terminal, and as PNG or HTML."""
+    """Show which words the model attended to: coloured in the terminal, and as PNG or HTML."""
     mode = AttentionMode.FULL if png or html_file else AttentionMode.SUMMARY
     try:
         with ctx.obj.client() as client:
@@ -198,10 +200,10 @@ def explain(
     out.print(f"[bold]{prediction.label}[/bold] {prediction.score:.3f}  (colour: attention rollout)")
     out.print(_render.terminal_text(prediction, special_tokens))
     if png:
-        _render.png_figure(prediction, png)
+        _render.png_figure(prediction, png, special_tokens)
         notes.print(f"wrote {png}")
     if html_file:
-        html_file.write_text(_render.html_page(prediction), encoding="utf-8")
+        html_file.write_text(_render.html_page(prediction, special_tokens), encoding="utf-8")
         notes.print(f"wrote {html_file}")
 
 
