@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# Two images from one file:
-#   docker build --target server -t sentiment-service:0.1.0 .          the server, no PyTorch
-#   docker build --target export -t sentiment-service-export:0.1.0 .   trains and exports the model
+# Two images from one file, tagged with the repository's version (scripts/version prints it):
+#   docker build --target server -t sentiment-service:"$(scripts/version)" .          the server, no PyTorch
+#   docker build --target export -t sentiment-service-export:"$(scripts/version)" .   trains and exports
 # docker-compose.yml builds both. BASE_IMAGE must provide python3 (3.11+) with venv; the default is
 # the official slim Python image; scripts/build-image passes a debootstrapped Debian instead.
 ARG BASE_IMAGE=python:3.11-slim-bookworm

@@ -5,10 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated
 
-import typer
+try:
+    import typer
+
+    if find_spec("torch") is None:  # every command trains, exports or scores with it
+        raise ImportError("torch")
+except ImportError:  # pragma: no cover - model_export ships in the server's wheel, the train extra does not
+    print(
+        "the model export command needs the train extra: pip install 'sentiment-service[train]' "
+        "(or run the export image)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
 
 from model_export.config import Pooling, Preset, recipe, with_overrides, with_pooling
 
@@ -40,7 +53,7 @@ def build(
     preset: Annotated[
         Preset,
         typer.Option(
-            help="accurate: fine-tuned pretrained MiniLM (default, about 10 min "
+            help="accurate: fine-tuned pretrained MiniLM (default, about 7 minutes "
             "on 2 cores); small: 2 layers x 128 from scratch; tiny: seconds, for tests."
         ),
     ] = Preset.ACCURATE,
