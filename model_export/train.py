@@ -59,13 +59,13 @@ class History:
     stopped_early: bool = False
 
 
-def pad(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+def pad_tensors(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
     """The contract's right-padding (model_contract.pad), as torch tensors."""
     ids, mask = pad_ids(sequences)
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def batches(
+def length_bucketed_batches(
     ids: Sequence[Sequence[int]], labels: Sequence[int], batch_size: int, rng: random.Random | None
 ) -> list[Batch]:
     """Batches of similar lengths (little padding); shuffled within buckets when `rng` is given."""
@@ -78,7 +78,7 @@ def batches(
         chunk = sorted(order[start : start + bucket], key=lambda i: len(ids[i]))
         for b in range(0, len(chunk), batch_size):
             members = chunk[b : b + batch_size]
-            input_ids, mask = pad([ids[i] for i in members])
+            input_ids, mask = pad_tensors([ids[i] for i in members])
             result.append((input_ids, mask, torch.tensor([labels[i] for i in members])))
     if rng is not None:
         rng.shuffle(result)
@@ -93,7 +93,7 @@ def predict(model: nn.Module, ids: Sequence[Sequence[int]], batch_size: int = 64
     predicted = [0] * len(ids)
     for start in range(0, len(order), batch_size):
         members = order[start : start + batch_size]
-        input_ids, mask = pad([ids[i] for i in members])
+        input_ids, mask = pad_tensors([ids[i] for i in members])
         logits, _ = model(input_ids, mask)
         for i, label in zip(members, logits.argmax(-1).tolist(), strict=True):
             predicted[i] = label
@@ -185,7 +185,7 @@ def train(
         started = time.monotonic()
         model.train()
         total_loss = 0.0
-        epoch_batches = batches(train_ids, train_labels, config.batch_size, rng)
+        epoch_batches = length_bucketed_batches(train_ids, train_labels, config.batch_size, rng)
         progress = tqdm(epoch_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=None)
         for step, (input_ids, mask, labels) in enumerate(progress, start=1):
             logits, _ = model(input_ids, mask)

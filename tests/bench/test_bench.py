@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -16,17 +15,10 @@ import pytest
 from bench import peer
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as v2
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc
-from tests.e2e.conftest import RunningServer, launch
+from tests.e2e.conftest import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TEXTS = ["a warm and funny film", "dull, long and pointless", "not bad at all", "😀 loved it", "meh"]
-
-
-@pytest.fixture(scope="module")
-def ours(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = launch(model_root, tmp_path_factory.mktemp("ours"))
-    yield running
-    assert running.stop() == 0, running.log()
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +61,10 @@ def outputs(response: v2.ModelInferResponse) -> tuple[list[bytes], np.ndarray]:
 
 
 def test_open_loop_offers_the_rate_asked_from_several_processes(
-    ours: RunningServer, texts_file: Path
+    server: RunningServer, texts_file: Path
 ) -> None:
     result = loadgen(
-        "--target", ours.target, "--protocol", "v2", "--sentences", str(texts_file),
+        "--target", server.target, "--protocol", "v2", "--sentences", str(texts_file),
         "--rate", "80", "--duration", "2", "--processes", "2",
     )  # fmt: skip
     assert result["errors"] == {} and result["offered_per_s"] == 80
@@ -82,20 +74,21 @@ def test_open_loop_offers_the_rate_asked_from_several_processes(
 
 
 def test_closed_loop_mixes_long_texts_over_sentiment_v1(
-    ours: RunningServer, texts_file: Path, tmp_path
+    server: RunningServer, texts_file: Path, tmp_path
 ) -> None:
     long = tmp_path / "long.json"
     long.write_text(json.dumps([" ".join(TEXTS * 30)]))
     result = loadgen(
-        "--target", ours.target, "--sentences", str(texts_file), "--long", str(long),
+        "--target", server.target, "--sentences", str(texts_file), "--long", str(long),
         "--long-fraction", "0.5", "--concurrency", "4", "--texts-per-request", "4", "--duration", "1",
     )  # fmt: skip
     assert result["errors"] == {} and result["requests"] > 4
     assert result["sentences_per_s"] == pytest.approx(4 * result["requests"] / 1, rel=0.5)
 
 
+@pytest.mark.long  # builds the peer's environment (MLServer) the first time: minutes
 def test_the_peer_serves_the_same_model_with_the_same_answers(
-    ours: RunningServer, model_dir: Path, cache_dir: Path, tmp_path: Path
+    server: RunningServer, model_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     python = peer.ensure_venv(cache_dir)
     process, port = peer.start(python, tmp_path / "mlserver", model_dir)
@@ -103,12 +96,13 @@ def test_the_peer_serves_the_same_model_with_the_same_answers(
         theirs = infer(f"127.0.0.1:{port}")
     finally:
         peer.stop(process)
-    our_labels, our_probabilities = outputs(infer(ours.target))
+    our_labels, our_probabilities = outputs(infer(server.target))
     their_labels, their_probabilities = outputs(theirs)
     assert our_labels == their_labels
     np.testing.assert_allclose(our_probabilities, their_probabilities, atol=1e-5)
 
 
+@pytest.mark.long  # every load phase for two systems, and the peer's environment: minutes
 def test_report_writes_results_and_plots(model_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -21,7 +20,7 @@ from sentiment_client import (
     Unavailable,
 )
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
-from tests.e2e.conftest import RunningServer, launch, scrape
+from tests.e2e.conftest import PATIENCE_S, RunningServer, launch, scrape, wait_until
 
 TEXTS = [f"review {i}: " + ("a fine and moving film " * (i % 7 + 1)) for i in range(40)]
 
@@ -117,17 +116,22 @@ def test_errors_become_sdk_exceptions(server: RunningServer) -> None:
 
 
 def test_invalid_input_is_never_retried(server: RunningServer) -> None:
-    key = (
-        "sentiment_requests_total",
-        (("code", "INVALID_ARGUMENT"), ("method", "sentiment.v1.SentimentService/Predict")),
-    )
-    before = scrape(server).get(key, 0)
+    def count(code: str, method: str = "Predict") -> float:
+        labels = (("code", code), ("method", f"sentiment.v1.SentimentService/{method}"))
+        return scrape(server).get(("sentiment_requests_total", labels), 0)
+
+    before = count("INVALID_ARGUMENT")
     with SentimentClient(server.target, retry=RetryPolicy(max_attempts=5)) as client:
         client.model_info()
         with pytest.raises(InvalidInput):
             client.predict("")
-    time.sleep(0.3)
-    assert scrape(server).get(key, 0) - before == 1
+        # a call made after every attempt the client made: once it is counted, so are they (the
+        # server counts each call just after its answer leaves)
+        info_before = count("OK", "GetModelInfo")
+        client.model_info()
+    wait_until("the invalid call counted", lambda: count("INVALID_ARGUMENT") > before)
+    wait_until("the call after it counted", lambda: count("OK", "GetModelInfo") > info_before)
+    assert count("INVALID_ARGUMENT") - before == 1
 
 
 def test_retries_until_a_late_server_comes_up(model_root: Path, tmp_path: Path) -> None:
@@ -135,17 +139,30 @@ def test_retries_until_a_late_server_comes_up(model_root: Path, tmp_path: Path) 
     free.bind(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()
+    refused = threading.Event()
+
+    class Patient(RetryPolicy):
+        """Retries for as long as a server on a busy machine may take to start (a bound on hangs)."""
+
+        def should_retry(self, code: grpc.StatusCode | None, attempt: int) -> bool:
+            refused.set()  # the first attempt found no server: now start one
+            return super().should_retry(code, attempt)
+
     started: list[RunningServer] = []
-    threading.Timer(1.0, lambda: started.append(launch(model_root, tmp_path, "--port", str(port)))).start()
-    patient = RetryPolicy(max_attempts=40, initial_backoff_s=0.05, max_backoff_s=0.5)
+
+    def start_once_refused() -> None:
+        if refused.wait(PATIENCE_S):
+            started.append(launch(model_root, tmp_path, "--port", str(port)))
+
+    starter = threading.Thread(target=start_once_refused, daemon=True)
+    starter.start()
+    patient = Patient(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.5)
     try:
-        with SentimentClient(f"127.0.0.1:{port}", retry=patient, timeout_s=5) as client:
+        with SentimentClient(f"127.0.0.1:{port}", retry=patient, timeout_s=PATIENCE_S) as client:
             assert client.predict("worth the wait").label in {"positive", "negative"}
     finally:
-        for _ in range(100):
-            if started:
-                break
-            time.sleep(0.1)
+        refused.set()
+        starter.join(2 * PATIENCE_S)
         assert started and started[0].stop() == 0
 
 

@@ -232,6 +232,7 @@ def test_dockerfile_server_image_is_slim_non_root_and_health_checked() -> None:
     assert {".venv", "models", ".cache", ".git"} <= set(ignored)
 
 
+@pytest.mark.long  # pip resolves the whole dependency set: tens of seconds, more on a busy machine
 def test_server_wheel_set_holds_no_training_dependencies(tmp_path: Path) -> None:
     """What the server image installs (pip install ./clients/python .), resolved without installing."""
     report = tmp_path / "report.json"

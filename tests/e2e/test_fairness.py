@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -15,51 +13,52 @@ from sentiment_client.pb.inference import grpc_predict_v2_pb2 as v2
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
-from tests.e2e.conftest import RunningServer, launch, scrape
-
-PREDICT = "sentiment.v1.SentimentService/Predict"
-
-
-def counted(server: RunningServer, method: str = PREDICT) -> Counter[str]:
-    return Counter(
-        {
-            dict(labels)["code"]: int(value)
-            for (name, labels), value in scrape(server).items()
-            if name == "sentiment_requests_total" and dict(labels)["method"] == method
-        }
-    )
+from tests.e2e.conftest import (
+    PATIENCE_S,
+    PREDICT,
+    codes,
+    counted,
+    eventually,
+    in_process,
+    launch,
+    sample,
+    scrape,
+)
 
 
-async def test_callers_who_ran_out_of_time_are_counted_as_deadline_exceeded(
-    model_root: Path, tmp_path: Path
-) -> None:
-    running = launch(model_root, tmp_path, "--max-concurrent-batches", "1", "--max-batch-size", "2")
-    try:
-        texts = [f"a long enough review, number {i}, to keep the model busy" for i in range(64)]
-        async with grpc.aio.insecure_channel(running.target) as channel:
+def answered(server: object, method: str = PREDICT) -> dict[str, int]:
+    """Calls of `method` an in-process server has answered, by status code."""
+    return {
+        code: int(n)
+        for code in ("OK", "DEADLINE_EXCEEDED", "CANCELLED", "INVALID_ARGUMENT")
+        if (n := sample(server, "sentiment_requests_total", method=method, code=code))
+    }
+
+
+async def test_callers_who_ran_out_of_time_are_counted_as_deadline_exceeded(model_root: Path) -> None:
+    texts = [f"a review, number {i}, long enough to be worth batching" for i in range(4)]
+    async with in_process(model_root, hold=1, max_concurrent_batches=1, max_batch_size=4) as (
+        server,
+        runtime,
+    ):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
-            outcomes = await asyncio.gather(
-                *(stub.Predict(pb.PredictRequest(texts=texts), timeout=0.15) for _ in range(30)),
-                return_exceptions=True,
-            )
-        seen = Counter(
-            o.code().name if isinstance(o, grpc.RpcError) else "OK"
-            for o in outcomes  # type: ignore[union-attr]
-        )
-        assert seen["DEADLINE_EXCEEDED"] > 0
-        for _ in range(50):  # the interceptor counts a call just after it ends
-            server_seen = counted(running)
-            if sum(server_seen.values()) >= sum(seen.values()):
-                break  # every call counted (usually; see below)
-            time.sleep(0.05)
-        print(f"clients saw {dict(seen)}, the server counted {dict(server_seen)}")
-        # each call the server counted, it counted as the client saw it: none as CANCELLED. (A call
-        # whose deadline passes before any handler runs is not counted at all: the gap is known.)
-        assert server_seen["CANCELLED"] == 0
-        assert server_seen["DEADLINE_EXCEEDED"] > 0
-        assert all(server_seen[code] <= seen[code] for code in server_seen), (server_seen, seen)
-    finally:
-        assert running.stop() == 0
+            # the first caller's texts are in the batch the runtime is busy with; the others queue
+            running = asyncio.ensure_future(stub.Predict(pb.PredictRequest(texts=texts), timeout=2))
+            await runtime.held()
+            queued = [stub.Predict(pb.PredictRequest(texts=texts), timeout=2) for _ in range(5)]
+            outcomes = await asyncio.gather(running, *queued, return_exceptions=True)
+            assert codes(outcomes) == {"DEADLINE_EXCEEDED": 6}
+            # the server counts each call as its caller saw it: none as CANCELLED
+            await eventually("the server to count all six calls", lambda: sum(answered(server).values()) >= 6)
+            assert answered(server) == {"DEADLINE_EXCEEDED": 6}
+            runtime.release()
+            after = await stub.Predict(pb.PredictRequest(texts=["the next caller"]), timeout=PATIENCE_S)
+            assert len(after.predictions) == 1
+            await eventually("the next call counted", lambda: answered(server).get("OK") == 1)
+    # the running batch ran to its end (its answers went nowhere); the queued texts were never run
+    assert sample(server, "sentiment_dropped_texts_total", reason="deadline") == 5 * len(texts)
+    assert sample(server, "sentiment_texts_total") == len(texts) + 1
 
 
 def test_full_attention_that_can_never_be_sent_is_refused_before_any_work(
@@ -100,39 +99,43 @@ def test_full_attention_that_can_never_be_sent_is_refused_before_any_work(
 
 
 @pytest.mark.parametrize("attention", [pb.ATTENTION_MODE_NONE, pb.ATTENTION_MODE_FULL])
-async def test_a_light_caller_keeps_being_answered_during_the_heaviest_legal_request(
-    model_root: Path, tmp_path: Path, attention: int
+async def test_a_light_caller_is_answered_after_one_batch_of_the_heaviest_legal_request(
+    model_root: Path, attention: int
 ) -> None:
-    running = launch(model_root, tmp_path, "--max-concurrent-batches", "1", "--max-batch-size", "1")
-    try:
+    # one batch at a time of one text each: every batch the runtime is given is one round
+    async with in_process(model_root, hold=1, max_concurrent_batches=1, max_batch_size=1) as (
+        server,
+        runtime,
+    ):
         options = [("grpc.max_receive_message_length", 64 << 20)]
-        async with grpc.aio.insecure_channel(running.target, options=options) as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
             stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
-            await stub.Predict(pb.PredictRequest(texts=["warm"]))
             # the limits' largest request: 256 texts of 20,000 characters (full attention: as many as fit)
             count = 256 if attention == pb.ATTENTION_MODE_NONE else 240
-            heavy_text = "an endlessly long and winding review of a film " * 420
+            heavy_text = ("an endlessly long and winding review of a film " * 420)[:20_000]
             heavy = asyncio.ensure_future(
-                stub.Predict(pb.PredictRequest(texts=[heavy_text[:20_000]] * count, attention=attention))
+                stub.Predict(
+                    pb.PredictRequest(texts=[heavy_text] * count, attention=attention), timeout=PATIENCE_S
+                )
             )
-            # once the heavy request's texts wait in the queue, a light call must not wait behind all
-            # of them: it is answered while most of the heavy request is still to run
-            for _ in range(2000):
-                if scrape(running)[("sentiment_queue_depth", ())] >= 100 or heavy.done():
-                    break
-                await asyncio.sleep(0.005)
-            assert not heavy.done()
-            light: list[float] = []
-            while not heavy.done():
-                started = time.monotonic()
-                await stub.Predict(pb.PredictRequest(texts=["short and sweet"]), timeout=30)
-                light.append(time.monotonic() - started)
-                if len(light) == 1:
-                    left = scrape(running)[("sentiment_queue_depth", ())]
-                    assert left >= 50, f"the light call waited behind the heavy request ({left} texts left)"
-                await asyncio.sleep(0.02)
+            await runtime.held()  # the heavy request's first batch runs; the rest of it waits in the queue
+            assert sample(server, "sentiment_queue_depth") == count - 1
+            light = asyncio.ensure_future(
+                stub.Predict(pb.PredictRequest(texts=["short and sweet"]), timeout=PATIENCE_S)
+            )
+            await eventually(
+                "the light text queued", lambda: sample(server, "sentiment_queue_depth") == count
+            )
+            runtime.release()
+            light_answer = await light
             answer = await heavy
         assert len(answer.predictions) == count
-        print(f"light calls during the heavy request: {len(light)}, slowest {max(light) * 1000:.0f} ms")
-    finally:
-        assert running.stop() == 0
+    assert len(runtime.batches) == count + 1 and all(len(rows) == 1 for rows in runtime.batches)
+    light_tokens = light_answer.predictions[0].num_tokens
+    assert light_tokens < answer.predictions[0].num_tokens == 64
+    order = [rows[0] for rows in runtime.batches]  # each batch's one text, by its tokens
+    # the light text did not wait behind the heavy request's texts queued before it: at most one
+    # more of them ran first (what the server reports says the same: it ran alone, unpadded)
+    assert order.count(light_tokens) == 1 and order.index(light_tokens) <= 2, order[:5]
+    assert light_answer.predictions[0].batch.batch_size == 1
+    assert light_answer.predictions[0].batch.padded_length == light_tokens

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_minutes_of_mixed_load_leave_memory_and_tail_latency_where_they_were(model_root: Path) -> None:
     seconds = float(os.environ.get("SENTIMENT_SOAK_SECONDS", "300"))
     window = max(5.0, seconds / 10)

@@ -13,9 +13,7 @@ import grpc
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
-from tests.e2e.conftest import launch, scrape
-
-PREDICT = "sentiment.v1.SentimentService/Predict"
+from tests.e2e.conftest import PATIENCE_S, PREDICT, eventually, launch, scrape, wait_until
 
 
 async def test_two_workers_share_the_port_sum_their_metrics_and_drain_together(
@@ -27,22 +25,26 @@ async def test_two_workers_share_the_port_sum_their_metrics_and_drain_together(
         for i in range(24):
             with grpc.insecure_channel(running.target) as channel:
                 stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
-                assert stub.Predict(pb.PredictRequest(texts=[f"good film {i}"])).predictions
+                request = pb.PredictRequest(texts=[f"good film {i}"])
+                assert stub.Predict(request, timeout=PATIENCE_S).predictions
         with grpc.insecure_channel(running.target) as channel:
-            info = sentiment_pb2_grpc.SentimentServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest())
+            stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=PATIENCE_S)
         # each worker says how it uses the machine: its share of the CPUs
         cpus = len(os.sched_getaffinity(0))
         assert info.workers == 2 and info.available_cpus == cpus
         assert info.max_concurrent_batches == max(1, cpus // 2) and info.intra_op_threads == 1
         ok = ("sentiment_requests_total", (("code", "OK"), ("method", PREDICT)))
-        assert scrape(running)[ok] == 24  # one endpoint, the workers' counts summed
+        # one endpoint, the workers' counts summed (each counts a call just after its answer leaves)
+        wait_until("24 calls counted", lambda: scrape(running).get(ok, 0) >= 24)
+        assert scrape(running)[ok] == 24
 
         codes: list[str] = []
 
         async def caller(stub: sentiment_pb2_grpc.SentimentServiceStub) -> None:
             for _ in range(400):  # bounded: stops by itself
                 try:
-                    await stub.Predict(pb.PredictRequest(texts=["a fine film"]), timeout=30)
+                    await stub.Predict(pb.PredictRequest(texts=["a fine film"]), timeout=PATIENCE_S)
                     codes.append("OK")
                 except grpc.RpcError as err:
                     codes.append(err.code().name)
@@ -54,13 +56,14 @@ async def test_two_workers_share_the_port_sum_their_metrics_and_drain_together(
             callers = [
                 asyncio.create_task(caller(sentiment_pb2_grpc.SentimentServiceStub(c))) for c in channels
             ]
-            await asyncio.sleep(1.0)
+            # the signal comes once calls are flowing
+            await eventually("32 calls answered", lambda: codes.count("OK") >= 32)
             running.process.send_signal(signal.SIGTERM)
             await asyncio.gather(*callers)
         finally:
-            for channel in channels:
-                await channel.close()
-        exit_code = await asyncio.to_thread(running.process.wait, 60)
+            for opened in channels:
+                await opened.close()
+        exit_code = await asyncio.to_thread(running.process.wait, PATIENCE_S)
     finally:
         running.stop()
     log = running.log()

@@ -15,10 +15,11 @@ import pytest
 
 from model_contract import sha256_file, versions
 from model_export.classifier import OnnxClassifier, session
-from model_export.config import LABELS, Preset, recipe
+from model_export.config import LABELS
 from model_export.data import TWEETS_WHEEL_SHA256
 from model_export.pipeline import build
 from model_export.verify import VerificationError, verify
+from tests.conftest import tiny_recipe
 
 
 def test_model_directory_contract(model_dir: Path) -> None:
@@ -77,7 +78,7 @@ def test_user_data_trains_next_version_with_int8(model_root: Path, tmp_path: Pat
     ]
     data = tmp_path / "mine.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    path = build(recipe(Preset.TINY), root, cache_dir, data_file=data)
+    path = build(tiny_recipe(), root, cache_dir, data_file=data)
     assert path == root / "2" and versions(root) == [1, 2]
     config = json.loads((path / "config.json").read_text())
     assert config["training"]["data"]["source"] == str(data)
@@ -101,7 +102,7 @@ def test_user_data_trains_next_version_with_int8(model_root: Path, tmp_path: Pat
 def test_tweets_join_the_training_split_only_and_are_recorded(
     model_root: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
-    tiny = recipe(Preset.TINY)
+    tiny = tiny_recipe()
     with_tweets = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, tweets=True))
     path = build(with_tweets, tmp_path / "sentiment", cache_dir, with_int8=False)
     data = json.loads((path / "config.json").read_text())["training"]["data"]
@@ -138,12 +139,28 @@ def test_cli_reports_malformed_data(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists() or versions(tmp_path / "m") == []
 
 
-def test_cli_evaluate_scores_by_domain(model_dir: Path, tmp_path: Path) -> None:
-    data = tmp_path / "eval.jsonl"
-    data.write_text(
-        '{"text": "lovely", "label": "positive", "domain": "a"}\n'
-        '{"text": "dreadful", "label": "negative", "domain": "b"}\n'
-    )
+@pytest.mark.parametrize(
+    ("name", "content", "counts"),
+    [
+        (
+            "eval.jsonl",
+            '{"text": "lovely", "label": "positive", "domain": "a"}\n'
+            '{"text": "dreadful", "label": "negative", "domain": "b"}\n',
+            {"all": 2, "a": 1, "b": 1},
+        ),
+        # the domain travels with each example, whatever the format
+        (
+            "eval.csv",
+            "text,label,domain\nlovely,positive,a\nfine,positive,a\ndreadful,negative,b\n",
+            {"all": 3, "a": 2, "b": 1},
+        ),
+    ],
+)
+def test_cli_evaluate_scores_by_domain(
+    model_dir: Path, tmp_path: Path, name: str, content: str, counts: dict[str, int]
+) -> None:
+    data = tmp_path / name
+    data.write_text(content)
     result = subprocess.run(
         [sys.executable, "-m", "model_export", "evaluate", str(model_dir), "--data", str(data)],
         capture_output=True,
@@ -151,18 +168,7 @@ def test_cli_evaluate_scores_by_domain(model_dir: Path, tmp_path: Path) -> None:
         check=True,
     )
     scores = json.loads(result.stdout)
-    assert scores["all"]["count"] == 2 and scores["a"]["count"] == 1 and scores["b"]["count"] == 1
-    # the domain travels with each example, whatever the format
-    table = tmp_path / "eval.csv"
-    table.write_text("text,label,domain\nlovely,positive,a\nfine,positive,a\ndreadful,negative,b\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "model_export", "evaluate", str(model_dir), "--data", str(table)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    scores = json.loads(result.stdout)
-    assert scores["all"]["count"] == 3 and scores["a"]["count"] == 2 and scores["b"]["count"] == 1
+    assert {domain: scores[domain]["count"] for domain in counts} == counts
 
 
 def test_cli_build_if_missing_reuses_a_published_version(model_root: Path, tmp_path: Path) -> None:

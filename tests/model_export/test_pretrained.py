@@ -9,7 +9,7 @@ import torch
 from model_export.config import MINILM, Pooling, with_pooling
 from model_export.pretrained import fetch, load_encoder
 from model_export.tokenizer import load_tokenizer
-from model_export.train import pad
+from model_export.train import pad_tensors
 
 
 def test_pretrained_encoder_keeps_its_meaning(cache_dir: Path) -> None:
@@ -21,7 +21,7 @@ def test_pretrained_encoder_keeps_its_meaning(cache_dir: Path) -> None:
         "A man is eating a piece of bread.",
         "The tax code was amended by parliament.",
     ]
-    ids, mask = pad([e.ids for e in tokenizer.encode_batch(texts)])
+    ids, mask = pad_tensors([e.ids for e in tokenizer.encode_batch(texts)])
     with torch.no_grad():
         hidden, attentions = model.encode(ids, mask)
     pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # the encoder's own pooling

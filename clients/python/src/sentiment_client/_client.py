@@ -245,7 +245,8 @@ class SentimentClient(_BaseClient):
             self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model_version=version)), version
         )
 
-    def _limits(self) -> ModelInfo:
+    def _model_info(self) -> ModelInfo:
+        """The served model's info (its limits and labels), asked once."""
         return self._info or self.model_info()
 
     @overload
@@ -267,7 +268,7 @@ class SentimentClient(_BaseClient):
         """Classify one text (returns a Prediction) or many (a list, in order), chunked to the
         server's per-request limit."""
         single, items = self._items(texts)
-        info = self._limits()
+        info = self._model_info()
         chunks = self._chunks(items, info.max_texts_per_request)
         responses = [self._call(self._stub.Predict, self._request(c, attention), timeout_s) for c in chunks]
         results = self._results(chunks, responses, info.labels)
@@ -294,7 +295,7 @@ class SentimentClient(_BaseClient):
         At most `window` requests of `chunk_size` texts are in flight: the input is read only as
         fast as answers come back, so memory stays bounded however long the input is.
         """
-        order = _InOrder(self._limits().labels)
+        order = _InOrder(self._model_info().labels)
         # gRPC's thread reads requests() while this one reads the answers; the condition wakes the
         # reader when an answer frees a slot of the window or the stream ends
         room = threading.Condition()
