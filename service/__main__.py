@@ -7,22 +7,41 @@ import logging
 import signal
 import sys
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from service.config import Settings
-from service.errors import ModelDirectoryError
+from service.errors import StartupError, quoted
 from service.server import Server
 
 log = logging.getLogger("service")
 
 
+def describe(err: ValidationError) -> str:
+    """A settings error on one line: each setting as its flag and variable, what was wrong, and the
+    value given (its start, when it is long)."""
+    parts = []
+    for error in err.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        field = "_".join(str(part) for part in error["loc"])
+        if not field:  # a rule across settings: its message names them
+            parts.append(message)
+            continue
+        flag = "--" + field.replace("_", "-")
+        parts.append(f"{flag} (SENTIMENT_{field.upper()}): {message}; got {quoted(error['input'])}")
+    return "; ".join(parts)
+
+
 async def serve(settings: Settings) -> int:
     server = Server(settings)
     try:
+        if settings.parent_pid:
+            from service.workers import follow_parent
+
+            follow_parent(settings.parent_pid)
         await server.start()
-    except ModelDirectoryError as err:
-        log.error("cannot start: %s", err)
-        return 1
-    except OSError as err:
-        log.error("cannot start: %s", err)
+    except Exception as err:  # one line naming the setting or file; the traceback only when debugging
+        log.error("cannot start: %s", err, exc_info=log.isEnabledFor(logging.DEBUG))
         return 1
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -37,14 +56,25 @@ async def serve(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    settings = Settings(_cli_parse_args=args)  # type: ignore[call-arg]
+    try:
+        settings = Settings(_cli_parse_args=args)  # type: ignore[call-arg]
+    except ValidationError as err:
+        print(f"python -m service: cannot start: {describe(err)}", file=sys.stderr)
+        sys.exit(2)
+    except SettingsError as err:  # a flag that does not exist, or one without its value
+        print(f"python -m service: cannot start: {err} (--help lists the settings)", file=sys.stderr)
+        sys.exit(2)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     if settings.workers > 1:
         from service.workers import run_group
 
-        sys.exit(run_group(settings, args))
+        try:
+            sys.exit(run_group(settings, args))
+        except StartupError as err:
+            log.error("cannot start: %s", err, exc_info=log.isEnabledFor(logging.DEBUG))
+            sys.exit(1)
     sys.exit(asyncio.run(serve(settings)))
 
 

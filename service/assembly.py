@@ -6,9 +6,10 @@ import logging
 
 from service.answer_size import AnswerSizePolicy
 from service.batcher import Batcher, BatchObserver
-from service.config import Settings, Variant
+from service.config import Settings
 from service.cpus import available_cpus
 from service.engine import Engine, Sizing
+from service.errors import ModelDirectoryError
 from service.fair_queue import BatchLimits
 from service.model_store import load_spec
 from service.postprocess import make_run_fn
@@ -16,8 +17,6 @@ from service.preprocess import Preprocessor
 from service.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
-
-ONNX_FILES = {Variant.FP32: "model.onnx", Variant.INT8: "model.int8.onnx"}
 
 
 def batch_limits(
@@ -37,9 +36,7 @@ def batch_limits(
 
 def build_engine(settings: Settings, observer: BatchObserver | None = None) -> Engine:
     """Check and load the model directory; raises ModelDirectoryError with one clear message."""
-    spec = load_spec(
-        settings.model_dir, settings.model_name, settings.model_version, ONNX_FILES[settings.variant]
-    )
+    spec = load_spec(settings.model_dir, settings.model_name, settings.model_version, settings.variant)
     cpus = available_cpus()
     lone_threads = settings.lone_batch_threads or cpus
     model = OnnxModel(
@@ -68,9 +65,13 @@ def build_engine(settings: Settings, observer: BatchObserver | None = None) -> E
         sizing.lone_batch_threads,
         model.provider,
     )
-    preprocessor = Preprocessor(
-        spec.path / "tokenizer.json", spec.max_length, settings.max_texts_per_request, settings.max_text_chars
-    )
+    tokenizer = spec.path / "tokenizer.json"
+    try:
+        preprocessor = Preprocessor(
+            tokenizer, spec.max_length, settings.max_texts_per_request, settings.max_text_chars
+        )
+    except Exception as err:  # the tokenizers library raises its own untyped errors for a bad file
+        raise ModelDirectoryError(f"{tokenizer} could not be read by the tokenizer: {err}") from err
     limits = batch_limits(settings, spec.max_length, sizing.max_concurrent_batches, wide)
     return Engine(
         spec,

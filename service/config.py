@@ -33,6 +33,7 @@ class Settings(BaseSettings):
         cli_prog_name="python -m service",
         cli_kebab_case=True,
         cli_implicit_flags=True,
+        cli_exit_on_error=False,  # __main__ reports a bad flag on one line
         extra="forbid",
     )
 
@@ -44,6 +45,9 @@ class Settings(BaseSettings):
     """Address of the Prometheus metrics HTTP endpoint."""
     metrics_port: int = Field(9100, ge=-1, le=65535)
     """Prometheus metrics port; 0 picks a free one, -1 turns the endpoint off."""
+    metrics_auth: bool = False
+    """Ask scrapers for the same bearer token as gRPC callers (--auth-token); without it the
+    endpoint is open to whoever reaches --metrics-host."""
     model_dir: Path = Path("models/sentiment")
     """Directory of numbered model versions (models/sentiment/1, 2, ...)."""
     model_version: int | None = Field(None, ge=1)
@@ -79,6 +83,9 @@ class Settings(BaseSettings):
     """Let other processes listen on the same port (SO_REUSEPORT); the workers of --workers set it."""
     worker_of: int = Field(0, ge=0, le=64)
     """Set by --workers for its workers: how many processes share the port (shown in GetModelInfo)."""
+    parent_pid: int = Field(0, ge=0)
+    """Set by --workers for its workers: the group's parent; a worker drains and exits as soon as
+    that process dies, however it dies, so no orphan keeps serving the port."""
     max_concurrent_batches: int = Field(0, ge=0, le=64)
     """Batches ONNX Runtime may run at the same time, each in its own worker thread; 0: one per CPU
     the process may use (its affinity and cgroup quota), at least 2."""
@@ -88,6 +95,25 @@ class Settings(BaseSettings):
     """Most characters in one text."""
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
+    max_connections: int = Field(1000, ge=1)
+    """Most client connections held at once; the transport closes any beyond it as soon as it is
+    accepted (a balancer in front needs only a few long-lived ones)."""
+    max_streams_per_connection: int = Field(256, ge=1)
+    """Most calls in flight on one connection (HTTP/2 concurrent streams); a client queues more
+    until one ends."""
+    handshake_timeout_s: float = Field(10.0, gt=0.0)
+    """A connection that has not finished its TLS and HTTP/2 handshake by then is closed, so that
+    half-open connections hold nothing for long."""
+    idle_timeout_s: float = Field(300.0, gt=0.0)
+    """A connection with no call for this long is closed (GOAWAY); its client reconnects when it
+    calls again."""
+    keepalive_time_s: float = Field(60.0, gt=0.0)
+    """How long a connection may stay silent before the server pings it (HTTP/2 keepalive)."""
+    keepalive_timeout_s: float = Field(20.0, gt=0.0)
+    """How long the server waits for the answer to its ping before it closes the connection: a peer
+    that vanished frees its calls."""
+    max_metadata_bytes: int = Field(16 * 1024, ge=1024)
+    """Largest total of a call's metadata (headers); a call with more is refused by the transport."""
     grace_period_s: float = Field(20.0, ge=0.0)
     """On SIGTERM, how long accepted calls may take to finish before the server exits."""
     drain_delay_s: float = Field(0.0, ge=0.0)
@@ -108,6 +134,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.auth_token is not None and not self.auth_token.get_secret_value().strip():
+            raise ValueError(
+                "--auth-token (SENTIMENT_AUTH_TOKEN) is empty or only whitespace, as an unset secret "
+                "would be: give the token, or leave the setting out to serve without one"
+            )
+        if self.metrics_auth and self.auth_token is None:
+            raise ValueError("--metrics-auth asks scrapers for the --auth-token, which is not set: set both")
+        if self.metrics_port > 0 and self.metrics_port == self.port:
+            raise ValueError(f"--metrics-port and --port are both {self.port}: give them different ports")
+        if self.drain_delay_s > self.grace_period_s:
+            raise ValueError(
+                f"--drain-delay-s ({self.drain_delay_s:g}) is longer than --grace-period-s "
+                f"({self.grace_period_s:g}), which bounds the whole drain: shorten the delay or lengthen "
+                "the grace period"
+            )
+        if self.workers > 1 and (self.worker_of or self.parent_pid):
+            raise ValueError("--worker-of and --parent-pid are set by --workers for its workers; not with it")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("--tls-cert-file and --tls-key-file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
@@ -118,6 +161,12 @@ class Settings(BaseSettings):
                 f"--max-texts-per-request ({self.max_texts_per_request}) texts"
             )
         return self
+
+    def metrics_token(self) -> str | None:
+        """The token scrapers must send, or None when the metrics endpoint is open."""
+        if not self.metrics_auth or self.auth_token is None:
+            return None
+        return self.auth_token.get_secret_value()
 
     @property
     def address(self) -> str:

@@ -50,5 +50,27 @@ class RuntimeFailure(ServiceError):
     """The model failed on the batch holding the text (INTERNAL)."""
 
 
-class ModelDirectoryError(Exception):
+class StartupError(Exception):
+    """The server cannot start as configured: the message names the setting or file, what was wrong
+    and what is allowed, on one line."""
+
+
+class ModelDirectoryError(StartupError):
     """The model directory is missing, corrupt or breaks the contract: the server cannot start."""
+
+
+def quoted(value: object, limit: int = 40) -> str:
+    """`value` for an error message: its repr, or, when longer than `limit` characters, the start of
+    it and its length, so that a message never echoes a caller's input whole. A list or tuple is
+    quoted element by element, its first few only."""
+    if isinstance(value, list | tuple):
+        shown = [quoted(element, limit) for element in value[:LISTED]]
+        more = f", and {len(value) - LISTED} more" if len(value) > LISTED else ""
+        return f"[{', '.join(shown)}{more}]"
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+LISTED = 4  # elements of a list that an error message quotes

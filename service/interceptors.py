@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from service.auth import bearer_refusal
 from service.fair_queue import DEADLINE_SLACK_S
 from service.metrics import Metrics
 
@@ -169,15 +169,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def _refusal(self, details: grpc.HandlerCallDetails) -> str | None:
         """Why the call is refused, or None when it carries the token."""
         given = [value for key, value in details.invocation_metadata or () if key == "authorization"]
-        if not given:
-            return "this server needs `authorization: Bearer <token>`"
-        if len(given) > 1:
-            return f"the call has {len(given)} authorization headers; send one"
-        value = given[0].encode() if isinstance(given[0], str) else bytes(given[0])
-        scheme, _, token = value.strip().partition(b" ")
-        if scheme.lower() != b"bearer":
-            return "the authorization header must be `Bearer <token>`"
-        return None if hmac.compare_digest(token.strip(), self._expected) else "the bearer token is wrong"
+        return bearer_refusal(given, self._expected)
 
     async def intercept_service(
         self, continuation: HandlerFactory, handler_call_details: grpc.HandlerCallDetails

@@ -7,10 +7,19 @@ histograms add up; gauges say how they combine (multiprocess_mode), and only liv
 
 from __future__ import annotations
 
+import socket
 import threading
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Iterable
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+from service.auth import bearer_refusal
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -118,13 +127,49 @@ class Metrics:
         self.queue_depth_texts.set(depth)
 
 
-class MetricsEndpoint:
-    """Prometheus text format over HTTP, in a daemon thread."""
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scraper that hangs never holds shutdown
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self._server: WSGIServer
-        self._thread: threading.Thread
-        self._server, self._thread = start_http_server(port, host, registry)
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+def _guarded(app: WSGIApplication, token: str) -> WSGIApplication:
+    """`app` behind the bearer token: 401 with a short reason otherwise."""
+    expected = token.encode()
+
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        given = [environ["HTTP_AUTHORIZATION"]] if "HTTP_AUTHORIZATION" in environ else []
+        refusal = bearer_refusal(given, expected)
+        if refusal is None:
+            return app(environ, start_response)
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("WWW-Authenticate", 'Bearer realm="metrics"'),
+        ]
+        start_response("401 Unauthorized", headers)
+        return [f"{refusal}\n".encode()]
+
+    return guarded
+
+
+class MetricsEndpoint:
+    """Prometheus text format over HTTP, in a daemon thread; behind the bearer token when one is given."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, token: str | None = None) -> None:
+        app: WSGIApplication = make_wsgi_app(registry)
+        if token is not None:
+            app = _guarded(app, token)
+        server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
+        self._server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
         self.port: int = self._server.server_port
 
     def close(self) -> None:

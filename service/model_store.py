@@ -11,6 +11,7 @@ from model_contract import sha256_file, versions
 from service.errors import ModelDirectoryError
 
 REQUIRED = ("config.json", "tokenizer.json")
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # by variant (config.Variant)
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,10 @@ class ModelSpec:
     available_versions: tuple[int, ...]  # every version under the model root
 
 
-def load_spec(root: Path, name: str, version: int | None, onnx_file: str = "model.onnx") -> ModelSpec:
-    """Pick `version` (or the highest) under `root` and check it; raises ModelDirectoryError."""
+def load_spec(root: Path, name: str, version: int | None, variant: str = "fp32") -> ModelSpec:
+    """Pick `version` (or the highest) under `root` and check its `variant`'s graph; raises
+    ModelDirectoryError."""
+    onnx_file = ONNX_FILES[variant]
     available = versions(root)
     if not available:
         raise ModelDirectoryError(

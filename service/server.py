@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from service.assembly import build_engine
 from service.config import Settings
 from service.engine import Engine
+from service.errors import StartupError
 from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInterceptor
 from service.metrics import Metrics, MetricsEndpoint
 from service.servicers import InferenceServicer, SentimentServicer
@@ -51,6 +53,24 @@ def generic_handler(servicer: Any, service: ServiceDescriptor) -> grpc.GenericRp
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
+def transport_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC core's channel arguments for the server's transport limits."""
+    ms = 1000
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", int(settings.reuse_port)),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_s * ms)),
+        ("grpc.max_connection_idle_ms", int(settings.idle_timeout_s * ms)),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * ms)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * ms)),
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
+    ]
+
+
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
@@ -60,6 +80,30 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials(
         [pair], root_certificates=settings.tls_client_ca_file.read_bytes(), require_client_auth=True
     )
+
+
+def bind(host: str, port: int, option: int) -> socket.socket:
+    """A TCP socket with the socket option `option` on, bound to host:port; StartupError naming the
+    flags when the address is taken or is not this machine's."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise StartupError(
+            f"--host {host} --port {port}: {err.strerror or err} (another server, or another group of "
+            "workers, already serves it?)"
+        ) from err
+    return sock
+
+
+def check_port_free(host: str, port: int) -> None:
+    """StartupError when something listens on host:port already (port 0 is always free): a bind
+    without SO_REUSEPORT fails beside any listener, SO_REUSEPORT ones included; SO_REUSEADDR lets
+    it past connections of an earlier server still in TIME_WAIT."""
+    if port:
+        bind(host, port, socket.SO_REUSEADDR).close()
 
 
 class Server:
@@ -91,11 +135,7 @@ class Server:
             interceptors.append(AuthInterceptor(settings.auth_token.get_secret_value()))
         server = grpc.aio.server(
             interceptors=interceptors,
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", int(settings.reuse_port)),
-            ],
+            options=transport_options(settings),
         )
         server.add_generic_rpc_handlers(
             [
@@ -113,17 +153,22 @@ class Server:
             ]
             reflection.enable_server_reflection(names, server)
         credentials = _credentials(settings)
+        if not settings.reuse_port:  # a worker of --workers joins its group's port on purpose
+            check_port_free(settings.host, settings.port)
         if credentials is None:
             self.port = server.add_insecure_port(settings.address)
         else:
             self.port = server.add_secure_port(settings.address, credentials)
         if self.port == 0:
-            raise OSError(f"could not listen on {settings.address}")
+            raise StartupError(
+                f"--host {settings.host} --port {settings.port}: could not listen there (in use by "
+                "another process, or not an address of this machine)"
+            )
         self._server = server
         await server.start()
         if settings.metrics_port >= 0:
             self._endpoint = MetricsEndpoint(
-                self.metrics.registry, settings.metrics_host, settings.metrics_port
+                self.metrics.registry, settings.metrics_host, settings.metrics_port, settings.metrics_token()
             )
             self.metrics_port = self._endpoint.port
         info = engine.info()

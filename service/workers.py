@@ -14,6 +14,7 @@ and the parent exits 1, so that whatever supervises it restarts the group.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -31,26 +32,66 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from service.config import Settings
 from service.cpus import available_cpus
+from service.errors import StartupError
+from service.memory import memory_limit_bytes, process_bytes, processes_that_fit
 from service.metrics import MetricsEndpoint
+from service.model_store import load_spec
+from service.server import bind, check_port_free
 
 log = logging.getLogger(__name__)
 
 READY = re.compile(r"READY port=(\d+)")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# a worker on CPU holds two sessions of the model: one for batches side by side, one for a lone batch
+SESSIONS_PER_WORKER = 2
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
-    """A bound (not listening) SO_REUSEPORT socket: it fixes the port the workers will share."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
+    """A bound (not listening) SO_REUSEPORT socket: it fixes the port the workers will share.
+
+    Any process of the same user may join a SO_REUSEPORT port, so a second group (or the orphans of
+    one) would silently share the port with this one: a bind without SO_REUSEPORT first proves that
+    nothing listens there. StartupError when something does."""
+    check_port_free(host, port)
+    return bind(host, port, socket.SO_REUSEPORT)
+
+
+def follow_parent(parent_pid: int) -> None:
+    """Have the kernel send this worker SIGTERM (a drain) when its parent dies, however it dies, and
+    StartupError when the parent is already gone."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise StartupError(f"--parent-pid: prctl failed ({os.strerror(ctypes.get_errno())})")
+    if os.getppid() != parent_pid:  # it died before the signal was asked for
+        raise StartupError(f"--parent-pid {parent_pid}: the parent process is gone")
+
+
+def check_capacity(settings: Settings, cpus: int, memory_bytes: int | None, model_bytes: int) -> None:
+    """StartupError unless the machine holds settings.workers workers: each needs a CPU for its
+    event loop and batches, and the memory for its own sessions of the model."""
+    if settings.workers > cpus:
+        raise StartupError(
+            f"--workers {settings.workers}: this process may use {cpus} CPUs, and each worker needs one "
+            f"for its event loop and its batches; at most {cpus} workers fit"
+        )
+    if memory_bytes is None:
+        return
+    per_worker = process_bytes(model_bytes, SESSIONS_PER_WORKER)
+    fitting = processes_that_fit(memory_bytes, per_worker)
+    if settings.workers > fitting:
+        raise StartupError(
+            f"--workers {settings.workers}: each worker needs about {per_worker / 2**20:.0f} MiB "
+            f"(the model's {model_bytes / 2**20:.0f} MiB in {SESSIONS_PER_WORKER} sessions, and the "
+            f"process), and the memory limit is {memory_bytes / 2**20:.0f} MiB: at most "
+            f"{fitting} workers fit"
+        )
 
 
 def worker_flags(settings: Settings, port: int) -> list[str]:
     """Flags appended to a worker's command line (later flags win): its share of the CPUs."""
     share = max(1, available_cpus() // settings.workers)
     flags = ["--workers", "1", "--worker-of", str(settings.workers), "--reuse-port", "--port", str(port)]
+    flags += ["--parent-pid", str(os.getpid())]
     flags += ["--metrics-port", "-1"]
     if not settings.lone_batch_threads:
         flags += ["--lone-batch-threads", str(share)]
@@ -61,8 +102,10 @@ def worker_flags(settings: Settings, port: int) -> list[str]:
 
 def run_group(settings: Settings, argv: list[str]) -> int:
     """Start the workers, serve their summed metrics, wait for a signal, drain them all."""
-    metrics_dir = tempfile.mkdtemp(prefix="sentiment-metrics-")
+    spec = load_spec(settings.model_dir, settings.model_name, settings.model_version, settings.variant)
+    check_capacity(settings, available_cpus(), memory_limit_bytes(), spec.onnx_path.stat().st_size)
     reserved = _reserve_port(settings.host, settings.port)
+    metrics_dir = tempfile.mkdtemp(prefix="sentiment-metrics-")
     port = reserved.getsockname()[1]
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     flags = worker_flags(settings, port)
@@ -101,7 +144,9 @@ def run_group(settings: Settings, argv: list[str]) -> int:
         if settings.metrics_port >= 0:
             registry = CollectorRegistry()
             prometheus_multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-            endpoint = MetricsEndpoint(registry, settings.metrics_host, settings.metrics_port)
+            endpoint = MetricsEndpoint(
+                registry, settings.metrics_host, settings.metrics_port, settings.metrics_token()
+            )
             metrics_port = endpoint.port
         print(f"READY port={port} metrics_port={metrics_port}", flush=True)
         codes = _wait(workers, stopping, metrics_dir)

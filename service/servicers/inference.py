@@ -23,7 +23,7 @@ import grpc
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.engine import Engine
-from service.errors import InvalidInput, ModelNotFound
+from service.errors import InvalidInput, ModelNotFound, quoted
 from service.results import AttentionMode
 from service.servicers._boundary import Malformed, answer_each, deadline_of, streaming, unary
 from service.servicers._tensors import INPUT, fill_outputs, parse_bytes_tensor
@@ -32,6 +32,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_OUTPUTS = ("label", "probabilities")
 SUMMARY_OUTPUTS = ("num_tokens", "tokens", "cls_attention", "rollout")
 FULL_OUTPUTS = ("attention_weights",)
+MAX_VERSION_DIGITS = 18  # versions are int64, as in sentiment.v1
 MODES = {"none": AttentionMode.NONE, "summary": AttentionMode.SUMMARY, "full": AttentionMode.FULL}
 
 try:
@@ -64,17 +65,17 @@ def parse_parameters(request: pb.ModelInferRequest) -> Options:
     for name, parameter in request.parameters.items():
         kinds = PARAMETERS.get(name)
         if kinds is None:
-            raise InvalidInput(f"request parameter {name!r} is unknown; known: {sorted(PARAMETERS)}")
+            raise InvalidInput(f"request parameter {quoted(name)} is unknown; known: {sorted(PARAMETERS)}")
         kind = parameter.WhichOneof("parameter_choice")
         if kind not in kinds:
             wanted = " or ".join(k.removesuffix("_param") for k in kinds)
             got = (kind or "nothing").removesuffix("_param")
-            raise InvalidInput(f"request parameter {name!r} must be a {wanted}, got {got}")
+            raise InvalidInput(f"request parameter {quoted(name)} must be a {wanted}, got {got}")
         values[name] = getattr(parameter, kind)
     mode_name = values.get("attention", "none")
     mode = MODES.get(mode_name)
     if mode is None:
-        raise InvalidInput(f"parameter attention={mode_name!r} is unknown; use none, summary or full")
+        raise InvalidInput(f"parameter attention={quoted(mode_name)} is unknown; use none, summary or full")
     timeout_us = values.get("timeout")
     if timeout_us is not None and timeout_us <= 0:
         raise InvalidInput(f"parameter timeout={timeout_us} must be a positive number of microseconds")
@@ -90,11 +91,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _check_model(self, name: str, version_text: str) -> None:
         served = self.engine.info().spec.name
         if name != served:
-            raise ModelNotFound(f"unknown model {name!r}; this server serves {served!r}")
+            raise ModelNotFound(f"unknown model {quoted(name)}; this server serves {served!r}")
         if version_text:
             # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "١"
             if not (version_text.isascii() and version_text.isdigit()):
-                raise ModelNotFound(f"model version {version_text!r} is not a version number")
+                raise ModelNotFound(f"model version {quoted(version_text)} is not a version number")
+            if len(version_text) > MAX_VERSION_DIGITS:  # no such version; and int() refuses huge ones
+                raise ModelNotFound(f"model version {quoted(version_text)} does not exist")
             self.engine.check_version(int(version_text))
 
     @unary
@@ -146,13 +149,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _texts(self, request: pb.ModelInferRequest) -> list[str]:
         if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
             names = [i.name for i in request.inputs]
-            raise InvalidInput(f"expected exactly one input tensor named {INPUT!r}, got {names}")
+            raise InvalidInput(f"expected exactly one input tensor named {INPUT!r}, got {quoted(names)}")
         tensor = request.inputs[0]
         if tensor.datatype != "BYTES":
-            raise InvalidInput(f"input {INPUT!r} must have datatype BYTES, got {tensor.datatype!r}")
+            raise InvalidInput(f"input {INPUT!r} must have datatype BYTES, got {quoted(tensor.datatype)}")
         shape = list(tensor.shape)
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 0:
-            raise InvalidInput(f"input {INPUT!r} must have shape [N] (or [N, 1]), got {shape}")
+            raise InvalidInput(f"input {INPUT!r} must have shape [N] (or [N, 1]), got {quoted(shape)}")
         count = shape[0]
         # the declared count is checked before anything is parsed: a huge raw buffer costs nothing
         self.engine.check_count(count)
@@ -219,7 +222,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         unknown = [name for name in wanted if name not in available]
         if unknown:
             raise InvalidInput(
-                f"unknown or unavailable outputs {unknown}; with attention={mode.value} use {available}"
+                f"unknown or unavailable outputs {quoted(unknown)}; with attention={mode.value} use "
+                f"{available}"
             )
         results = await self.engine.predict(self._texts(request), mode, deadline, padded=True)
         spec = self.engine.info().spec
