@@ -91,6 +91,27 @@ class Metrics:
         )
         for reason in DROP_REASONS:  # every series exists from the start, at 0, for rate() and alerts
             self.dropped_texts.labels(reason)
+        self.transport_calls = Counter(
+            "sentiment_transport_calls",
+            "Calls as gRPC's transport counted them (channelz), refused ones included: started minus "
+            "sentiment_requests_total is what it turned away before the service saw it",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("started", "succeeded", "failed"):
+            self.transport_calls.labels(outcome)
+        self.connections = Gauge(
+            "sentiment_connections",
+            "Open gRPC connections (HTTP/2 handshake done)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections_limit = Gauge(
+            "sentiment_connections_limit",
+            "Most connections accepted (--max-connections per process); beyond it new ones are closed",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         # an info metric as a gauge of 1 with the model in its labels: Info has no multiprocess mode
         self.model = Gauge(
             "sentiment_model_info",

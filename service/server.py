@@ -24,6 +24,7 @@ from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInter
 from service.metrics import Metrics, MetricsEndpoint
 from service.servicers import InferenceServicer, SentimentServicer
 from service.servicers._boundary import lenient
+from service.transport import TransportStats, server_ids
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class Server:
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._endpoint: MetricsEndpoint | None = None
+        self._transport: TransportStats | None = None
         self._drain = DrainInterceptor()
         self.services = [SENTIMENT_SERVICE.full_name, INFERENCE_SERVICE.full_name]
 
@@ -133,10 +135,13 @@ class Server:
         interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics), self._drain]
         if settings.auth_token is not None:
             interceptors.append(AuthInterceptor(settings.auth_token.get_secret_value()))
+        before = server_ids()
         server = grpc.aio.server(
             interceptors=interceptors,
             options=transport_options(settings),
         )
+        (server_id,) = server_ids() - before
+        transport = self._transport = TransportStats(server_id, self.metrics)
         server.add_generic_rpc_handlers(
             [
                 generic_handler(SentimentServicer(engine), SENTIMENT_SERVICE),
@@ -181,6 +186,8 @@ class Server:
             labels=",".join(spec.labels),
         ).set(1)
         self.metrics.queue_capacity.set(settings.max_queue_size)
+        self.metrics.connections_limit.set(settings.max_connections)
+        transport.start()
         await engine.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -220,6 +227,8 @@ class Server:
         self._drain.end_watches()  # health watchers would otherwise hold shutdown open
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
+        if self._transport is not None:
+            await self._transport.stop()
         if self.engine is not None:
             await self.engine.stop()
         if self._endpoint is not None:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
-from tests.e2e.conftest import PATIENCE_S, RunningServer, launch
+from tests.e2e.conftest import PATIENCE_S, RunningServer, launch, scrape, wait_until
 
 HALF_OPEN = 500
 
@@ -96,11 +97,48 @@ def test_connections_beyond_the_limit_are_refused_until_one_closes(model_root: P
         assert running.stop() == 0, running.log()
 
 
-def test_metadata_beyond_the_limit_is_refused(limited: RunningServer) -> None:
+def metric(server: RunningServer, name: str, **labels: str) -> float:
+    return scrape(server).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def answered(server: RunningServer) -> float:
+    return sum(v for (name, _), v in scrape(server).items() if name == "sentiment_requests_total")
+
+
+def test_metadata_beyond_the_limit_is_refused_and_counted(limited: RunningServer) -> None:
     assert predict(limited.target, (("x-small", "y" * 100),)).predictions
     with pytest.raises(grpc.RpcError) as refused:
         predict(limited.target, (("x-large", "y" * 8192),))
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    # the refused call never reached the service's code, only the transport's count (polled each second)
+    wait_until(
+        "the transport's count of failed calls",
+        lambda: metric(limited, "sentiment_transport_calls_total", outcome="failed") >= 1,
+    )
+    started = metric(limited, "sentiment_transport_calls_total", outcome="started")
+    assert started - answered(limited) == 1
+
+
+def test_idle_connections_are_closed_and_open_ones_are_shown(model_root: Path, tmp_path: Path) -> None:
+    running = launch(model_root, tmp_path, "--idle-timeout-s", "1", "--max-connections", "7")
+    try:
+        assert metric(running, "sentiment_connections_limit") == 7
+        with grpc.insecure_channel(running.target) as channel:
+            stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(), timeout=PATIENCE_S
+            )
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            # a call in progress keeps the connection from being idle however long the gauge takes
+            wait_until(
+                "the open connection in the gauge", lambda: metric(running, "sentiment_connections") == 1
+            )
+            watch.cancel()
+            # no call for longer than the idle timeout: the server closes it (GOAWAY) by itself
+            wait_until("the idle connection closed", lambda: metric(running, "sentiment_connections") == 0)
+            assert stub.Predict(pb.PredictRequest(texts=["fine"]), timeout=PATIENCE_S).predictions
+    finally:
+        assert running.stop() == 0, running.log()
 
 
 def test_the_metrics_endpoint_can_ask_for_the_token(model_root: Path, tmp_path: Path) -> None:
