@@ -102,6 +102,20 @@ def test_the_peer_serves_the_same_model_with_the_same_answers(
     np.testing.assert_allclose(our_probabilities, their_probabilities, atol=1e-5)
 
 
+def test_half_open_bench_sees_the_server_close_every_held_connection(model_root: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench.half_open", "--model-dir", str(model_root), "--connections", "50",
+            "--duration", "1.5", "--server-flags", "--handshake-timeout-s 1",
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stderr.strip().splitlines()[-1])
+    assert figures["half_open"]["closed_by_server"] == 50
+    assert figures["alone"]["calls"] > 0 and figures["with_half_open"]["calls"] > 0
+
+
 @pytest.mark.long  # every load phase for two systems, and the peer's environment: minutes
 def test_report_writes_results_and_plots(model_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     result = subprocess.run(
