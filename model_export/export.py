@@ -20,7 +20,7 @@ from model_contract import OUTPUTS as CONTRACT_OUTPUTS
 from model_contract import sha256_file, versions
 from model_export.config import LABELS, Recipe
 from model_export.data import Source, Splits
-from model_export.train import History, Scores
+from model_export.train import History
 
 OPSET = 17
 INPUTS = tuple(CONTRACT_INPUTS)  # names, in the graph's order
@@ -93,8 +93,7 @@ def config_json(
     train_truncated: int,
     history: History,
     seconds: float,
-    test_scores: Scores,
-    dev_scores: Scores,
+    metrics: dict[str, Any],
 ) -> dict[str, Any]:
     """What config.json says of a model (write_config adds the checksums, the build its verification
     and int8 figures): labels, sizes, the graph's contract, the data, the training and its scores."""
@@ -130,7 +129,7 @@ def config_json(
             "history": dataclasses.asdict(history),
             "seconds": round(seconds, 1),
         },
-        "metrics": {"test": dataclasses.asdict(test_scores), "dev": dataclasses.asdict(dev_scores)},
+        "metrics": metrics,
     }
 
 

@@ -7,13 +7,26 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from model_export import plots
+from model_export.calibrate import Reliability, fit_temperature, fold_into, logits_of, reliability
 from model_export.config import LABELS, Preset, Recipe, TrainConfig
-from model_export.data import Example, Source, load_corpus, load_file, load_tweets, normalise, split
+from model_export.data import (
+    Example,
+    Source,
+    Splits,
+    load_corpus,
+    load_file,
+    normalise,
+    patient_splits,
+    split,
+    tweet_splits,
+)
 from model_export.export import config_json, publish, stage, write_config
 from model_export.model import SentimentTransformer
 from model_export.pretrained import fetch, load_encoder
@@ -21,7 +34,7 @@ from model_export.quantize import quantize
 from model_export.report import markdown
 from model_export.report import report as domain_report
 from model_export.tokenizer import encode, load_tokenizer, train_wordpiece
-from model_export.train import evaluate, train
+from model_export.train import DevSet, evaluate, train
 from model_export.verify import verify
 
 log = logging.getLogger(__name__)
@@ -42,14 +55,36 @@ def build(
     train_config: TrainConfig = recipe.train
     splits = split(examples, seed=train_config.seed)
     train_set = splits.train[: train_config.max_train_examples]
+    dev_sets = [splits.dev]
+    balanced: list[range] = []  # rows of train_set sampled per epoch, label against label
     added: list[dict[str, object]] = []  # corpora added to the training split, for config.json
-    if train_config.tweets:  # more kinds of text to learn from; dev and test stay as they were
-        tweets, tweet_source = load_tweets(cache_dir, train_config.seed)
-        held_out = {normalise(e.text) for e in splits.dev + splits.test}
-        tweets = [e for e in tweets if normalise(e.text) not in held_out]
-        train_set = train_set + tweets
-        added.append(dataclasses.asdict(tweet_source) | {"rows": len(tweets)})
-        log.info("added %d tweets to the training split (%s)", len(tweets), tweet_source.name)
+    # corpora that people wrote and labelled: training data, and their test splits real-text yardsticks
+    people = people_corpora(cache_dir, train_config, everything=data_file is None)
+    held_out = {normalise(e.text) for e in splits.dev + splits.test}
+    calibration_sets = list(dev_sets)
+    for name, (cut, corpus_source) in people.items():
+        if not wanted(name, train_config):
+            continue
+        rows = [e for e in cut.train if normalise(e.text) not in held_out]
+        balanced.append(range(len(train_set), len(train_set) + len(rows)))
+        train_set = train_set + rows
+        # the tweets' dev split is large enough to choose by; the patient reviews' only calibrates
+        if name == "tweets":
+            dev_sets.append(cut.dev)
+        calibration_sets.append(cut.dev)
+        added.append(
+            dataclasses.asdict(corpus_source)
+            | {
+                "corpus": name,
+                "rows": len(rows),
+                "rows_by_label": {n: sum(e.label == i for e in rows) for i, n in enumerate(LABELS)},
+                "dev": len(cut.dev),
+                "test": len(cut.test),
+                "near_duplicates_of_dev_or_test_dropped": cut.duplicates_dropped,
+                "sampling": "per epoch: every row of the smaller label and as many of the larger, in turn",
+            }
+        )
+        log.info("added %d %s to the training split (%s)", len(rows), name, corpus_source.name)
     log.info(
         "data %s: %d rows, %d distinct examples -> train %d, dev %d, test %d "
         "(%d duplicates and %d conflicting rows dropped; skipped %s)",
@@ -77,23 +112,33 @@ def build(
     def ids_of(items: list[Example]) -> list[list[int]]:
         return encode(tokenizer, [e.text for e in items])
 
-    train_ids, dev_ids, test_ids = ids_of(train_set), ids_of(splits.dev), ids_of(splits.test)
+    train_ids, test_ids = ids_of(train_set), ids_of(splits.test)
+    dev_pairs = [(ids_of(d), [e.label for e in d]) for d in dev_sets]
+    calibration_pairs = dev_pairs + [
+        (ids_of(d), [e.label for e in d]) for d in calibration_sets[len(dev_sets) :]
+    ]
     truncated = sum(1 for ids in train_ids if len(ids) >= train_config.max_length)
     frozen = [model.tok_embed.weight] if train_config.freeze_embeddings else []
     history = train(
         model,
         train_ids,
         [e.label for e in train_set],
-        dev_ids,
-        [e.label for e in splits.dev],
+        dev_pairs,
         train_config,
         len(LABELS),
         frozen,
         head=list(model.classifier.parameters()) if recipe.pretrained else [],
+        balanced=balanced,
     )
+    calibration = calibrate(model, calibration_pairs)
     test_scores = evaluate(model, test_ids, [e.label for e in splits.test], len(LABELS))
-    dev_scores = evaluate(model, dev_ids, [e.label for e in splits.dev], len(LABELS))
+    dev_scores = evaluate(model, dev_pairs[0][0], dev_pairs[0][1], len(LABELS))
     log.info("test accuracy %.4f, macro-F1 %.4f", test_scores.accuracy, test_scores.macro_f1)
+    metrics = {"test": dataclasses.asdict(test_scores), "dev": dataclasses.asdict(dev_scores)}
+    for name, (cut, _) in people.items():
+        scores = evaluate(model, ids_of(cut.test), [e.label for e in cut.test], len(LABELS))
+        metrics[name.replace(" ", "_") + "_test"] = dataclasses.asdict(scores)
+        log.info("%s (test split) accuracy %.4f", name, scores.accuracy)
     config = config_json(
         recipe,
         dataclasses.asdict(model.config),
@@ -103,9 +148,9 @@ def build(
         train_truncated=truncated,
         history=history,
         seconds=time.monotonic() - started,
-        test_scores=test_scores,
-        dev_scores=dev_scores,
+        metrics=metrics,
     )
+    config["calibration"] = calibration
     if added:
         config["training"]["data"]["added_to_train"] = added
     staging = stage(out, model, tokenizer, config)
@@ -118,6 +163,12 @@ def build(
         write_config(staging, config)
         plots.training_curve(history, staging / "training_curve.png")
         plots.confusion_matrix(test_scores.confusion, LABELS, staging / "confusion_matrix.png")
+        plots.reliability_diagram(
+            Reliability(**calibration["dev_before"]),
+            Reliability(**calibration["dev_after"]),
+            calibration["temperature"],
+            staging / "reliability.png",
+        )
         (staging / "metrics.json").write_text(
             json.dumps({"metrics": config["metrics"], "history": config["training"]["history"]}, indent=2)
             + "\n"
@@ -131,6 +182,42 @@ def build(
     final = publish(staging)
     log.info("wrote %s in %.0f s", final, time.monotonic() - started)
     return final
+
+
+def wanted(corpus: str, config: TrainConfig) -> bool:
+    """Whether the recipe trains on a people-labelled corpus."""
+    return config.tweets if corpus == "tweets" else config.patient_reviews
+
+
+def people_corpora(
+    cache_dir: Path, config: TrainConfig, everything: bool
+) -> dict[str, tuple[Splits, Source]]:
+    """The people-labelled corpora's fixed splits: those the recipe trains on, or all of them beside
+    the default corpus (their test splits are scored whatever the recipe)."""
+    loaders = {"tweets": tweet_splits, "patient reviews": patient_splits}
+    return {
+        name: load(cache_dir, config.seed)
+        for name, load in loaders.items()
+        if everything or wanted(name, config)
+    }
+
+
+def calibrate(model: SentimentTransformer, dev_sets: Sequence[DevSet]) -> dict[str, Any]:
+    """Fit the temperature on the dev sets pooled, fold it into the classifier, and say what it did."""
+    ids = [x for set_ids, _ in dev_sets for x in set_ids]
+    labels = [y for _, set_labels in dev_sets for y in set_labels]
+    logits = logits_of(model, ids)
+    temperature = fit_temperature(logits, labels)
+    before, after = reliability(logits, labels), reliability(logits, labels, temperature)
+    fold_into(model.classifier, temperature)
+    log.info("temperature %.3f: dev calibration error %.4f -> %.4f", temperature, before.ece, after.ece)
+    return {
+        "method": "temperature scaling on the dev splits, folded into the classifier's last layer",
+        "temperature": round(temperature, 4),
+        "dev_texts": len(labels),
+        "dev_before": dataclasses.asdict(before),
+        "dev_after": dataclasses.asdict(after),
+    }
 
 
 __all__ = ["build", "Preset"]

