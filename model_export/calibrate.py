@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from model_export.train import pad_tensors
 
 BINS = 10
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.25, 4.0
 
 
 @torch.no_grad()
@@ -52,7 +53,8 @@ def fit_temperature(logits: Tensor, labels: Sequence[int]) -> float:
         return loss  # type: ignore[no-any-return]
 
     optimizer.step(closure)  # type: ignore[no-untyped-call]
-    return float(log_t.detach().exp())
+    # a dev split the model gets wholly right would drive T towards 0 (logits without bound)
+    return min(max(float(log_t.detach().exp()), MIN_TEMPERATURE), MAX_TEMPERATURE)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Reliability:
     probability: its mean, the accuracy, the count)."""
 
     ece: float
+    nll: float  # mean negative log-likelihood, what the temperature minimises
     confidence: list[float | None]  # None: an empty bin
     accuracy: list[float | None]
     count: list[int]
@@ -75,7 +78,8 @@ def reliability(
     # the winner of two labels has at least 1/2: the bins split [1/n, 1] evenly
     low = 1.0 / logits.shape[-1]
     edges = torch.linspace(low, 1.0, bins + 1)
-    result = Reliability(0.0, [], [], [])
+    nll = float(nn.functional.cross_entropy(logits / temperature, torch.tensor(list(labels))))
+    result = Reliability(0.0, round(nll, 5), [], [], [])
     for b in range(bins):
         upper = confidence <= edges[b + 1] if b == bins - 1 else confidence < edges[b + 1]
         inside = (confidence >= edges[b]) & upper

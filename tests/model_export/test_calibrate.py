@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model_export.calibrate import fit_temperature, fold_into, reliability
+from model_export.calibrate import MIN_TEMPERATURE, fit_temperature, fold_into, reliability
 
 
 def overconfident(count: int = 4000, temperature: float = 3.0) -> tuple[torch.Tensor, list[int]]:
@@ -29,6 +29,12 @@ def test_calibration_error_falls_and_predictions_stay() -> None:
     assert sum(before.count) == sum(after.count) == len(labels)
     assert all(c is None or 0.5 <= c <= 1 for c in after.confidence)
     assert torch.equal((logits / temperature).argmax(-1), logits.argmax(-1))
+
+
+def test_a_dev_split_wholly_right_cannot_scale_the_logits_without_bound() -> None:
+    # small logits, all on the right side: the likelihood keeps rising as T falls
+    logits = torch.tensor([[0.2, -0.2], [-0.3, 0.3]] * 50)
+    assert fit_temperature(logits, [0, 1] * 50) == MIN_TEMPERATURE
 
 
 def test_folding_divides_the_last_layer_output() -> None:

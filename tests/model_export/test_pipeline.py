@@ -47,7 +47,9 @@ def test_model_directory_contract(model_dir: Path) -> None:
     assert patients["count"] == sum(map(sum, patients["confusion"])) > 50
     calibration = config["calibration"]
     assert calibration["temperature"] > 0 and calibration["dev_texts"] == config["training"]["data"]["dev"]
-    assert calibration["dev_after"]["ece"] <= calibration["dev_before"]["ece"] + 1e-4
+    # the temperature minimises the likelihood loss on dev (the error in bins may move either way)
+    assert calibration["dev_after"]["nll"] <= calibration["dev_before"]["nll"] + 1e-4
+    assert 0 <= calibration["dev_after"]["ece"] <= 1
     meta = {p.key: p.value for p in onnx.load(str(model_dir / "model.onnx")).metadata_props}
     assert json.loads(meta["labels"]) == list(LABELS)
     assert int(meta["max_length"]) == config["max_length"]
