@@ -32,6 +32,16 @@ def predict(target: str, metadata: tuple[tuple[str, str], ...] = ()) -> pb.Predi
         return response
 
 
+def served(target: str) -> bool:
+    """Whether a call on a new connection is answered; False when the server refuses it."""
+    try:
+        return bool(predict(target).predictions)
+    except grpc.RpcError as err:
+        if err.code() is grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+            return False
+        raise
+
+
 def half_open(server: RunningServer, count: int, stack: ExitStack) -> list[socket.socket]:
     """`count` TCP connections that never send the HTTP/2 preface."""
     sockets = []
@@ -92,7 +102,8 @@ def test_connections_beyond_the_limit_are_refused_until_one_closes(model_root: P
             assert refused.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
             for sock in held:
                 sock.close()
-        assert predict(running.target).predictions
+        # the server notices the closes on its own time: until then a new connection is still refused
+        wait_until("a connection accepted once the held ones closed", lambda: served(running.target))
     finally:
         assert running.stop() == 0, running.log()
 
