@@ -52,6 +52,26 @@ def caller(target: str, duration_s: float) -> dict[str, float]:
     }
 
 
+def closes(sockets: list[socket.socket], limit_s: float) -> list[float]:
+    """Seconds from now until the server closed each socket (EOF or reset on its read end), for
+    those it closed within limit_s; closes each one it closed."""
+    began = time.monotonic()
+    open_ = {sock.fileno(): sock for sock in sockets}
+    closed_after_s: list[float] = []
+    while open_ and time.monotonic() - began < limit_s:
+        readable, _, _ = select.select(list(open_.values()), [], [], 0.1)
+        for sock in readable:
+            try:
+                data = sock.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                closed_after_s.append(time.monotonic() - began)
+                del open_[sock.fileno()]
+                sock.close()
+    return closed_after_s
+
+
 class HalfOpen(threading.Thread):
     """Opens `count` connections that never send a byte and notes when the server closes each."""
 
@@ -61,24 +81,12 @@ class HalfOpen(threading.Thread):
         self.closed_after_s: list[float] = []
 
     def run(self) -> None:
-        began = time.monotonic()
-        sockets = {}
-        for _ in range(self.count):
-            sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-            sockets[sock.fileno()] = sock
-        while sockets and time.monotonic() - began < self.limit_s:
-            readable, _, _ = select.select(list(sockets.values()), [], [], 0.1)
-            for sock in readable:
-                try:
-                    data = sock.recv(4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    self.closed_after_s.append(time.monotonic() - began)
-                    del sockets[sock.fileno()]
-                    sock.close()
-        for sock in sockets.values():
-            sock.close()
+        sockets = [socket.create_connection(("127.0.0.1", self.port), timeout=30) for _ in range(self.count)]
+        try:
+            self.closed_after_s = closes(sockets, self.limit_s)
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 def main() -> None:

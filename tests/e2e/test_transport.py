@@ -3,9 +3,7 @@ and the metrics endpoint can ask for the token."""
 
 from __future__ import annotations
 
-import select
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.half_open import closes
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
 from tests.e2e.conftest import PATIENCE_S, RunningServer, launch, scrape, wait_until
@@ -53,18 +52,7 @@ def half_open(server: RunningServer, count: int, stack: ExitStack) -> list[socke
 
 def closed_by_server(sockets: list[socket.socket], timeout_s: float) -> int:
     """How many of the sockets the server closed (their read ends) within timeout_s."""
-    open_ = {sock.fileno(): sock for sock in sockets}
-    deadline = time.monotonic() + timeout_s
-    while open_ and time.monotonic() < deadline:
-        readable, _, _ = select.select(list(open_.values()), [], [], 0.1)
-        for sock in readable:
-            try:
-                data = sock.recv(4096)
-            except OSError:
-                data = b""
-            if not data:  # EOF or reset: the server let go of it
-                del open_[sock.fileno()]
-    return len(sockets) - len(open_)
+    return len(closes(sockets, timeout_s))
 
 
 @pytest.fixture
