@@ -61,7 +61,7 @@ def build(
     # corpora that people wrote and labelled: training data, and their test splits real-text yardsticks
     people = people_corpora(cache_dir, train_config, everything=data_file is None)
     held_out = {normalise(e.text) for e in splits.dev + splits.test}
-    calibration_sets = list(dev_sets)
+    calibration_only: list[list[Example]] = []  # dev splits too small to choose by
     for name, (cut, corpus_source) in people.items():
         if not wanted(name, train_config):
             continue
@@ -69,9 +69,7 @@ def build(
         balanced.append(range(len(train_set), len(train_set) + len(rows)))
         train_set = train_set + rows
         # the tweets' dev split is large enough to choose by; the patient reviews' only calibrates
-        if name == "tweets":
-            dev_sets.append(cut.dev)
-        calibration_sets.append(cut.dev)
+        (dev_sets if name == "tweets" else calibration_only).append(cut.dev)
         added.append(
             dataclasses.asdict(corpus_source)
             | {
@@ -114,9 +112,7 @@ def build(
 
     train_ids, test_ids = ids_of(train_set), ids_of(splits.test)
     dev_pairs = [(ids_of(d), [e.label for e in d]) for d in dev_sets]
-    calibration_pairs = dev_pairs + [
-        (ids_of(d), [e.label for e in d]) for d in calibration_sets[len(dev_sets) :]
-    ]
+    calibration_pairs = dev_pairs + [(ids_of(d), [e.label for e in d]) for d in calibration_only]
     truncated = sum(1 for ids in train_ids if len(ids) >= train_config.max_length)
     frozen = [model.tok_embed.weight] if train_config.freeze_embeddings else []
     history = train(
