@@ -30,8 +30,6 @@ class Scores:
     macro_f1: float
     confusion: list[list[int]]
     count: int
-    each: list[float] = field(default_factory=list)  # accuracy of each dev set, when pooled from several
-    selection: float = 0.0  # what model selection compares (mean_accuracy)
 
     def balanced_accuracy(self) -> float:
         """The mean over labels of the share of that label's texts predicted right."""
@@ -116,23 +114,39 @@ def evaluate(model: nn.Module, ids: Sequence[Sequence[int]], labels: Sequence[in
 DevSet = tuple[Sequence[Sequence[int]], Sequence[int]]  # token ids, labels
 
 
-def mean_accuracy(model: nn.Module, dev_sets: Sequence[DevSet], n: int) -> Scores:
-    """Scores on all dev sets pooled, except the accuracy (the mean of each set's) and the selection
-    score (the mean of each set's balanced accuracy): every corpus counts the same in model
-    selection however many texts it has, and a corpus where one label is rare cannot reward a model
-    for leaning towards the common one."""
+@dataclass
+class DevScores:
+    """Scores of several dev sets: pooled, and each set's own."""
+
+    pooled: Scores
+    parts: list[Scores]
+
+    @property
+    def accuracy(self) -> float:
+        """The mean of each set's accuracy: every corpus counts the same, however many texts it has."""
+        return sum(p.accuracy for p in self.parts) / len(self.parts)
+
+    @property
+    def each(self) -> list[float]:
+        return [round(p.accuracy, 4) for p in self.parts]
+
+    @property
+    def selection(self) -> float:
+        """What model selection compares: the mean of each set's balanced accuracy, so that a corpus
+        where one label is rare cannot reward a model for leaning towards the common one."""
+        return sum(p.balanced_accuracy() for p in self.parts) / len(self.parts)
+
+
+def mean_accuracy(model: nn.Module, dev_sets: Sequence[DevSet], n: int) -> DevScores:
+    """Every dev set predicted in one pass, scored pooled and one by one."""
     ids = [x for set_ids, _ in dev_sets for x in set_ids]
     truth = [y for _, labels in dev_sets for y in labels]
     predicted = predict(model, ids)
-    pooled = Scores.from_predictions(truth, predicted, n)
     parts, start = [], 0
     for set_ids, labels in dev_sets:
         parts.append(Scores.from_predictions(labels, predicted[start : start + len(set_ids)], n))
         start += len(set_ids)
-    pooled.accuracy = sum(p.accuracy for p in parts) / len(parts)
-    pooled.each = [round(p.accuracy, 4) for p in parts]
-    pooled.selection = sum(p.balanced_accuracy() for p in parts) / len(parts)
-    return pooled
+    return DevScores(Scores.from_predictions(truth, predicted, n), parts)
 
 
 class BalancedEpochs:
@@ -270,7 +284,7 @@ def train(
         scores = mean_accuracy(model, dev_sets, num_labels)
         history.train_loss.append(total_loss / max(1, len(epoch_batches)))
         history.dev_accuracy.append(scores.accuracy)
-        history.dev_macro_f1.append(scores.macro_f1)
+        history.dev_macro_f1.append(scores.pooled.macro_f1)
         history.dev_accuracy_each.append(scores.each)
         history.dev_selection.append(round(scores.selection, 4))
         history.epoch_seconds.append(time.monotonic() - started)

@@ -76,7 +76,7 @@ def test_model_selection_weighs_each_dev_set_alike() -> None:
     large = ([[1]] * 98, [0] * 98)  # all right
     scores = mean_accuracy(Fixed(), [small, large], 2)
     assert scores.accuracy == pytest.approx(0.75)  # (0.5 + 1.0) / 2, not 99 of 100
-    assert scores.count == 100 and scores.confusion == [[99, 1], [0, 0]]
+    assert scores.pooled.count == 100 and scores.pooled.confusion == [[99, 1], [0, 0]]
     # a set where label 1 is rare: answering 0 throughout is 90% accurate but only half balanced
     rare = ([[1]] * 9 + [[1]], [0] * 9 + [1])
     leaning = mean_accuracy(Fixed(), [rare], 2)
