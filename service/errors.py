@@ -1,8 +1,11 @@
-"""The service's errors. They know nothing of any transport: the servicer boundary
-(service/servicers/_boundary.py) holds the one table from error to gRPC status code.
+"""The service's errors. They know nothing of any transport: service/status.py holds the one table
+from error to gRPC status code and HTTP status, which both front doors read.
 
 ServiceError
 ├── InvalidInput       the request can never succeed as it is
+│   └── UnsupportedMediaType   an HTTP body of a content type the endpoint does not take
+├── PayloadTooLarge    a request body over the size limit (HTTP; gRPC's transport refuses its own)
+├── ReadTimeout        the caller sent its request too slowly (HTTP)
 ├── ModelNotFound      no such model or version
 ├── QueueFull          overloaded now: retry later
 ├── DeadlineExpired    the caller's deadline passed
@@ -24,6 +27,18 @@ class ServiceError(Exception):
 
 class InvalidInput(ServiceError):
     """The request can never succeed as it is (INVALID_ARGUMENT)."""
+
+
+class UnsupportedMediaType(InvalidInput):
+    """An HTTP body whose content type or encoding the endpoint does not take."""
+
+
+class PayloadTooLarge(ServiceError):
+    """A request body larger than the server accepts; refused before it is read."""
+
+
+class ReadTimeout(ServiceError):
+    """The request was not received whole in time (a slow or stalled sender)."""
 
 
 class ModelNotFound(ServiceError):

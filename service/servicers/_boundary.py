@@ -1,4 +1,4 @@
-"""Where service errors become gRPC statuses: one wrapper per RPC kind, one table (errors.py)."""
+"""Where service errors become gRPC statuses: one wrapper per RPC kind, one table (service/status.py)."""
 
 from __future__ import annotations
 
@@ -12,36 +12,17 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from service.errors import (
-    DeadlineExpired,
-    InvalidInput,
-    ModelNotFound,
-    NotServing,
-    QueueFull,
-    RuntimeFailure,
-    ServiceError,
-    Unauthenticated,
-)
+from service.errors import DeadlineExpired, InvalidInput, ServiceError
 from service.servicers._streams import answer_stream
+from service.status import status_of
 
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
 
-# the one table from the core's errors to the status code the caller receives
-STATUS: dict[type[ServiceError], grpc.StatusCode] = {
-    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    ModelNotFound: grpc.StatusCode.NOT_FOUND,
-    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
-    NotServing: grpc.StatusCode.UNAVAILABLE,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    RuntimeFailure: grpc.StatusCode.INTERNAL,
-}
-
 
 def code_of(err: ServiceError) -> grpc.StatusCode:
-    return STATUS.get(type(err), grpc.StatusCode.INTERNAL)
+    return status_of(err).grpc
 
 
 Req = TypeVar("Req")
@@ -127,7 +108,7 @@ def streaming(
     return wrapper
 
 
-def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
+def failure_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status a failed request inside a stream reports."""
     if isinstance(err, ServiceError):
         return code_of(err), err.message
@@ -150,7 +131,7 @@ async def answer_each(
                 raise InvalidInput(request.description)
             return await handle(request)
         except Exception as err:
-            code, text = status_of(err)
+            code, text = failure_of(err)
             return failed(request, code, text)
 
     async for response in answer_stream(requests, answer, draining):

@@ -1,4 +1,4 @@
-"""The core knows nothing of gRPC; the servicer boundary maps every error to one status code."""
+"""The core knows nothing of gRPC; one table maps every error to its gRPC code and HTTP status."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 import grpc
 
 from service import errors
-from service.servicers._boundary import STATUS, code_of
+from service.servicers._boundary import code_of
+from service.status import STATUS, status_of
 
 
 def test_the_core_imports_no_grpc() -> None:
@@ -27,3 +28,15 @@ def test_every_service_error_has_its_status_code() -> None:
     assert code_of(errors.QueueFull("full")) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert code_of(errors.NotServing("draining")) == grpc.StatusCode.UNAVAILABLE
     assert len(set(STATUS.values())) == len(STATUS)
+    # a kind without its own row takes its nearest ancestor's
+    narrower = type("Narrower", (errors.QueueFull,), {})
+    assert status_of(narrower("full")).http == 429
+
+
+def test_http_statuses_are_the_documented_ones() -> None:
+    http = {kind.__name__: status.http for kind, status in STATUS.items()}
+    assert http == {
+        "InvalidInput": 400, "UnsupportedMediaType": 415, "PayloadTooLarge": 413, "ReadTimeout": 408,
+        "ModelNotFound": 404, "QueueFull": 429, "DeadlineExpired": 504, "NotServing": 503,
+        "Unauthenticated": 401, "RuntimeFailure": 500,
+    }  # fmt: skip
