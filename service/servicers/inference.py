@@ -82,13 +82,17 @@ def parse_parameters(request: pb.ModelInferRequest) -> Options:
     return Options(mode, values.get("typed_output", False), None if timeout_us is None else timeout_us / 1e6)
 
 
+def server_metadata() -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name="sentiment-service", version=SERVER_VERSION, extensions=[])
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Thin: converts tensors to texts, calls the engine, converts predictions to tensors."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def _check_model(self, name: str, version_text: str) -> None:
+    def check_model(self, name: str, version_text: str) -> None:
         served = self.engine.info().spec.name
         if name != served:
             raise ModelNotFound(f"unknown model {quoted(name)}; this server serves {served!r}")
@@ -110,20 +114,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
-        self._check_model(request.name, request.version)
+        self.check_model(request.name, request.version)
         return pb.ModelReadyResponse(ready=self.engine.ready)
 
     @unary
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="sentiment-service", version=SERVER_VERSION, extensions=[])
+        return server_metadata()
 
     @unary
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
-        self._check_model(request.name, request.version)
+        return self.model_metadata(request)
+
+    def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        self.check_model(request.name, request.version)
         spec = self.engine.info().spec
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
@@ -183,7 +190,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
-        return await self._infer(request, deadline_of(context))
+        return await self.infer(request, deadline_of(context))
 
     @streaming
     async def ModelStreamInfer(
@@ -192,7 +199,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         deadline = deadline_of(context)
 
         async def handle(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
-            return pb.ModelStreamInferResponse(infer_response=await self._infer(request, deadline))
+            return pb.ModelStreamInferResponse(infer_response=await self.infer(request, deadline))
 
         def failed(
             request: pb.ModelInferRequest | Malformed, code: grpc.StatusCode, text: str
@@ -206,8 +213,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async for response in answer_each(request_iterator, handle, failed, self.engine.draining):
             yield response
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
-        self._check_model(request.model_name, request.model_version)
+    async def infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
+        """The answer to one inference request; ServiceError when it cannot be answered (the gRPC
+        methods and the HTTP endpoints both call this)."""
+        self.check_model(request.model_name, request.model_version)
         options = parse_parameters(request)
         mode, typed = options.mode, options.typed
         if options.timeout_s is not None:

@@ -73,7 +73,9 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def _predict(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse:
+    async def predict(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse:
+        """The answer to one request; ServiceError when it cannot be answered (both front doors call
+        this: the gRPC methods below and the HTTP endpoints)."""
         engine = self.engine
         engine.check_version(request.model_version)
         mode = attention_mode(request.attention)
@@ -92,16 +94,23 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
 
     @unary
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
-        return await self._predict(request, deadline_of(context))
+        return await self.predict(request, deadline_of(context))
 
     @streaming
     async def PredictStream(
         self, request_iterator: AsyncIterator[pb.PredictStreamRequest], context: Context
     ) -> AsyncIterator[pb.PredictStreamResponse]:
-        deadline = deadline_of(context)
+        async for response in self.predict_each(request_iterator, deadline_of(context)):
+            yield response
+
+    async def predict_each(
+        self, requests: AsyncIterator[pb.PredictStreamRequest | Malformed], deadline: float | None
+    ) -> AsyncIterator[pb.PredictStreamResponse]:
+        """A stream's answers, each tagged with its request's id; a request that fails is answered with
+        its error and the stream goes on."""
 
         async def handle(message: pb.PredictStreamRequest) -> pb.PredictStreamResponse:
-            response = await self._predict(message.request, deadline)
+            response = await self.predict(message.request, deadline)
             return pb.PredictStreamResponse(request_id=message.request_id, response=response)
 
         def failed(
@@ -111,13 +120,16 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             error = pb.StreamError(code=code.value[0], message=text)
             return pb.PredictStreamResponse(request_id=request_id, error=error)
 
-        async for response in answer_each(request_iterator, handle, failed, self.engine.draining):
+        async for response in answer_each(requests, handle, failed, self.engine.draining):
             yield response
 
     @unary
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: Context
     ) -> pb.GetModelInfoResponse:
+        return self.model_info(request)
+
+    def model_info(self, request: pb.GetModelInfoRequest) -> pb.GetModelInfoResponse:
         self.engine.check_version(request.model_version)
         info = self.engine.info()
         spec = info.spec
