@@ -138,7 +138,7 @@ class MetricsInterceptor(_Cached):
     def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         name = method.lstrip("/")
         metrics = self.metrics
-        seconds = metrics.request_seconds.labels(name)
+        seconds = metrics.request_seconds.labels(name, "grpc")
         counters: dict[str, Any] = {}
 
         def begin() -> float:
@@ -150,7 +150,7 @@ class MetricsInterceptor(_Cached):
             code = _code_name(context, error)
             counter = counters.get(code)
             if counter is None:
-                counter = counters[code] = metrics.requests.labels(name, code)
+                counter = counters[code] = metrics.requests.labels(name, code, "grpc")
             counter.inc()
             seconds.observe(time.perf_counter() - started)
 
@@ -218,6 +218,16 @@ class DrainInterceptor(_Cached):
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
+    def begin(self) -> None:
+        """Accepted work starts (a gRPC call, or an HTTP request: service/http)."""
+        self._work += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self._work -= 1
+        if not self._work:
+            self._idle.set()
+
     def end_watches(self) -> None:
         """Close every open health watch stream (their last message said NOT_SERVING)."""
         self._draining.set()
@@ -238,13 +248,7 @@ class DrainInterceptor(_Cached):
 
             return _rebuild(handler, wrap_watch, wrap_watch)
 
-        def begin() -> None:
-            self._work += 1
-            self._idle.clear()
-
         def end(_: None, context: Context, error: BaseException | None) -> None:
-            self._work -= 1
-            if not self._work:
-                self._idle.set()
+            self.end()
 
-        return _observed(handler, begin, end)
+        return _observed(handler, self.begin, end)

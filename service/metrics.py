@@ -37,19 +37,23 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "sentiment_requests",
-            "RPCs answered, by method and gRPC status code",
-            ["method", "code"],
+            "Calls answered, by method, status code and protocol (grpc, or http: named after the gRPC "
+            "method each endpoint stands for, with the gRPC code of its HTTP status)",
+            ["method", "code", "protocol"],
             registry=r,
         )
         self.request_seconds = Histogram(
             "sentiment_request_duration_seconds",
-            "Time to answer an RPC",
-            ["method"],
+            "Time to answer a call",
+            ["method", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.in_flight = Gauge(
-            "sentiment_in_flight_requests", "RPCs being answered now", registry=r, multiprocess_mode="livesum"
+            "sentiment_in_flight_requests",
+            "Calls being answered now (gRPC and HTTP)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.queue_wait_seconds = Histogram(
             "sentiment_queue_wait_seconds",
@@ -122,13 +126,14 @@ class Metrics:
         )
 
     def answered(self) -> dict[str, dict[str, int]]:
-        """RPCs answered so far: {method: {status code: count}}."""
+        """Calls answered so far, both protocols together: {method: {status code: count}}."""
         counts: dict[str, dict[str, int]] = {}
         for family in self.requests.collect():
             for sample in family.samples:
                 if sample.name.endswith("_total"):
                     by_code = counts.setdefault(sample.labels["method"], {})
-                    by_code[sample.labels["code"]] = int(sample.value)
+                    code = sample.labels["code"]
+                    by_code[code] = by_code.get(code, 0) + int(sample.value)
         return counts
 
     def batch_done(self, size: int, padded_length: int, real_tokens: int, seconds: float) -> None:

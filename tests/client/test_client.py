@@ -117,7 +117,7 @@ def test_errors_become_sdk_exceptions(server: RunningServer) -> None:
 
 def test_invalid_input_is_never_retried(server: RunningServer) -> None:
     def count(code: str, method: str = "Predict") -> float:
-        labels = (("code", code), ("method", f"sentiment.v1.SentimentService/{method}"))
+        labels = (("code", code), ("method", f"sentiment.v1.SentimentService/{method}"), ("protocol", "grpc"))
         return scrape(server).get(("sentiment_requests_total", labels), 0)
 
     before = count("INVALID_ARGUMENT")

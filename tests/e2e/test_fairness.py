@@ -31,7 +31,7 @@ def answered(server: object, method: str = PREDICT) -> dict[str, int]:
     return {
         code: int(n)
         for code in ("OK", "DEADLINE_EXCEEDED", "CANCELLED", "INVALID_ARGUMENT")
-        if (n := sample(server, "sentiment_requests_total", method=method, code=code))
+        if (n := sample(server, "sentiment_requests_total", method=method, code=code, protocol="grpc"))
     }
 
 

@@ -148,10 +148,16 @@ async def test_a_full_queue_refuses_at_once_then_every_accepted_call_is_answered
             assert len((await predict()).predictions) == 8
             await eventually(
                 "the calls counted",
-                lambda: sample(server, "sentiment_requests_total", method=PREDICT, code="OK") == 6,
+                lambda: (
+                    sample(server, "sentiment_requests_total", method=PREDICT, code="OK", protocol="grpc")
+                    == 6
+                ),
             )
             assert sample(server, "sentiment_queue_depth") == 0
-    assert sample(server, "sentiment_requests_total", method=PREDICT, code="RESOURCE_EXHAUSTED") == 4
+    assert (
+        sample(server, "sentiment_requests_total", method=PREDICT, code="RESOURCE_EXHAUSTED", protocol="grpc")
+        == 4
+    )
     assert sample(server, "sentiment_dropped_texts_total", reason="queue_full") == 3 * 8 + 1
     assert sample(server, "sentiment_texts_total") == 6 * 8  # every accepted text, each once
 
@@ -176,7 +182,14 @@ async def test_calls_expired_or_cancelled_while_queued_are_dropped_not_computed(
             await eventually(
                 "the stream ended on the server",
                 lambda: (
-                    sample(server, "sentiment_requests_total", method=stream_method, code="CANCELLED") == 1
+                    sample(
+                        server,
+                        "sentiment_requests_total",
+                        method=stream_method,
+                        code="CANCELLED",
+                        protocol="grpc",
+                    )
+                    == 1
                 ),
             )
             late = await asyncio.gather(
@@ -187,7 +200,14 @@ async def test_calls_expired_or_cancelled_while_queued_are_dropped_not_computed(
             await eventually(
                 "the late calls ended on the server",
                 lambda: (
-                    sample(server, "sentiment_requests_total", method=PREDICT, code="DEADLINE_EXCEEDED") == 10
+                    sample(
+                        server,
+                        "sentiment_requests_total",
+                        method=PREDICT,
+                        code="DEADLINE_EXCEEDED",
+                        protocol="grpc",
+                    )
+                    == 10
                 ),
             )
             runtime.release()

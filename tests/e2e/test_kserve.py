@@ -241,7 +241,7 @@ def test_v2_calls_share_the_metrics_under_their_own_method(v2_stub, server: Runn
     v2_stub.ModelInfer(request(["counted"]))
     key = (
         "sentiment_requests_total",
-        (("code", "OK"), ("method", "inference.GRPCInferenceService/ModelInfer")),
+        (("code", "OK"), ("method", "inference.GRPCInferenceService/ModelInfer"), ("protocol", "grpc")),
     )
     # the interceptor counts a call just after its answer leaves
     wait_until("the call counted", lambda: scrape(server).get(key, 0) >= 1)

@@ -57,8 +57,8 @@ def test_reflection_describes_the_api(server: RunningServer) -> None:
 
 
 def test_metrics_move_with_real_calls(server: RunningServer, stub) -> None:
-    predict = (("code", "OK"), ("method", f"{SERVICE}/Predict"))
-    invalid = (("code", "INVALID_ARGUMENT"), ("method", f"{SERVICE}/Predict"))
+    predict = (("code", "OK"), ("method", f"{SERVICE}/Predict"), ("protocol", "grpc"))
+    invalid = (("code", "INVALID_ARGUMENT"), ("method", f"{SERVICE}/Predict"), ("protocol", "grpc"))
     before = scrape(server)
     for _ in range(3):
         stub.Predict(pb.PredictRequest(texts=["good film", "bad film", "fine"]))
@@ -83,7 +83,13 @@ def test_metrics_move_with_real_calls(server: RunningServer, stub) -> None:
     assert 1 <= moved("sentiment_batch_size_count") <= 9
     assert moved("sentiment_batch_size_sum") == 9
     assert moved("sentiment_queue_wait_seconds_count") == 9
-    assert moved("sentiment_request_duration_seconds_count", (("method", f"{SERVICE}/Predict"),)) == 4
+    assert (
+        moved(
+            "sentiment_request_duration_seconds_count",
+            (("method", f"{SERVICE}/Predict"), ("protocol", "grpc")),
+        )
+        == 4
+    )
     assert moved("sentiment_batch_padding_ratio_count") >= 1
     assert after[("sentiment_queue_depth", ())] == 0
     info = [key for key in after if key[0] == "sentiment_model_info"]

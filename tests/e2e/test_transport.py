@@ -101,7 +101,11 @@ def metric(server: RunningServer, name: str, **labels: str) -> float:
 
 
 def answered(server: RunningServer) -> float:
-    return sum(v for (name, _), v in scrape(server).items() if name == "sentiment_requests_total")
+    return sum(
+        v
+        for (name, labels), v in scrape(server).items()
+        if name == "sentiment_requests_total" and ("protocol", "grpc") in labels
+    )
 
 
 def test_metadata_beyond_the_limit_is_refused_and_counted(limited: RunningServer) -> None:

@@ -34,7 +34,7 @@ async def test_two_workers_share_the_port_sum_their_metrics_and_drain_together(
         cpus = len(os.sched_getaffinity(0))
         assert info.workers == 2 and info.available_cpus == cpus
         assert info.max_concurrent_batches == max(1, cpus // 2) and info.intra_op_threads == 1
-        ok = ("sentiment_requests_total", (("code", "OK"), ("method", PREDICT)))
+        ok = ("sentiment_requests_total", (("code", "OK"), ("method", PREDICT), ("protocol", "grpc")))
         # one endpoint, the workers' counts summed (each counts a call just after its answer leaves)
         wait_until("24 calls counted", lambda: scrape(running).get(ok, 0) >= 24)
         assert scrape(running)[ok] == 24
