@@ -47,7 +47,8 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    print(f"READY port={server.port} metrics_port={server.metrics_port}", flush=True)
+    ports = f"port={server.port} metrics_port={server.metrics_port} http_port={server.http_port}"
+    print(f"READY {ports}", flush=True)
     await stopping.wait()
     log.info("signal received: draining for up to %.1f s", settings.grace_period_s)
     await server.stop()

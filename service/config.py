@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     """Address to listen on for gRPC."""
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one (logged)."""
+    http_port: int = Field(8080, ge=-1, le=65535)
+    """HTTP port (KServe v2 over HTTP, /v1/predict, the playground page at /) on --host, beside gRPC;
+    0 picks a free one (logged), -1 turns HTTP off."""
+    http_read_timeout_s: float = Field(30.0, gt=0.0)
+    """An HTTP request body (or, for a stream, each next line) must arrive within this long, else 408;
+    the request line and headers must arrive within --handshake-timeout-s."""
+    http_keepalive_timeout_s: int = Field(30, ge=1)
+    """An HTTP/1.1 connection with no request for this long is closed."""
     metrics_host: str = "0.0.0.0"
     """Address of the Prometheus metrics HTTP endpoint."""
     metrics_port: int = Field(9100, ge=-1, le=65535)
@@ -141,8 +149,12 @@ class Settings(BaseSettings):
             )
         if self.metrics_auth and self.auth_token is None:
             raise ValueError("--metrics-auth asks scrapers for the --auth-token, which is not set: set both")
-        if self.metrics_port > 0 and self.metrics_port == self.port:
-            raise ValueError(f"--metrics-port and --port are both {self.port}: give them different ports")
+        ports = {"--port": self.port, "--metrics-port": self.metrics_port, "--http-port": self.http_port}
+        taken: dict[int, str] = {}
+        for flag, number in ports.items():
+            if number > 0 and number in taken:
+                raise ValueError(f"{taken[number]} and {flag} are both {number}: give them different ports")
+            taken[number] = flag
         if self.drain_delay_s > self.grace_period_s:
             raise ValueError(
                 f"--drain-delay-s ({self.drain_delay_s:g}) is longer than --grace-period-s "

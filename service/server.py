@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 from typing import Any
 
 import grpc
@@ -20,6 +21,8 @@ from service.assembly import build_engine
 from service.config import Settings
 from service.engine import Engine
 from service.errors import StartupError
+from service.http.app import Front, Limits, build_app
+from service.http.front import HttpFront
 from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInterceptor
 from service.metrics import Metrics, MetricsEndpoint
 from service.servicers import InferenceServicer, SentimentServicer
@@ -83,9 +86,9 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def bind(host: str, port: int, option: int) -> socket.socket:
+def bind(host: str, port: int, option: int, flag: str = "--port") -> socket.socket:
     """A TCP socket with the socket option `option` on, bound to host:port; StartupError naming the
-    flags when the address is taken or is not this machine's."""
+    flags (`flag` for the port) when the address is taken or is not this machine's."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, option, 1)
@@ -93,18 +96,18 @@ def bind(host: str, port: int, option: int) -> socket.socket:
     except OSError as err:
         sock.close()
         raise StartupError(
-            f"--host {host} --port {port}: {err.strerror or err} (another server, or another group of "
+            f"--host {host} {flag} {port}: {err.strerror or err} (another server, or another group of "
             "workers, already serves it?)"
         ) from err
     return sock
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, flag: str = "--port") -> None:
     """StartupError when something listens on host:port already (port 0 is always free): a bind
     without SO_REUSEPORT fails beside any listener, SO_REUSEPORT ones included; SO_REUSEADDR lets
     it past connections of an earlier server still in TIME_WAIT."""
     if port:
-        bind(host, port, socket.SO_REUSEADDR).close()
+        bind(host, port, socket.SO_REUSEADDR, flag).close()
 
 
 class Server:
@@ -117,6 +120,9 @@ class Server:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
+        self.serving = False  # what grpc.health says of the whole server; HTTP readiness follows it
+        self._http: HttpFront | None = None
         self._server: grpc.aio.Server | None = None
         self._endpoint: MetricsEndpoint | None = None
         self._transport: TransportStats | None = None
@@ -124,6 +130,7 @@ class Server:
         self.services = [SENTIMENT_SERVICE.full_name, INFERENCE_SERVICE.full_name]
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        self.serving = status == health_pb2.HealthCheckResponse.SERVING
         for service in ("", *self.services):
             await self.health.set(service, status)
 
@@ -142,11 +149,9 @@ class Server:
         )
         (server_id,) = server_ids() - before
         transport = self._transport = TransportStats(server_id, self.metrics)
+        sentiment, inference = SentimentServicer(engine), InferenceServicer(engine)
         server.add_generic_rpc_handlers(
-            [
-                generic_handler(SentimentServicer(engine), SENTIMENT_SERVICE),
-                generic_handler(InferenceServicer(engine), INFERENCE_SERVICE),
-            ]
+            [generic_handler(sentiment, SENTIMENT_SERVICE), generic_handler(inference, INFERENCE_SERVICE)]
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -171,6 +176,10 @@ class Server:
             )
         self._server = server
         await server.start()
+        if settings.http_port >= 0:
+            self._http = self._http_front(sentiment, inference)
+            await self._http.start()
+            self.http_port = self._http.port
         if settings.metrics_port >= 0:
             self._endpoint = MetricsEndpoint(
                 self.metrics.registry, settings.metrics_host, settings.metrics_port, settings.metrics_token()
@@ -191,14 +200,38 @@ class Server:
         await engine.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s version %d on %s:%d (%s, metrics port %s)",
+            "serving %s version %d on %s:%d (%s, HTTP port %s, metrics port %s)",
             spec.name,
             spec.version,
             settings.host,
             self.port,
             info.provider,
+            self.http_port,
             self.metrics_port,
         )
+
+    def _http_front(self, sentiment: SentimentServicer, inference: InferenceServicer) -> HttpFront:
+        """The HTTP front door over the same servicers, limits, token, TLS and drain as gRPC."""
+        settings = self.settings
+        token = None if settings.auth_token is None else settings.auth_token.get_secret_value()
+        limits = Limits(settings.max_message_bytes, settings.http_read_timeout_s)
+        front = Front(sentiment, inference, self.metrics, self._drain, limits, token, lambda: self.serving)
+        option = socket.SO_REUSEPORT if settings.reuse_port else socket.SO_REUSEADDR
+        if not settings.reuse_port:
+            check_port_free(settings.host, settings.http_port, "--http-port")
+        sock = bind(settings.host, settings.http_port, option, "--http-port")
+        sock.listen(2048)
+        sock.setblocking(False)
+        config: dict[str, object] = {
+            "limit_concurrency": settings.max_connections,
+            "timeout_keep_alive": settings.http_keepalive_timeout_s,
+        }
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            config.update(ssl_certfile=str(settings.tls_cert_file), ssl_keyfile=str(settings.tls_key_file))
+            if settings.tls_client_ca_file is not None:
+                config.update(ssl_ca_certs=str(settings.tls_client_ca_file), ssl_cert_reqs=ssl.CERT_REQUIRED)
+        head = {"max_head_bytes": settings.max_metadata_bytes, "head_timeout_s": settings.handshake_timeout_s}
+        return HttpFront(build_app(front), sock, config, head)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls (UNAVAILABLE), answer accepted ones, then stop.
@@ -225,6 +258,8 @@ class Server:
         except TimeoutError:
             log.warning("accepted calls still running after the %.1f s grace period", grace)
         self._drain.end_watches()  # health watchers would otherwise hold shutdown open
+        if self._http is not None:
+            await self._http.stop()
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         if self._transport is not None:

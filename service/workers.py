@@ -46,14 +46,14 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 SESSIONS_PER_WORKER = 2
 
 
-def _reserve_port(host: str, port: int) -> socket.socket:
+def _reserve_port(host: str, port: int, flag: str = "--port") -> socket.socket:
     """A bound (not listening) SO_REUSEPORT socket: it fixes the port the workers will share.
 
     Any process of the same user may join a SO_REUSEPORT port, so a second group (or the orphans of
     one) would silently share the port with this one: a bind without SO_REUSEPORT first proves that
     nothing listens there. StartupError when something does."""
-    check_port_free(host, port)
-    return bind(host, port, socket.SO_REUSEPORT)
+    check_port_free(host, port, flag)
+    return bind(host, port, socket.SO_REUSEPORT, flag)
 
 
 def follow_parent(parent_pid: int) -> None:
@@ -87,10 +87,12 @@ def check_capacity(settings: Settings, cpus: int, memory_bytes: int | None, mode
         )
 
 
-def worker_flags(settings: Settings, port: int) -> list[str]:
-    """Flags appended to a worker's command line (later flags win): its share of the CPUs."""
+def worker_flags(settings: Settings, port: int, http_port: int) -> list[str]:
+    """Flags appended to a worker's command line (later flags win): the group's ports, its share of
+    the CPUs."""
     share = max(1, available_cpus() // settings.workers)
     flags = ["--workers", "1", "--worker-of", str(settings.workers), "--reuse-port", "--port", str(port)]
+    flags += ["--http-port", str(http_port)]
     flags += ["--parent-pid", str(os.getpid())]
     flags += ["--metrics-port", "-1"]
     if not settings.lone_batch_threads:
@@ -104,11 +106,15 @@ def run_group(settings: Settings, argv: list[str]) -> int:
     """Start the workers, serve their summed metrics, wait for a signal, drain them all."""
     spec = load_spec(settings.model_dir, settings.model_name, settings.model_version, settings.variant)
     check_capacity(settings, available_cpus(), memory_limit_bytes(), spec.onnx_path.stat().st_size)
-    reserved = _reserve_port(settings.host, settings.port)
+    reserved = [_reserve_port(settings.host, settings.port)]
+    http_port = -1
+    if settings.http_port >= 0:
+        reserved.append(_reserve_port(settings.host, settings.http_port, "--http-port"))
+        http_port = reserved[-1].getsockname()[1]
     metrics_dir = tempfile.mkdtemp(prefix="sentiment-metrics-")
-    port = reserved.getsockname()[1]
+    port = reserved[0].getsockname()[1]
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-    flags = worker_flags(settings, port)
+    flags = worker_flags(settings, port, http_port)
     command = [sys.executable, "-m", "service", *argv, *flags]
     log.info(
         "starting %d workers on port %d (%d CPUs available), each with %s",
@@ -139,7 +145,8 @@ def run_group(settings: Settings, argv: list[str]) -> int:
                 log.error("a worker did not start (exit %s)", worker.wait())
                 forward(signal.SIGTERM, None)
                 return 1
-        reserved.close()
+        for sock in reserved:
+            sock.close()
         metrics_port = None
         if settings.metrics_port >= 0:
             registry = CollectorRegistry()
@@ -148,7 +155,8 @@ def run_group(settings: Settings, argv: list[str]) -> int:
                 registry, settings.metrics_host, settings.metrics_port, settings.metrics_token()
             )
             metrics_port = endpoint.port
-        print(f"READY port={port} metrics_port={metrics_port}", flush=True)
+        shown_http = None if http_port < 0 else http_port
+        print(f"READY port={port} metrics_port={metrics_port} http_port={shown_http}", flush=True)
         codes = _wait(workers, stopping, metrics_dir)
         failed = [code for code in codes if code != 0]
         if failed:
@@ -165,7 +173,8 @@ def run_group(settings: Settings, argv: list[str]) -> int:
                 worker.stdout.close()
         if endpoint is not None:
             endpoint.close()
-        reserved.close()
+        for sock in reserved:
+            sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 

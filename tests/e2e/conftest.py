@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
 
-READY = re.compile(r"READY port=(\d+) metrics_port=(\d+|None)")
+READY = re.compile(r"READY port=(\d+) metrics_port=(\d+|None) http_port=(\d+|None)")
 PREDICT = "sentiment.v1.SentimentService/Predict"
 # how long a test waits for something that happens at once on an idle machine: long enough that only
 # a hang ends it, on a busy machine too; it is a bound against hangs, not a speed target
@@ -42,6 +42,13 @@ class RunningServer:
     port: int
     metrics_port: int | None
     log_path: Path
+    http_port: int | None = None
+
+    @property
+    def http(self) -> str:
+        """The HTTP front door's base URL."""
+        assert self.http_port is not None, "this server was started with --http-port -1"
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def target(self) -> str:
@@ -107,6 +114,8 @@ def launch(model_root: Path, tmp_path: Path, *flags: str, env: dict[str, str] | 
         "127.0.0.1",
         "--metrics-port",
         "0",
+        "--http-port",
+        "0",
         *flags,
     ]
     with log_path.open("w") as log:
@@ -127,7 +136,8 @@ def launch(model_root: Path, tmp_path: Path, *flags: str, env: dict[str, str] | 
         process.stdout.close()
         raise AssertionError(f"server did not start (exit {process.returncode}):\n{log_path.read_text()}")
     metrics = None if match.group(2) == "None" else int(match.group(2))
-    return RunningServer(process, int(match.group(1)), metrics, log_path)
+    http = None if match.group(3) == "None" else int(match.group(3))
+    return RunningServer(process, int(match.group(1)), metrics, log_path, http)
 
 
 def scrape(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -139,13 +149,15 @@ def scrape(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]
     }
 
 
-def counted(server: RunningServer, method: str = PREDICT) -> Counter[str]:
-    """Calls of `method` the server has answered, by status code."""
+def counted(server: RunningServer, method: str = PREDICT, protocol: str = "grpc") -> Counter[str]:
+    """Calls of `method` the server has answered over `protocol`, by status code."""
     return Counter(
         {
             dict(labels)["code"]: int(value)
             for (name, labels), value in scrape(server).items()
-            if name == "sentiment_requests_total" and dict(labels)["method"] == method
+            if name == "sentiment_requests_total"
+            and dict(labels)["method"] == method
+            and dict(labels)["protocol"] == protocol
         }
     )
 
@@ -234,7 +246,12 @@ async def in_process(
 
     server = Server(
         Settings(
-            model_dir=model_root, host="127.0.0.1", port=0, metrics_port=-1, log_level="ERROR", **settings
+            **{"http_port": 0, **settings},
+            model_dir=model_root,
+            host="127.0.0.1",
+            port=0,
+            metrics_port=-1,
+            log_level="ERROR",
         )
     )
     await server.start()

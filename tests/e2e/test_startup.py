@@ -63,7 +63,7 @@ def listener() -> Iterator[int]:
         ((), {"SENTIMENT_MAX_BATCH_SIZE": "0"}, "--max-batch-size (SENTIMENT_MAX_BATCH_SIZE)"),
         (("--no-such-setting", "1"), {}, "unrecognized arguments: --no-such-setting"),
         (("--drain-delay-s", "30", "--grace-period-s", "10"), {}, "--drain-delay-s (30) is longer"),
-        (("--port", "9100", "--metrics-port", "9100"), {}, "--metrics-port and --port are both 9100"),
+        (("--port", "9100", "--metrics-port", "9100"), {}, "--port and --metrics-port are both 9100"),
         (("--workers", "65"), {}, "--workers (SENTIMENT_WORKERS)"),
         (("--workers", "cpus+1"), {}, "at most"),
     ],

@@ -1,0 +1,1 @@
+"""The HTTP front door: the same servicers, limits, token, TLS and drain as gRPC, on its own port."""
