@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEPLOY = ROOT / "deploy"
 GRPC_PORT, METRICS_PORT, BALANCER_METRICS_PORT, PROMETHEUS_PORT = 50051, 9100, 8404, 9090
+HTTP_PORT = 8080
 
 
 def tool(name: str) -> str:
@@ -213,6 +214,7 @@ class Topology:
             "SENTIMENT_PORT": str(GRPC_PORT),
             "SENTIMENT_METRICS_HOST": host,
             "SENTIMENT_METRICS_PORT": str(METRICS_PORT),
+            "SENTIMENT_HTTP_PORT": str(HTTP_PORT),
             "SENTIMENT_GRACE_PERIOD_S": "20",
             "SENTIMENT_DRAIN_DELAY_S": "3",
         }

@@ -59,7 +59,7 @@ def test_compose_file_is_valid_and_keeps_its_promises() -> None:
     assert published == {
         "model-export": [],
         "server": [],
-        "balancer": [("127.0.0.1", "50051"), ("127.0.0.1", "8404")],
+        "balancer": [("127.0.0.1", "50051"), ("127.0.0.1", "8080"), ("127.0.0.1", "8404")],
         "prometheus": [("127.0.0.1", "9090")],
         "grafana": [("127.0.0.1", "3000")],
     }

@@ -9,17 +9,23 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 
 from sentiment_client import RetryPolicy, SentimentClient, SentimentError
-from tests.deploy.conftest import DEPLOY, METRICS_PORT, Topology, metrics, value, wait_for
+from tests.deploy.conftest import DEPLOY, HTTP_PORT, METRICS_PORT, Topology, metrics, value, wait_for
 
 PREDICT = "sentiment.v1.SentimentService/Predict"
 TEXTS = ["a warm, funny and clever film", "dull, slow and far too long", "the cast is fine, the plot less so"]
 
 
-def predict_counts(topology: Topology) -> dict[str, float]:
+def predict_counts(topology: Topology, protocol: str = "grpc") -> dict[str, float]:
     return {
-        host: value(metrics(topology.replica_metrics_url(host)), "sentiment_requests_total", method=PREDICT)
+        host: value(
+            metrics(topology.replica_metrics_url(host)),
+            "sentiment_requests_total",
+            method=PREDICT,
+            protocol=protocol,
+        )
         for host in topology.replica_hosts
     }
 
@@ -89,6 +95,26 @@ def test_one_channel_reaches_every_replica(topology: Topology) -> None:
     assert sum(grown.values()) == 40
     # balanced per call, not per connection: one channel's calls spread over both replicas
     assert all(count >= 10 for count in grown.values()), grown
+
+
+def test_the_balancer_fronts_http_per_request_with_health_checks(topology: Topology) -> None:
+    before = predict_counts(topology, "http")
+    url = f"http://{topology.balancer_host}:{HTTP_PORT}"
+    for i in range(20):
+        request = urllib.request.Request(
+            f"{url}/v1/predict",
+            data=json.dumps({"texts": [TEXTS[i % 3]]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.loads(urllib.request.urlopen(request, timeout=10).read())
+        assert answer["predictions"][0]["label"] in ("negative", "positive")
+    grown = {host: n - before[host] for host, n in predict_counts(topology, "http").items()}
+    assert sum(grown.values()) == 20 and all(count >= 5 for count in grown.values()), grown
+    active = value(
+        metrics(topology.balancer_metrics_url), "haproxy_backend_active_servers", proxy="http_replicas"
+    )
+    assert active == 2  # both replicas pass GET /v2/health/ready
+    assert urllib.request.urlopen(f"{url}/", timeout=10).read().lower().startswith(b"<!doctype html>")
 
 
 def test_health_probe_of_the_image_says_serving(topology: Topology) -> None:
