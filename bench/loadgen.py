@@ -1,6 +1,7 @@
 """Load generator: closed loop (N callers, each sends when its last answer came) or open loop
 (Poisson arrivals at a given rate, whatever the answers do), over sentiment.v1 Predict or KServe v2
-ModelInfer, from several processes so that the client is never the bottleneck. Prints one JSON line.
+ModelInfer, on gRPC or HTTP (JSON: /v1/predict, /v2/models/NAME/infer), from several processes so
+that the client is never the bottleneck. Prints one JSON line.
 
 Latency in open loop counts from each call's planned arrival, so a client that falls behind shows
 up as latency, never as a hidden pause. The client's own CPU use is reported (cores busy).
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as v2
@@ -70,6 +72,34 @@ def caller_for(channel: grpc.aio.Channel, protocol: str, model: str):
     return infer
 
 
+class HttpError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def http_caller_for(session: aiohttp.ClientSession, base: str, protocol: str, model: str):
+    """The same over HTTP/1.1 JSON: an async function texts -> None raising HttpError on failure."""
+    if protocol == "sentiment":
+        url = f"{base}/v1/predict"
+
+        def body(texts: list[str]) -> dict[str, Any]:
+            return {"texts": texts}
+    else:
+        url = f"{base}/v2/models/{model}/infer"
+
+        def body(texts: list[str]) -> dict[str, Any]:
+            return {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
+
+    async def post(texts: list[str]) -> None:
+        async with session.post(url, json=body(texts)) as response:
+            await response.read()
+            if response.status != 200:
+                raise HttpError(response.status)
+
+    return post
+
+
 async def drive(args: argparse.Namespace, index: int) -> dict[str, Any]:
     """One process's part of the load; returns its raw latencies (seconds) and counts."""
     short = json.loads(args.sentences.read_text())
@@ -78,8 +108,15 @@ async def drive(args: argparse.Namespace, index: int) -> dict[str, Any]:
     latencies: list[float] = []
     lags: list[float] = []
     errors: dict[str, int] = {}
-    channels = [grpc.aio.insecure_channel(args.target, options=OPTIONS) for _ in range(args.channels)]
-    calls = [caller_for(channel, args.protocol, args.model) for channel in channels]
+    channels = []
+    session = None
+    if args.http:
+        timeout = aiohttp.ClientTimeout(total=60)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout)
+        calls = [http_caller_for(session, f"http://{args.target}", args.protocol, args.model)]
+    else:
+        channels = [grpc.aio.insecure_channel(args.target, options=OPTIONS) for _ in range(args.channels)]
+        calls = [caller_for(channel, args.protocol, args.model) for channel in channels]
     try:
         for call in calls:  # connect and warm every channel before the clock starts
             await call(short[: args.texts_per_request])
@@ -94,6 +131,10 @@ async def drive(args: argparse.Namespace, index: int) -> dict[str, Any]:
                 await call(texts.take(args.texts_per_request))
             except grpc.RpcError as err:
                 errors[err.code().name] = errors.get(err.code().name, 0) + 1
+                return
+            except (HttpError, aiohttp.ClientError, TimeoutError) as err:
+                name = f"HTTP {err.status}" if isinstance(err, HttpError) else type(err).__name__
+                errors[name] = errors.get(name, 0) + 1
                 return
             latencies.append(time.perf_counter() - planned)
 
@@ -131,6 +172,8 @@ async def drive(args: argparse.Namespace, index: int) -> dict[str, Any]:
     finally:
         for channel in channels:
             await channel.close()
+        if session is not None:
+            await session.close()
     return {"latencies": latencies, "lags": lags, "errors": errors, "elapsed": elapsed, "cpu_s": cpu}
 
 
@@ -165,6 +208,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target", required=True)
     parser.add_argument("--protocol", choices=["sentiment", "v2"], default="sentiment")
     parser.add_argument("--model", default="sentiment", help="model name for KServe v2")
+    parser.add_argument(
+        "--http", action="store_true", help="HTTP/1.1 JSON instead of gRPC (--target HOST:PORT)"
+    )
     parser.add_argument("--sentences", type=Path, required=True, help="JSON list of texts")
     parser.add_argument("--long", type=Path, help="JSON list of long texts to mix in")
     parser.add_argument("--long-fraction", type=float, default=0.0, help="share of texts drawn from --long")

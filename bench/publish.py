@@ -15,6 +15,8 @@ NAMES = {
     "ours_int8": "this server (int8)",
     "mlserver_batching": "MLServer 1.7.1, adaptive batching 32 / 5 ms",
     "mlserver_no_batching": "MLServer 1.7.1, batching off",
+    "ours_fp32_http": "this server (fp32), HTTP",
+    "mlserver_batching_http": "MLServer 1.7.1, adaptive batching, HTTP",
 }
 
 
@@ -102,6 +104,40 @@ def targets(report: dict[str, Any]) -> list[str]:
     )
     open75 = ours["open"]["0.75"]["p99_ms"] / ours["closed"]["1"]["p50_ms"]
     lines.append(f"| open load at 75% of capacity: p99 / 1-caller p50 | {ratio(open75, '< 4', open75 < 4)} |")
+    return lines + http_targets(systems)
+
+
+def http_targets(systems: dict[str, Any]) -> list[str]:
+    """HTTP against this server's gRPC and MLServer's HTTP; goodput on both protocols."""
+    lines = []
+
+    def at64(name: str, key: str) -> float:
+        value: float = systems[name]["closed"]["64"][key]
+        return value
+
+    if {"ours_fp32", "ours_fp32_http"} <= set(systems):
+        share = at64("ours_fp32_http", "sentences_per_s") / at64("ours_fp32", "sentences_per_s")
+        lines.append(
+            f"| 64 callers: HTTP throughput / gRPC throughput | {ratio(share, '>= 0.8', share >= 0.8)} |"
+        )
+    if {"ours_fp32_http", "mlserver_batching_http"} <= set(systems):
+        times = at64("ours_fp32_http", "sentences_per_s") / at64("mlserver_batching_http", "sentences_per_s")
+        lines.append(
+            f"| 64 callers, HTTP: throughput / MLServer's HTTP | {ratio(times, '>= 2', times >= 2)} |"
+        )
+        p99 = at64("ours_fp32_http", "p99_ms") / at64("mlserver_batching_http", "p99_ms")
+        lines.append(f"| 64 callers, HTTP: p99 / MLServer's HTTP p99 | {ratio(p99, '<= 0.5', p99 <= 0.5)} |")
+    for ours, theirs, protocol in (
+        ("ours_fp32", "mlserver_batching", "gRPC"),
+        ("ours_fp32_http", "mlserver_batching_http", "HTTP"),
+    ):
+        if {ours, theirs} <= set(systems) and "goodput" in systems[ours] and "goodput" in systems[theirs]:
+            mine, peer = systems[ours]["goodput"]["rate_per_s"], systems[theirs]["goodput"]["rate_per_s"]
+            times = mine / peer if peer else float("inf")
+            lines.append(
+                f"| goodput at p99 <= 100 ms, {protocol}: this server / MLServer "
+                f"| {ratio(times, '>= 2', times >= 2)} |"
+            )
     return lines
 
 
@@ -115,7 +151,8 @@ def write(report: dict[str, Any], out: Path) -> None:
         "",
         "Written by `python -m bench report`; re-render with `python -m bench.publish`. One run, one",
         "machine, every system called one after the other by the same load generator over KServe v2",
-        "ModelInfer (one text per request unless said). Shared machines are noisy: read the ratios.",
+        "ModelInfer, on gRPC or, where the system says HTTP, JSON over HTTP/1.1 (one text per request",
+        "unless said). Shared machines are noisy: read the ratios.",
         "",
         f"- Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
         f"Python {machine['python']}, onnxruntime {machine['onnxruntime']}, grpcio {machine['grpcio']}, "
@@ -169,6 +206,19 @@ def write(report: dict[str, Any], out: Path) -> None:
                 f"| {row['sentences_per_s']:.0f} | {ms(row['p50_ms'])} | {ms(row['p90_ms'])} "
                 f"| {ms(row['p99_ms'])} | {sum(row['errors'].values())} |"
             )
+    lines += [
+        "",
+        "## Goodput (the highest Poisson arrival rate whose p99 stays within 100 ms)",
+        "",
+        "Bisected between the open-loop points; one text per request; no call may fail.",
+        "",
+        "| system | requests/s | p99 ms there |",
+        "|---|---|---|",
+    ]
+    for name, figures in report["systems"].items():
+        if "goodput" in figures:
+            good = figures["goodput"]
+            lines.append(f"| {NAMES.get(name, name)} | {good['rate_per_s']:.0f} | {ms(good['p99_ms'])} |")
     errors = {
         name: {k: v for k, v in f["closed"]["64"]["errors"].items()} for name, f in report["systems"].items()
     }

@@ -2,15 +2,17 @@
 
     python -m bench report --model-dir models/sentiment [--duration 8]
 
-Every system is called by the same load generator (bench/loadgen.py) over KServe v2 ModelInfer, one
-system after the other on one machine:
+Every system is called by the same load generator (bench/loadgen.py) over KServe v2 ModelInfer, on
+gRPC and, for this server (fp32) and MLServer with batching, also on HTTP/JSON, one system after
+the other on one machine:
 - this server with its defaults, fp32 and int8;
 - MLServer 1.7.1 running the same model.onnx and tokenizer.json (bench/mlserver_runtime.py), with
   adaptive batching (32 texts, 5 ms) and with batching off, in its own environment (bench/peer.py);
 - the ceilings: ONNX Runtime alone at batch 1, and an empty grpc.aio server.
 For each system: closed loop at 1, 4, 16 and 64 single-text callers; 64 callers with a long-review
-mix; open loop (Poisson arrivals) at 25, 50, 75 and 90% of its measured capacity. This server's
-batch size and padding ratio come from its /metrics after each run.
+mix; open loop (Poisson arrivals) at 25, 50, 75 and 90% of its measured capacity; and its goodput:
+the highest Poisson arrival rate whose p99 stays within 100 ms (bisected between the open-loop
+points). This server's batch size and padding ratio come from its /metrics after each run.
 Writes bench/RESULTS.md, its plots in bench/figures/ and the raw figures as bench/results.json.
 Nothing here asserts a speed: the targets are shown as ratios.
 """
@@ -33,12 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import peer
+from bench.run import READY as EMPTY_READY
 from bench.run import ROOT, measure, ort_latency, python, server_args, stop
 
 CONCURRENCY = (1, 4, 16, 64)
 LOADS = (0.25, 0.5, 0.75, 0.9)
 LONG_FRACTION = 0.25
-READY = re.compile(r"READY port=(\d+) metrics_port=(\d+|None)")
+GOODPUT_P99_MS = 100.0
+GOODPUT_STEPS = 4  # bisections between the last open-loop rate within the target and the next
+READY = re.compile(r"READY port=(\d+) metrics_port=(\d+|None) http_port=(\d+|None)")
 
 
 def long_reviews(out: Path, cache_dir: Path, version_dir: Path, count: int = 200) -> Path:
@@ -69,8 +74,9 @@ def long_reviews(out: Path, cache_dir: Path, version_dir: Path, count: int = 200
     return path
 
 
-def start_ours(flags: list[str]) -> tuple[subprocess.Popen[str], int, int]:
-    args = server_args(Path(flags[0]), *flags[1:])
+def start_ours(flags: list[str]) -> tuple[subprocess.Popen[str], int, int, int]:
+    """This server; (process, gRPC port, metrics port, HTTP port)."""
+    args = server_args(Path(flags[0]), *flags[1:], "--http-port", "0")
     metrics = args.index("--metrics-port")
     args[metrics + 1] = "0"
     process = subprocess.Popen(
@@ -81,7 +87,7 @@ def start_ours(flags: list[str]) -> tuple[subprocess.Popen[str], int, int]:
     if not match:
         process.kill()
         raise RuntimeError(f"{args} did not start")
-    return process, int(match.group(1)), int(match.group(2))
+    return process, int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
 def scrape(metrics_port: int | None) -> dict[str, float]:
@@ -114,7 +120,7 @@ def batch_figures(before: dict[str, float], after: dict[str, float]) -> dict[str
     }
 
 
-def load(port: int, texts: Path, duration: float, **knobs: Any) -> dict[str, Any]:
+def load(port: int, texts: Path, duration: float, http: bool = False, **knobs: Any) -> dict[str, Any]:
     command = python(
         "bench.loadgen",
         "--target",
@@ -128,16 +134,25 @@ def load(port: int, texts: Path, duration: float, **knobs: Any) -> dict[str, Any
     )
     for key, value in knobs.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
+    if http:
+        command.append("--http")
     return measure(command)
 
 
-def sweep(name: str, port: int, metrics_port: int | None, files: dict[str, Path], duration: float) -> dict:
+def sweep(
+    name: str,
+    port: int,
+    metrics_port: int | None,
+    files: dict[str, Path],
+    duration: float,
+    http: bool = False,
+) -> dict:
     """Every load shape against one running system; prints each figure as it comes."""
     figures: dict[str, Any] = {"closed": {}, "open": {}}
 
     def run(label: str, **knobs: Any) -> dict[str, Any]:
         before = scrape(metrics_port)
-        result = load(port, files["short"], duration, **knobs)
+        result = load(port, files["short"], duration, http, **knobs)
         result.update(batch_figures(before, scrape(metrics_port)))
         shown = ", ".join(
             f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if v is not None
@@ -164,7 +179,38 @@ def sweep(name: str, port: int, metrics_port: int | None, files: dict[str, Path]
         figures["open"][share] = run(
             f"open {share:.0%}", rate=round(capacity * share, 1), processes=2, channels=4
         )
+    figures["goodput"] = goodput(
+        figures, lambda rate: run(f"goodput {rate:.0f}/s", rate=rate, processes=2, channels=4)
+    )
     return figures
+
+
+def within(result: dict[str, Any]) -> bool:
+    """Every call answered, and p99 within the goodput target."""
+    p99 = result.get("p99_ms")
+    return p99 is not None and p99 <= GOODPUT_P99_MS and not result["errors"]
+
+
+def goodput(figures: dict[str, Any], run: Any) -> dict[str, Any]:
+    """The highest Poisson rate (one text per request) whose p99 is within GOODPUT_P99_MS: starts
+    from the open-loop points already measured, then bisects between the last within and the next."""
+    points = sorted(((r["offered_per_s"], r) for r in figures["open"].values()), key=lambda p: p[0])
+    good = [(rate, r) for rate, r in points if within(r)]
+    low, best = (good[-1][0], good[-1][1]) if good else (0.0, None)
+    above = [rate for rate, r in points if rate > low and not within(r)]
+    high = above[0] if above else figures["capacity"] * 1.2
+    for _ in range(GOODPUT_STEPS):
+        rate = round((low + high) / 2, 1)
+        result = run(rate)
+        if within(result):
+            low, best = rate, result
+        else:
+            high = rate
+    return {
+        "rate_per_s": low,
+        "p99_ms": None if best is None else best["p99_ms"],
+        "target_p99_ms": GOODPUT_P99_MS,
+    }
 
 
 def machine(version_dir: Path) -> dict[str, Any]:
@@ -203,7 +249,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where RESULTS.md goes")
     parser.add_argument(
         "--systems",
-        default="ours_fp32,ours_int8,mlserver_batching,mlserver_no_batching",
+        default="ours_fp32,ours_fp32_http,ours_int8,mlserver_batching,mlserver_batching_http,"
+        "mlserver_no_batching",
         help="comma-separated subset to run",
     )
     args = parser.parse_args(argv)
@@ -229,7 +276,7 @@ def main(argv: list[str]) -> None:
     empty = subprocess.Popen(python("bench.empty_server"), stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert empty.stdout is not None
-        port = int(READY.search(empty.stdout.readline()).group(1))  # type: ignore[union-attr]
+        port = int(EMPTY_READY.search(empty.stdout.readline()).group(1))  # type: ignore[union-attr]
         report["empty_server"] = {
             "1": load(port, files["short"], args.duration, concurrency=1),
             "64": load(port, files["short"], args.duration, concurrency=64, processes=2, channels=4),
@@ -242,9 +289,13 @@ def main(argv: list[str]) -> None:
     for name, variant in (("ours_fp32", "fp32"), ("ours_int8", "int8")):
         if name not in wanted:
             continue
-        server, port, metrics_port = start_ours([model_root, "--variant", variant])
+        server, port, metrics_port, http_port = start_ours([model_root, "--variant", variant])
         try:
             report["systems"][name] = sweep(name, port, metrics_port, files, args.duration)
+            if variant == "fp32" and f"{name}_http" in wanted:
+                report["systems"][f"{name}_http"] = sweep(
+                    f"{name}_http", http_port, metrics_port, files, args.duration, http=True
+                )
         finally:
             stop(server)
     mlserver_python = None
@@ -256,6 +307,11 @@ def main(argv: list[str]) -> None:
             process, port = peer.start(mlserver_python, Path(folder), version_dir, batching=batching)
             try:
                 report["systems"][name] = sweep(name, port, None, files, args.duration)
+                if batching and f"{name}_http" in wanted:
+                    http_port = json.loads((Path(folder) / "settings.json").read_text())["http_port"]
+                    report["systems"][f"{name}_http"] = sweep(
+                        f"{name}_http", http_port, None, files, args.duration, http=True
+                    )
             finally:
                 peer.stop(process)
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -122,7 +122,7 @@ def test_report_writes_results_and_plots(model_root: Path, cache_dir: Path, tmp_
         [
             sys.executable, "-m", "bench", "report", "--model-dir", str(model_root), "--duration", "0.5",
             "--sentences", "100", "--cache-dir", str(cache_dir), "--out", str(tmp_path),
-            "--systems", "ours_fp32,mlserver_batching",
+            "--systems", "ours_fp32,ours_fp32_http,mlserver_batching,mlserver_batching_http",
         ],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
@@ -133,13 +133,23 @@ def test_report_writes_results_and_plots(model_root: Path, cache_dir: Path, tmp_
         "p99 / that MLServer's p99",
         "1 caller: p50",
         "75% of capacity",
+        "HTTP throughput / gRPC throughput",
+        "HTTP: throughput / MLServer's HTTP",
+        "goodput at p99 <= 100 ms, gRPC",
+        "goodput at p99 <= 100 ms, HTTP",
     ):
         assert row in text
     report = json.loads((tmp_path / "results.json").read_text())
-    assert set(report["systems"]) == {"ours_fp32", "mlserver_batching"}
+    assert set(report["systems"]) == {
+        "ours_fp32",
+        "ours_fp32_http",
+        "mlserver_batching",
+        "mlserver_batching_http",
+    }
     for figures in report["systems"].values():
         assert all(figures["closed"][c]["requests"] > 0 for c in ("1", "64"))
         assert figures["open"]["0.75"]["offered_per_s"] > 0
+        assert figures["goodput"]["rate_per_s"] >= 0 and figures["goodput"]["target_p99_ms"] == 100
     assert report["systems"]["ours_fp32"]["closed"]["64"]["mean_batch_size"] >= 1
     for plot in ("throughput.png", "latency.png"):
         assert (tmp_path / "figures" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
