@@ -153,3 +153,14 @@ def test_report_writes_results_and_plots(model_root: Path, cache_dir: Path, tmp_
     assert report["systems"]["ours_fp32"]["closed"]["64"]["mean_batch_size"] >= 1
     for plot in ("throughput.png", "latency.png"):
         assert (tmp_path / "figures" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_page_bench_times_the_playground_in_chromium(model_root: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.page", "--model-dir", str(model_root), "--runs", "3"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    timing = figures["submit_to_coloured_words_ms"]
+    assert figures["runs"] == 3 and 0 < timing["p50"] <= timing["max"]

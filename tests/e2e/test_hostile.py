@@ -1,5 +1,6 @@
-"""Hostile input, generated: whatever arrives on either API gets a well-formed answer or the right
-status with a message that names the problem; never INTERNAL or UNKNOWN. Afterwards the server still
+"""Hostile input, generated: whatever arrives on either API, over gRPC or HTTP, gets a well-formed
+answer or the right status with a message that names the problem; never INTERNAL or UNKNOWN (over
+HTTP: never a 5xx). Afterwards the server still
 answers a known text as before and its resident memory has not jumped.
 
 Seeded (derandomize) with a bounded number of examples; `pytest --slow` runs many more.
@@ -7,6 +8,8 @@ Seeded (derandomize) with a bounded number of examples; `pytest --slow` runs man
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -210,6 +213,95 @@ def test_garbage_bytes_as_the_whole_message(channel, garbage) -> None:
     for method in ("/sentiment.v1.SentimentService/Predict", "/inference.GRPCInferenceService/ModelInfer"):
         call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         judge(lambda call=call: call(garbage, timeout=30), "garbage")
+
+
+# bad input; and 429 (queue full) and 504 (a `timeout` parameter the caller set too short), as
+# RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED would be over gRPC
+HTTP_REFUSALS = {400, 404, 413, 415, 429, 504}
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(HOSTILE_CHARS, max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=24,
+)
+V1_KEYS = st.sampled_from(["texts", "attention", "modelVersion", "model_version", "x", ""])
+V2_KEYS = st.sampled_from(["inputs", "outputs", "parameters", "id", "name", "data", "shape", "datatype"])
+
+
+def tensor_json(draw: st.DrawFn) -> dict[str, object]:
+    texts = draw(TEXTS)
+    tensor: dict[str, object] = {
+        "name": draw(st.sampled_from(["text"] * 4 + ["TEXT", ""])),
+        "datatype": draw(st.sampled_from(["BYTES"] * 4 + ["FP32", ""])),
+        "shape": draw(st.one_of(st.just([len(texts)]), st.lists(st.integers(-2, 1 << 40), max_size=3))),
+    }
+    if draw(st.booleans()):
+        tensor["data"] = texts
+    else:
+        tensor["data"] = draw(JSON_VALUE)
+    return tensor
+
+
+@st.composite
+def http_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body, headers): well-formed but hostile JSON, JSON of any shape, or any bytes."""
+    json_type = {"Content-Type": "application/json"}
+    kind = draw(st.sampled_from(["v1", "v1 any", "v2", "v2 any", "v2 binary", "bytes"]))
+    if kind == "v1":
+        attention = draw(st.sampled_from(["ATTENTION_MODE_SUMMARY", "ATTENTION_MODE_FULL", "MOST", 7, None]))
+        body = {"texts": draw(TEXTS), "attention": attention}
+        return "/v1/predict", json.dumps(body).encode(), json_type
+    if kind == "v1 any":
+        body = draw(st.one_of(JSON_VALUE, st.dictionaries(V1_KEYS, JSON_VALUE, max_size=3)))
+        return "/v1/predict", json.dumps(body).encode(), json_type
+    path = draw(
+        st.sampled_from(["/v2/models/sentiment/infer"] * 4 + ["/v2/models/sentiment/versions/9/infer"])
+    )
+    if kind == "v2":
+        body = {"inputs": [tensor_json(draw) for _ in range(draw(st.sampled_from([1, 1, 1, 0, 2])))]}
+        if draw(st.booleans()):
+            body["parameters"] = draw(
+                st.dictionaries(st.sampled_from(["attention", "timeout", "x"]), JSON_VALUE)
+            )
+        return path, json.dumps(body).encode(), json_type
+    if kind == "v2 any":
+        body = draw(st.one_of(JSON_VALUE, st.dictionaries(V2_KEYS, JSON_VALUE, max_size=3)))
+        return path, json.dumps(body).encode(), json_type
+    if kind == "v2 binary":  # the binary extension, its lengths true or lying
+        texts = [t.encode("utf-8", "surrogatepass") for t in draw(st.lists(TEXT, max_size=4))]
+        raw = b"".join(len(t).to_bytes(4, "little") + t for t in texts)
+        size = draw(st.one_of(st.just(len(raw)), st.integers(-3, len(raw) + 10)))
+        head = json.dumps(
+            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)],
+                         "parameters": {"binary_data_size": size}}]}
+        ).encode()  # fmt: skip
+        length = draw(st.one_of(st.just(len(head)), st.integers(-2, len(head) + len(raw) + 5)))
+        return path, head + raw, {"Inference-Header-Content-Length": str(length)}
+    return draw(st.sampled_from(["/v1/predict", path])), draw(RANDOM_BYTES), json_type
+
+
+@pytest.mark.usefixtures("before")
+@slow_settings(80)
+@given(request=http_requests())
+def test_http_endpoints_survive_anything(hostile_server, request) -> None:
+    path, body, headers = request
+    connection = http.client.HTTPConnection("127.0.0.1", hostile_server.http_port, timeout=60)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        status, answer = response.status, response.read()
+    finally:
+        connection.close()
+    kind = "http v1" if path.startswith("/v1") else "http v2"
+    outcomes[f"{kind} {status}"] += 1
+    if status != 200:
+        assert status in HTTP_REFUSALS, (status, answer[:300])
+        assert len(json.loads(answer)["error"]) > 10, answer[:300]
+        return
+    parsed = json.loads(answer[: int(response.headers.get("Inference-Header-Content-Length") or len(answer))])
+    if path == "/v1/predict":
+        assert all(p["label"] in ("negative", "positive") for p in parsed["predictions"])
+    else:
+        assert parsed["model_name"] == "sentiment" and parsed["outputs"]
 
 
 @pytest.mark.parametrize("count", [0, 5000])

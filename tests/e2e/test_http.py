@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
-from tests.e2e.conftest import PATIENCE_S, RunningServer, launch, scrape
+from tests.e2e.conftest import PATIENCE_S, RunningServer, launch, scrape, wait_until
 
 TEXTS = ["A wonderful, moving film.", "Dull and far too long.", "ok", "The best thing I have seen in years!"]
 TOKEN = "s3cret-token"
@@ -309,3 +311,55 @@ def test_the_readme_curl_lines_work_as_written(server: RunningServer) -> None:
         if "/v1/predict" in line:
             labels = {p["label"] for a in answers for p in (a.get("response") or a)["predictions"]}
             assert labels <= {"negative", "positive"} and labels
+
+
+def test_sigterm_drains_http_as_it_drains_grpc(model_root: Path, tmp_path: Path) -> None:
+    running = launch(model_root, tmp_path, "--drain-delay-s", "2")
+    statuses: list[int | str] = []
+    lock = threading.Lock()
+
+    def caller() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", running.http_port, timeout=PATIENCE_S)
+        body = json.dumps({"texts": TEXTS})
+        try:
+            for _ in range(400):  # bounded: stops by itself
+                try:
+                    connection.request("POST", "/v1/predict", body=body, headers=JSON)
+                    response = connection.getresponse()
+                    answer = response.read()
+                except (ConnectionError, http.client.HTTPException) as err:
+                    with lock:
+                        statuses.append(type(err).__name__)  # closed before the request was taken in
+                    return
+                with lock:
+                    statuses.append(response.status)
+                if response.status == 200:
+                    assert len(json.loads(answer)["predictions"]) == len(TEXTS)
+                else:
+                    assert response.status == 503 and json.loads(answer)["code"] == "UNAVAILABLE"
+                    return
+        finally:
+            connection.close()
+
+    try:
+        callers = [threading.Thread(target=caller) for _ in range(8)]
+        for thread in callers:
+            thread.start()
+        wait_until("32 calls answered", lambda: statuses.count(200) >= 32)
+        running.process.send_signal(signal.SIGTERM)
+        # during the drain delay readiness says no, and calls are still answered
+        wait_until("readiness 503", lambda: call(running, "GET", "/v2/health/ready")[0] == 503)
+        assert call(running, "POST", "/v1/predict", {"texts": ["still answered"]})[0] == 200
+        for thread in callers:
+            thread.join(PATIENCE_S)
+        exit_code = running.process.wait(PATIENCE_S)
+    finally:
+        running.stop()
+    assert exit_code == 0, running.log()
+    answered = json.loads(running.log().split("calls answered: ")[1].splitlines()[0])
+    predict = answered["sentiment.v1.SentimentService/Predict"]
+    # every request the server took in was answered 200 or 503, none cut off
+    assert set(predict) <= {"OK", "UNAVAILABLE"}, predict
+    assert predict["OK"] == statuses.count(200) + 1 >= 33
+    # the callers that were not told 503 found their connection closed as the server stopped
+    assert len(statuses) - statuses.count(200) == 8, statuses

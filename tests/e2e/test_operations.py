@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import queue
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -226,6 +228,25 @@ def test_tls_and_mutual_tls(model_root: Path, tmp_path: Path) -> None:
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError):
             sentiment_pb2_grpc.SentimentServiceStub(channel).Predict(request, timeout=5)
+        # the HTTP port: the same certificate, and the same demand for a client certificate
+        body, headers = json.dumps({"texts": ["secure"]}), {"Content-Type": "application/json"}
+        context = ssl.create_default_context(cafile=str(cert))
+        context.load_cert_chain(str(cert), str(key))
+        https = http.client.HTTPSConnection("localhost", running.http_port, timeout=10, context=context)
+        https.request("POST", "/v1/predict", body=body, headers=headers)
+        assert json.loads(https.getresponse().read())["predictions"]
+        https.close()
+        no_client_cert = ssl.create_default_context(cafile=str(cert))
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            https = http.client.HTTPSConnection(
+                "localhost", running.http_port, timeout=10, context=no_client_cert
+            )
+            https.request("POST", "/v1/predict", body=body, headers=headers)
+            https.getresponse().read()
+        plain = http.client.HTTPConnection("localhost", running.http_port, timeout=10)
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            plain.request("POST", "/v1/predict", body=body, headers=headers)
+            plain.getresponse().read()
     finally:
         assert running.stop() == 0
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -38,6 +39,15 @@ async def test_two_workers_share_the_port_sum_their_metrics_and_drain_together(
         # one endpoint, the workers' counts summed (each counts a call just after its answer leaves)
         wait_until("24 calls counted", lambda: scrape(running).get(ok, 0) >= 24)
         assert scrape(running)[ok] == 24
+        # the HTTP port is shared the same way, and counted in the same sum
+        for i in range(12):
+            request_body = json.dumps({"texts": [f"good film {i}"]}).encode()
+            post = urllib.request.Request(
+                f"{running.http}/v1/predict", request_body, {"Content-Type": "application/json"}
+            )
+            assert json.loads(urllib.request.urlopen(post, timeout=PATIENCE_S).read())["predictions"]
+        http_ok = ("sentiment_requests_total", (("code", "OK"), ("method", PREDICT), ("protocol", "http")))
+        wait_until("12 HTTP calls counted", lambda: scrape(running).get(http_ok, 0) >= 12)
 
         codes: list[str] = []
 
@@ -74,5 +84,5 @@ async def test_two_workers_share_the_port_sum_their_metrics_and_drain_together(
     per_worker = [a[PREDICT].get("OK", 0) for a in answered]
     assert all(count > 0 for count in per_worker), per_worker
     # every call a worker took in was answered; the clients saw each OK the workers counted
-    assert sum(per_worker) == 24 + codes.count("OK")
+    assert sum(per_worker) == 24 + 12 + codes.count("OK")  # gRPC and HTTP calls before the signal
     assert set(codes) <= {"OK", "UNAVAILABLE", "CANCELLED"}
