@@ -155,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.duration < 3 * args.window:
         parser.error("--duration must hold at least three windows (warm-up, first, last)")
-    server, port, _ = start_ours([str(args.model_dir)])
+    server, port, _, _ = start_ours([str(args.model_dir)])
     try:
         rows = asyncio.run(soak(f"127.0.0.1:{port}", server.pid, args.duration, args.window, args.pause))
     finally:
