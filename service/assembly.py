@@ -14,6 +14,7 @@ from service.fair_queue import BatchLimits
 from service.model_store import load_spec
 from service.postprocess import make_run_fn
 from service.preprocess import Preprocessor
+from service.results import PredictionObserver
 from service.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,11 @@ def batch_limits(
     )
 
 
-def build_engine(settings: Settings, observer: BatchObserver | None = None) -> Engine:
-    """Check and load the model directory; raises ModelDirectoryError with one clear message."""
+def build_engine(
+    settings: Settings, observer: BatchObserver | None = None, predictions: PredictionObserver | None = None
+) -> Engine:
+    """Check and load the model directory; raises ModelDirectoryError with one clear message.
+    `observer` watches the batches, `predictions` the answers."""
     spec = load_spec(settings.model_dir, settings.model_name, settings.model_version, settings.variant)
     cpus = available_cpus()
     lone_threads = settings.lone_batch_threads or cpus
@@ -80,4 +84,5 @@ def build_engine(settings: Settings, observer: BatchObserver | None = None) -> E
         Batcher(make_run_fn(model), limits, observer),
         AnswerSizePolicy(settings.max_message_bytes, spec.num_layers, spec.num_heads),
         sizing,
+        predictions,
     )

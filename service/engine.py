@@ -12,7 +12,7 @@ from service.batcher import Batcher
 from service.errors import ModelNotFound, NotServing
 from service.model_store import ModelSpec
 from service.preprocess import Encoded, Preprocessor
-from service.results import AttentionMode, AttentionView, RowResult, TextResult
+from service.results import AttentionMode, AttentionView, PredictionObserver, RowResult, TextResult
 from service.runtime import OnnxModel
 
 # requests up to this many characters are tokenized on the event loop: cheaper than a thread hop
@@ -53,12 +53,14 @@ class Engine:
         batcher: Batcher,
         answer_size: AnswerSizePolicy,
         sizing: Sizing,
+        observer: PredictionObserver | None = None,
     ) -> None:
         self.spec = spec
         self.model = model
         self.preprocessor = preprocessor
         self.batcher = batcher
         self.answer_size = answer_size
+        self.observer = observer
         self._info = EngineInfo(spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing)
         self.ready = False
         self.draining = asyncio.Event()  # set once new work is refused: open streams close
@@ -135,6 +137,9 @@ class Engine:
                     len(enc.ids),
                     item,
                     view,
+                    enc.unknown,
                 )
             )
+        if self.observer is not None:
+            self.observer.predicted(results, self.spec.version)
         return results

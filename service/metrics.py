@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -17,6 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from service.auth import bearer_refusal
+from service.results import TextResult
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -27,6 +28,10 @@ COMPUTE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DROP_REASONS = ("queue_full", "cancelled", "deadline")  # the batcher's reasons for not running a text
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+# the winning label's probability: never below 1/labels (0.5 for two); finest where doubt is
+CONFIDENCE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+TOKEN_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512)
+UNKNOWN_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class Metrics:
@@ -116,6 +121,37 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # model monitoring: what the model answers, and what it is asked, by model version
+        self.predictions = Counter(
+            "sentiment_predictions", "Texts answered, by the label given", ["label", "version"], registry=r
+        )
+        self.confidence = Histogram(
+            "sentiment_prediction_confidence",
+            "The winning label's probability (calibrated), per text",
+            ["version"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.text_tokens = Histogram(
+            "sentiment_text_tokens",
+            "Tokens the model read per text, [CLS] and [SEP] included",
+            ["version"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.truncated = Counter(
+            "sentiment_truncated_texts",
+            "Texts longer than the model reads: their end was not read",
+            ["version"],
+            registry=r,
+        )
+        self.unknown_share = Histogram(
+            "sentiment_unknown_token_share",
+            "Share of a text's tokens the vocabulary did not know ([UNK])",
+            ["version"],
+            buckets=UNKNOWN_BUCKETS,
+            registry=r,
+        )
         # an info metric as a gauge of 1 with the model in its labels: Info has no multiprocess mode
         self.model = Gauge(
             "sentiment_model_info",
@@ -142,6 +178,32 @@ class Metrics:
         self.padding_ratio.observe(1.0 - real_tokens / (size * padded_length))
         self.texts.inc(size)
         self.tokens.inc(real_tokens)
+
+    def model_loaded(self, version: int, labels: Sequence[str]) -> None:
+        """Every monitoring series of a version exists from its start, at 0, for rate() and alerts
+        (a share of positives is 0, not absent, while every answer is negative)."""
+        tag = str(version)
+        for label in labels:
+            self.predictions.labels(label, tag)
+        self.confidence.labels(tag)
+        self.text_tokens.labels(tag)
+        self.truncated.labels(tag)
+        self.unknown_share.labels(tag)
+
+    def predicted(self, results: Sequence[TextResult], version: int) -> None:
+        tag = str(version)
+        confidence = self.confidence.labels(tag)
+        tokens = self.text_tokens.labels(tag)
+        unknown = self.unknown_share.labels(tag)
+        truncated = 0
+        for result in results:
+            self.predictions.labels(result.label, tag).inc()
+            confidence.observe(result.score)
+            tokens.observe(result.num_tokens)
+            unknown.observe(result.unknown_tokens / result.num_tokens)
+            truncated += result.truncated
+        if truncated:
+            self.truncated.labels(tag).inc(truncated)
 
     def queue_wait(self, seconds: float) -> None:
         self.queue_wait_seconds.observe(seconds)

@@ -20,6 +20,8 @@ from service.errors import InvalidInput
 CHARS_PER_TOKEN = 16  # words average 5 or 6 characters with their space; room for long ones
 WHITESPACE = " \t\n\r\f\v"
 
+UNKNOWN_TOKEN = "[UNK]"  # WordPiece's token for what the vocabulary does not hold
+
 
 @dataclass(frozen=True)
 class Encoded:
@@ -28,6 +30,7 @@ class Encoded:
     ids: list[int]
     tokens: list[str]
     truncated: bool
+    unknown: int = 0  # tokens the vocabulary did not know ([UNK])
 
 
 def _prefix(text: str, chars: int) -> str:
@@ -46,6 +49,7 @@ class Preprocessor:
         self.tokenizer.no_padding()  # the batcher pads per batch
         self.tokenizer.enable_truncation(max_length=max_length)
         self.specials = self.tokenizer.num_special_tokens_to_add(False)  # [CLS] and [SEP]
+        self.unknown_id = self.tokenizer.token_to_id(UNKNOWN_TOKEN)
         self.max_length = max_length
         self.max_texts = max_texts
         self.max_chars = max_chars
@@ -96,4 +100,8 @@ class Preprocessor:
                     f"text {index} has no word the model can read (only spaces, control or "
                     "zero-width characters)"
                 )
-        return [Encoded(e.ids, e.tokens, bool(e.overflowing)) for e in encodings]
+        unknown = self.unknown_id
+        return [
+            Encoded(e.ids, e.tokens, bool(e.overflowing), 0 if unknown is None else e.ids.count(unknown))
+            for e in encodings
+        ]

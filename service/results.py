@@ -3,8 +3,10 @@ API boundaries share."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,3 +47,12 @@ class TextResult:
     num_tokens: int
     served: ItemResult
     attention: AttentionView | None
+    unknown_tokens: int = (
+        0  # tokens the vocabulary did not know ([UNK]), [CLS] and [SEP] included in num_tokens
+    )
+
+
+class PredictionObserver(Protocol):
+    """Watches the model's answers (service/metrics.py: model monitoring)."""
+
+    def predicted(self, results: Sequence[TextResult], version: int) -> None: ...

@@ -137,7 +137,7 @@ class Server:
     async def start(self) -> None:
         """Load and check the model (ModelDirectoryError on failure), listen, warm up, report SERVING."""
         settings = self.settings
-        engine = build_engine(settings, self.metrics)
+        engine = build_engine(settings, self.metrics, self.metrics)
         self.engine = engine
         interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics), self._drain]
         if settings.auth_token is not None:
@@ -194,6 +194,7 @@ class Server:
             variant=settings.variant.value,
             labels=",".join(spec.labels),
         ).set(1)
+        self.metrics.model_loaded(spec.version, spec.labels)
         self.metrics.queue_capacity.set(settings.max_queue_size)
         self.metrics.connections_limit.set(settings.max_connections)
         transport.start()
