@@ -164,3 +164,19 @@ def test_page_bench_times_the_playground_in_chromium(model_root: Path) -> None:
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     timing = figures["submit_to_coloured_words_ms"]
     assert figures["runs"] == 3 and 0 < timing["p50"] <= timing["max"]
+
+
+@pytest.mark.long  # a capacity run and eight load points
+def test_queue_signal_bench_writes_its_points_and_plot(
+    model_root: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.queue_signal", "--model-dir", str(model_root), "--duration", "1",
+         "--sentences", "100", "--cache-dir", str(cache_dir), "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "queue_signal.json").read_text())
+    assert len(report["points"]) == 8 and report["capacity_per_s"] > 0
+    assert all(p["served_per_s"] > 0 and p["queue_wait_mean_s"] >= 0 for p in report["points"])
+    assert (tmp_path / "figures" / "queue_signal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -167,6 +167,7 @@ def test_kubernetes_manifests_validate_against_the_schemas() -> None:
         "PodDisruptionBudget",
         "PersistentVolumeClaim",
         "Job",
+        "ConfigMap",
     }
     for manifest in manifests:
         kubernetes_validate.validate(manifest, version, strict=True)
@@ -179,6 +180,35 @@ def test_kubernetes_manifests_validate_against_the_schemas() -> None:
     assert sorted(kustomization["resources"]) == sorted(
         p.name for p in (DEPLOY / "k8s").glob("*.yaml") if p.name != "kustomization.yaml"
     )
+
+
+def test_autoscaler_scales_on_the_queue_wait_the_adapter_serves(tmp_path: Path) -> None:
+    manifests = _manifests(DEPLOY / "k8s")
+    (hpa,) = [m for m in manifests if m["kind"] == "HorizontalPodAutoscaler"]
+    (adapter,) = [m for m in manifests if m["kind"] == "ConfigMap"]
+    by_type = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert set(by_type) == {"Pods", "Resource"}  # the queue, and CPU as the fallback
+    pods = by_type["Pods"]["pods"]
+    (rule,) = yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
+    assert rule["name"]["as"] == pods["metric"]["name"]
+    assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+    # the target comes from the measurement: below the mean queue wait where p99 first left the SLO
+    target_s = float(pods["target"]["averageValue"].removesuffix("m")) / 1000
+    measured = json.loads((ROOT / "bench" / "queue_signal.json").read_text())
+    assert target_s < measured["first_beyond"]["queue_wait_mean_s"]
+    assert measured["slo_p99_ms"] == 500
+    # the adapter's query, its templates filled in as the adapter fills them, is valid PromQL
+    query = (
+        rule["metricsQuery"]
+        .replace("<<.GroupBy>>", "pod")
+        .replace("<<.LabelMatchers>>", 'namespace="default",pod=~"sentiment-server-.*"')
+    )
+    path = tmp_path / "adapter_rules.yml"
+    path.write_text(
+        yaml.safe_dump({"groups": [{"name": "adapter", "rules": [{"record": "q", "expr": query}]}]})
+    )
+    result = run(tool("promtool"), "check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_kubernetes_deployment_probes_and_drain() -> None:
