@@ -17,6 +17,7 @@ from tests.deploy.conftest import DEPLOY, ROOT, compose_binary, tool
 
 SERVER_IMAGE = "sentiment-service:0.1.0"
 GRACE_PERIOD_S = 20  # what the compose file, the image and the manifests give SENTIMENT_GRACE_PERIOD_S
+KUBERNETES_VERSIONS = ("1.35.0", "1.36.0", "1.37.0")
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -157,7 +158,8 @@ def _manifests(directory: Path) -> list[dict[str, Any]]:
 
 
 def test_kubernetes_manifests_validate_against_the_schemas() -> None:
-    version = kubernetes_validate.latest_version()
+    # the three newest Kubernetes minor versions whose schemas the validator ships (offline)
+    assert kubernetes_validate.latest_version() == KUBERNETES_VERSIONS[-1]
     manifests = _manifests(DEPLOY / "k8s")
     kinds = {m["kind"] for m in manifests}
     assert kinds == {
@@ -169,8 +171,10 @@ def test_kubernetes_manifests_validate_against_the_schemas() -> None:
         "Job",
         "ConfigMap",
     }
-    for manifest in manifests:
-        kubernetes_validate.validate(manifest, version, strict=True)
+    for version in KUBERNETES_VERSIONS:
+        for manifest in manifests:
+            kubernetes_validate.validate(manifest, version, strict=True)
+    version = KUBERNETES_VERSIONS[-1]
     # the validator does reject a wrong manifest
     broken = json.loads(json.dumps(next(m for m in manifests if m["kind"] == "Deployment")))
     broken["spec"]["replicas"] = "two"
