@@ -10,7 +10,7 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from service.config import Settings
+from service.config import LogFormat, Settings
 from service.errors import StartupError, quoted
 from service.server import Server
 
@@ -55,6 +55,21 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Standard error, as text lines or (--log-format json) one JSON object per line."""
+    handler = logging.StreamHandler()
+    if settings.log_format is LogFormat.JSON:
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter(LOG_FORMAT))
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -65,9 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as err:  # a flag that does not exist, or one without its value
         print(f"python -m service: cannot start: {err} (--help lists the settings)", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)
     if settings.workers > 1:
         from service.workers import run_group
 

@@ -23,6 +23,11 @@ class Variant(StrEnum):
     INT8 = "int8"  # model.int8.onnx, the dynamically quantised variant
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"  # one JSON object per line (python-json-logger), every field its own key
+
+
 class Settings(BaseSettings):
     """Every option is a flag (--max-batch-size) and a variable (SENTIMENT_MAX_BATCH_SIZE)."""
 
@@ -139,6 +144,13 @@ class Settings(BaseSettings):
     """Serve gRPC server reflection so tools can discover the API."""
     log_level: str = "INFO"
     """Python logging level."""
+    log_format: LogFormat = LogFormat.TEXT
+    """text, or json: one JSON object per log line, for log collectors."""
+    access_log_sample: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of calls that get an access log line (method, code, peer, time, texts, tokens, queue and
+    compute time, model version) on the service.access logger; 0 turns it off, 1 logs every call."""
+    access_log_texts: bool = False
+    """Put the texts themselves in access log lines (off: a log never holds what callers wrote)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -141,5 +141,5 @@ class Engine:
                 )
             )
         if self.observer is not None:
-            self.observer.predicted(results, self.spec.version)
+            self.observer.predicted(texts, results, self.spec.version)
         return results

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from service.access import AccessLog
 from service.auth import bearer_refusal
 from service.fair_queue import DEADLINE_SLACK_S
 from service.metrics import Metrics
@@ -131,9 +132,10 @@ class _Cached(grpc.aio.ServerInterceptor):
 class MetricsInterceptor(_Cached):
     """Counts every RPC by method and status code, times it, and tracks how many are in flight."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, access: AccessLog | None = None) -> None:
         super().__init__()
         self.metrics = metrics
+        self.access = access
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         name = method.lstrip("/")
@@ -141,18 +143,24 @@ class MetricsInterceptor(_Cached):
         seconds = metrics.request_seconds.labels(name, "grpc")
         counters: dict[str, Any] = {}
 
-        def begin() -> float:
-            metrics.in_flight.inc()
-            return time.perf_counter()
+        access = self.access
 
-        def end(started: float, context: Context, error: BaseException | None) -> None:
+        def begin() -> tuple[float, Any]:
+            metrics.in_flight.inc()
+            return time.perf_counter(), access.begin() if access is not None else None
+
+        def end(begun: tuple[float, Any], context: Context, error: BaseException | None) -> None:
+            started, opened = begun
             metrics.in_flight.dec()
             code = _code_name(context, error)
             counter = counters.get(code)
             if counter is None:
                 counter = counters[code] = metrics.requests.labels(name, code, "grpc")
             counter.inc()
-            seconds.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            seconds.observe(elapsed)
+            if opened is not None and access is not None:
+                access.end(opened, name, code, "grpc", context.peer(), elapsed)
 
         return _observed(handler, begin, end)
 

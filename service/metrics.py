@@ -190,7 +190,7 @@ class Metrics:
         self.truncated.labels(tag)
         self.unknown_share.labels(tag)
 
-    def predicted(self, results: Sequence[TextResult], version: int) -> None:
+    def predicted(self, texts: Sequence[str], results: Sequence[TextResult], version: int) -> None:
         tag = str(version)
         confidence = self.confidence.labels(tag)
         tokens = self.text_tokens.labels(tag)

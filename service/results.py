@@ -53,6 +53,17 @@ class TextResult:
 
 
 class PredictionObserver(Protocol):
-    """Watches the model's answers (service/metrics.py: model monitoring)."""
+    """Watches the model's answers (service/metrics.py: model monitoring; service/access.py)."""
 
-    def predicted(self, results: Sequence[TextResult], version: int) -> None: ...
+    def predicted(self, texts: Sequence[str], results: Sequence[TextResult], version: int) -> None: ...
+
+
+class PredictionObservers:
+    """Several observers as one, called in order."""
+
+    def __init__(self, *observers: PredictionObserver) -> None:
+        self.observers = observers
+
+    def predicted(self, texts: Sequence[str], results: Sequence[TextResult], version: int) -> None:
+        for observer in self.observers:
+            observer.predicted(texts, results, version)

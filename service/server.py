@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from service.access import AccessLog
 from service.assembly import build_engine
 from service.config import Settings
 from service.engine import Engine
@@ -25,6 +26,7 @@ from service.http.app import Front, Limits, build_app
 from service.http.front import HttpFront
 from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInterceptor
 from service.metrics import Metrics, MetricsEndpoint
+from service.results import PredictionObservers
 from service.servicers import InferenceServicer, SentimentServicer
 from service.servicers._boundary import lenient
 from service.transport import TransportStats, server_ids
@@ -116,6 +118,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.access = AccessLog(settings.access_log_sample, settings.access_log_texts)
         self.engine: Engine | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -137,9 +140,12 @@ class Server:
     async def start(self) -> None:
         """Load and check the model (ModelDirectoryError on failure), listen, warm up, report SERVING."""
         settings = self.settings
-        engine = build_engine(settings, self.metrics, self.metrics)
+        engine = build_engine(settings, self.metrics, PredictionObservers(self.metrics, self.access))
         self.engine = engine
-        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics), self._drain]
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            MetricsInterceptor(self.metrics, self.access),
+            self._drain,
+        ]
         if settings.auth_token is not None:
             interceptors.append(AuthInterceptor(settings.auth_token.get_secret_value()))
         before = server_ids()
@@ -232,7 +238,7 @@ class Server:
             if settings.tls_client_ca_file is not None:
                 config.update(ssl_ca_certs=str(settings.tls_client_ca_file), ssl_cert_reqs=ssl.CERT_REQUIRED)
         head = {"max_head_bytes": settings.max_metadata_bytes, "head_timeout_s": settings.handshake_timeout_s}
-        return HttpFront(build_app(front), sock, config, head)
+        return HttpFront(build_app(front, self.access), sock, config, head)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls (UNAVAILABLE), answer accepted ones, then stop.

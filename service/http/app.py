@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from service.access import AccessLog
 from service.auth import bearer_refusal
 from service.errors import (
     InvalidInput,
@@ -370,10 +371,13 @@ class Observed:
     """Counts and times every HTTP request in the service's metrics, and holds the drain open while
     it is answered (a streamed answer included)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, drain: DrainInterceptor) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, drain: DrainInterceptor, access: AccessLog | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.drain = drain
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -383,6 +387,7 @@ class Observed:
         metrics = self.metrics
         metrics.in_flight.inc()
         self.drain.begin()
+        opened = self.access.begin() if self.access is not None else None
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send)
@@ -390,8 +395,14 @@ class Observed:
             metrics.in_flight.dec()
             self.drain.end()
             rpc = state.get("rpc", "http/unrouted")  # a path or method no endpoint serves
-            metrics.requests.labels(rpc, state.get("code", "NOT_FOUND"), "http").inc()
-            metrics.request_seconds.labels(rpc, "http").observe(time.perf_counter() - started)
+            code = state.get("code", "NOT_FOUND")
+            elapsed = time.perf_counter() - started
+            metrics.requests.labels(rpc, code, "http").inc()
+            metrics.request_seconds.labels(rpc, "http").observe(elapsed)
+            if opened is not None and self.access is not None:
+                client = scope.get("client")
+                peer = f"ipv4:{client[0]}:{client[1]}" if client else "unknown"
+                self.access.end(opened, rpc, code, "http", peer, elapsed)
 
 
 async def _not_routed(request: Request, exc: Exception) -> Response:
@@ -401,6 +412,6 @@ async def _not_routed(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail, "code": code}, exc.status_code, exc.headers)
 
 
-def build_app(front: Front) -> ASGIApp:
+def build_app(front: Front, access: AccessLog | None = None) -> ASGIApp:
     app = Starlette(routes=front.routes(), exception_handlers={HTTPException: _not_routed})
-    return Observed(app, front.metrics, front.drain)
+    return Observed(app, front.metrics, front.drain, access)
