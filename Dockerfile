@@ -55,10 +55,11 @@ ENV SENTIMENT_MODEL_DIR=/models/sentiment \
     SENTIMENT_PORT=50051 \
     SENTIMENT_METRICS_HOST=0.0.0.0 \
     SENTIMENT_METRICS_PORT=9100 \
+    SENTIMENT_HTTP_PORT=8080 \
     SENTIMENT_GRACE_PERIOD_S=20
 USER sentiment
 VOLUME ["/models"]
-EXPOSE 50051 9100
+EXPOSE 50051 8080 9100
 # SIGTERM drains: health turns NOT_SERVING, new calls get UNAVAILABLE, accepted ones are answered,
 # then exit 0 within SENTIMENT_GRACE_PERIOD_S. Give the container longer than that before SIGKILL
 # (docker stop -t 25, compose stop_grace_period: 25s, Kubernetes terminationGracePeriodSeconds: 30).
