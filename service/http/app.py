@@ -400,9 +400,15 @@ class Observed:
             metrics.requests.labels(rpc, code, "http").inc()
             metrics.request_seconds.labels(rpc, "http").observe(elapsed)
             if opened is not None and self.access is not None:
-                client = scope.get("client")
-                peer = f"ipv4:{client[0]}:{client[1]}" if client else "unknown"
-                self.access.end(opened, rpc, code, "http", peer, elapsed)
+                self.access.end(opened, rpc, code, "http", peer_of(scope.get("client")), elapsed)
+
+
+def peer_of(client: tuple[str, int] | None) -> str:
+    """An HTTP caller's address written as gRPC writes a peer (ipv4:host:port, ipv6:[host]:port)."""
+    if not client:
+        return "unknown"
+    host, port = client
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
 
 async def _not_routed(request: Request, exc: Exception) -> Response:
