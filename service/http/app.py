@@ -149,14 +149,20 @@ class Front:
 
         return answer
 
-    async def body(self, request: Request, types: tuple[str, ...], optional_type: bool = False) -> bytes:
-        """The request's body: its content type checked, its declared size checked before reading,
-        its real size while reading, and the whole read within the read timeout."""
+    @staticmethod
+    def check_type(request: Request, types: tuple[str, ...], optional_type: bool = False) -> None:
+        """UnsupportedMediaType unless the body's content type is one of `types` (or, when
+        optional_type, none is given)."""
         kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if kind not in types and not (optional_type and not kind):
             raise UnsupportedMediaType(
                 f"content type {kind or 'none'!r} is not taken here; send {' or '.join(types)}"
             )
+
+    async def body(self, request: Request, types: tuple[str, ...], optional_type: bool = False) -> bytes:
+        """The request's body: its content type checked, its declared size checked before reading,
+        its real size while reading, and the whole read within the read timeout."""
+        self.check_type(request, types, optional_type)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             raise UnsupportedMediaType(f"content encoding {encoding!r} is not taken; send the body as is")
@@ -182,21 +188,25 @@ class Front:
 
     async def message(self, request: Request, message: Message) -> Message:
         """A sentiment.v1 request from its JSON body (protobuf's JSON mapping)."""
-        data = await self.body(request, ("application/json",))
-        kserve.parse_json(data, "the request body")  # one clear message for broken JSON
+        value = kserve.parse_json(await self.body(request, ("application/json",)), "the request body")
         try:
-            return json_format.Parse(data, message)
+            return json_format.ParseDict(value, message)
         except json_format.ParseError as err:
             raise InvalidInput(f"the request is not a valid {message.DESCRIPTOR.full_name}: {err}") from None
 
     @staticmethod
-    async def json_of(message: Message, heavy: bool = False) -> Response:
+    async def json_bytes(message: Message, heavy: bool = False) -> bytes:
+        """A message in protobuf's JSON mapping, fields at their defaults included; a heavy one is
+        rendered in a worker thread, off the event loop."""
+
         def render() -> bytes:
             value = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
             return json.dumps(value, separators=(",", ":")).encode()
 
-        body = await asyncio.to_thread(render) if heavy else render()
-        return Response(body, media_type="application/json")
+        return await asyncio.to_thread(render) if heavy else render()
+
+    async def json_of(self, message: Message, heavy: bool = False) -> Response:
+        return Response(await self.json_bytes(message, heavy), media_type="application/json")
 
     # sentiment.v1 -------------------------------------------------------------------------------
 
@@ -209,7 +219,7 @@ class Front:
     async def predict_stream(self, request: Request) -> Response:
         """NDJSON: one PredictStreamRequest per line in, one PredictStreamResponse per line out, in the
         order they finish; a line over --max-message-bytes ends the stream with an error line."""
-        await self._check_stream(request)
+        self.check_type(request, JSON_TYPES)
         answers = self.sentiment.predict_each(self._lines(request), None)
 
         async def lines() -> AsyncIterator[bytes]:
@@ -224,14 +234,9 @@ class Front:
 
         return Lines(lines())
 
-    async def _check_stream(self, request: Request) -> None:
-        kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if kind not in JSON_TYPES:
-            raise UnsupportedMediaType(f"content type {kind or 'none'!r} is not taken here; send {NDJSON}")
-
     async def _lines(self, request: Request) -> AsyncIterator[pb.PredictStreamRequest | Malformed]:
         limit = self.limits.max_body_bytes
-        pending = b""
+        pending = bytearray()  # the unfinished line: grows in place, split only when a line ends
         stream = request.stream().__aiter__()
         while True:
             try:
@@ -244,14 +249,16 @@ class Front:
             if chunk is None:
                 break
             pending += chunk
-            *whole, pending = pending.split(b"\n")
+            if b"\n" in chunk:
+                *whole, rest = pending.split(b"\n")
+                pending = bytearray(rest)
+                for line in whole:
+                    if line.strip():
+                        yield self._parse_line(bytes(line))
             if len(pending) > limit:
                 raise PayloadTooLarge(f"a line is over the limit of {limit} bytes (--max-message-bytes)")
-            for line in whole:
-                if line.strip():
-                    yield self._parse_line(line)
         if pending.strip():
-            yield self._parse_line(pending)
+            yield self._parse_line(bytes(pending))
 
     @staticmethod
     def _parse_line(line: bytes) -> pb.PredictStreamRequest | Malformed:
@@ -262,10 +269,8 @@ class Front:
             return Malformed(message.DESCRIPTOR.full_name, err)
         return message
 
-    async def _line(self, message: Message) -> bytes:
-        heavy = isinstance(message, pb.PredictStreamResponse) and message.response.ByteSize() > 1 << 16
-        response = await self.json_of(message, heavy)
-        return bytes(response.body)
+    async def _line(self, message: pb.PredictStreamResponse) -> bytes:
+        return await self.json_bytes(message, heavy=message.response.ByteSize() > 1 << 16)
 
     async def model_info(self, request: Request) -> Response:
         version = request.query_params.get("model_version", "0")
