@@ -223,9 +223,8 @@ class Server:
         token = None if settings.auth_token is None else settings.auth_token.get_secret_value()
         limits = Limits(settings.max_message_bytes, settings.http_read_timeout_s)
         front = Front(sentiment, inference, self.metrics, self._drain, limits, token, lambda: self.serving)
+        # a worker joins its group's port; any other bind fails beside a listener (check_port_free)
         option = socket.SO_REUSEPORT if settings.reuse_port else socket.SO_REUSEADDR
-        if not settings.reuse_port:
-            check_port_free(settings.host, settings.http_port, "--http-port")
         sock = bind(settings.host, settings.http_port, option, "--http-port")
         sock.listen(2048)
         sock.setblocking(False)
