@@ -7,6 +7,7 @@ histograms add up; gauges say how they combine (multiprocess_mode), and only liv
 
 from __future__ import annotations
 
+import collections
 import socket
 import threading
 from collections.abc import Iterable, Sequence
@@ -196,8 +197,9 @@ class Metrics:
         tokens = self.text_tokens.labels(tag)
         unknown = self.unknown_share.labels(tag)
         truncated = 0
+        for label, count in collections.Counter(r.label for r in results).items():
+            self.predictions.labels(label, tag).inc(count)
         for result in results:
-            self.predictions.labels(result.label, tag).inc()
             confidence.observe(result.score)
             tokens.observe(result.num_tokens)
             unknown.observe(result.unknown_tokens / result.num_tokens)
