@@ -20,25 +20,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.report import load, start_ours
+from bench.report import load, scrape, start_ours
 from bench.run import ROOT, sentences_file, stop
 
 SLO_P99_MS = 500.0
 SHARES = (0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
-
-
-def sample(metrics_port: int) -> dict[str, float]:
-    """The queue wait histogram's sum and count, and the server process's CPU seconds."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    figures: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name in ("sentiment_queue_wait_seconds_sum", "sentiment_queue_wait_seconds_count"):
-                figures[s.name] = s.value
-    return figures
+QUEUE_WAIT = ("sentiment_queue_wait_seconds",)
 
 
 class DepthWatcher(threading.Thread):
@@ -115,7 +102,11 @@ def main() -> None:
         ]
         print(f"capacity {capacity:.0f} sentences/s", flush=True)
         for share in SHARES:
-            before, cpu_before, started = sample(metrics_port), cpu_seconds(server.pid), time.monotonic()
+            before, cpu_before, started = (
+                scrape(metrics_port, QUEUE_WAIT),
+                cpu_seconds(server.pid),
+                time.monotonic(),
+            )
             watcher = DepthWatcher(metrics_port)
             watcher.start()
             result = load(
@@ -124,7 +115,7 @@ def main() -> None:
             watcher.done.set()
             watcher.join()
             after, cpu_after, elapsed = (
-                sample(metrics_port),
+                scrape(metrics_port, QUEUE_WAIT),
                 cpu_seconds(server.pid),
                 time.monotonic() - started,
             )

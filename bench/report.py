@@ -90,8 +90,11 @@ def start_ours(flags: list[str]) -> tuple[subprocess.Popen[str], int, int, int]:
     return process, int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
-def scrape(metrics_port: int | None) -> dict[str, float]:
-    """Sums and counts of the batch-size and padding-ratio histograms."""
+def scrape(
+    metrics_port: int | None,
+    families: tuple[str, ...] = ("sentiment_batch_size", "sentiment_batch_padding_ratio"),
+) -> dict[str, float]:
+    """Sums and counts of the histograms `families` (by default batch size and padding ratio)."""
     if metrics_port is None:
         return {}
     from prometheus_client.parser import text_string_to_metric_families
@@ -100,7 +103,7 @@ def scrape(metrics_port: int | None) -> dict[str, float]:
         text = response.read().decode()
     figures: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name in ("sentiment_batch_size", "sentiment_batch_padding_ratio"):
+        if family.name in families:
             for sample in family.samples:
                 if sample.name.endswith(("_sum", "_count")):
                     figures[sample.name] = sample.value
