@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
+
 from service.results import TextResult
 
 log = logging.getLogger("service.access")
@@ -81,6 +83,9 @@ class AccessLog:
             "compute_ms": round(record.compute_ms, 3),
             "version": record.version,
         }
+        traced = trace.get_current_span().get_span_context()
+        if traced.is_valid:  # tracing is on: the line names its call's trace
+            fields["trace_id"] = format(traced.trace_id, "032x")
         if self.with_texts:
             fields["said"] = record.said
         text = " ".join(f"{key}={value}" for key, value in fields.items() if key != "said")

@@ -16,6 +16,7 @@ from service.postprocess import make_run_fn
 from service.preprocess import Preprocessor
 from service.results import PredictionObserver
 from service.runtime import OnnxModel
+from service.tracing import BatchTracing, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,13 @@ def batch_limits(
 
 
 def build_engine(
-    settings: Settings, observer: BatchObserver | None = None, predictions: PredictionObserver | None = None
+    settings: Settings,
+    observer: BatchObserver | None = None,
+    predictions: PredictionObserver | None = None,
+    tracing: Tracing | None = None,
 ) -> Engine:
     """Check and load the model directory; raises ModelDirectoryError with one clear message.
-    `observer` watches the batches, `predictions` the answers."""
+    `observer` watches the batches, `predictions` the answers; `tracing` when tracing is on."""
     spec = load_spec(settings.model_dir, settings.model_name, settings.model_version, settings.variant)
     cpus = available_cpus()
     lone_threads = settings.lone_batch_threads or cpus
@@ -77,12 +81,22 @@ def build_engine(
     except Exception as err:  # the tokenizers library raises its own untyped errors for a bad file
         raise ModelDirectoryError(f"{tokenizer} could not be read by the tokenizer: {err}") from err
     limits = batch_limits(settings, spec.max_length, sizing.max_concurrent_batches, wide)
+    batch_tracing = None
+    if tracing is not None:
+        model_attributes = {
+            "model.name": spec.name,
+            "model.version": spec.version,
+            "model.variant": settings.variant.value,
+            "model.provider": model.provider,
+        }
+        batch_tracing = BatchTracing(tracing, model_attributes)
     return Engine(
         spec,
         model,
         preprocessor,
-        Batcher(make_run_fn(model), limits, observer),
+        Batcher(make_run_fn(model), limits, observer, batch_tracing),
         AnswerSizePolicy(settings.max_message_bytes, spec.num_layers, spec.num_heads),
         sizing,
         predictions,
+        tracing,
     )

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +30,9 @@ from numpy.typing import NDArray
 from model_contract import pad
 from service.errors import RuntimeFailure
 from service.fair_queue import BatchLimits, FairQueue, Item, ItemResult, QueueObserver, share, split_by_length
+
+if TYPE_CHECKING:
+    from service.tracing import BatchTracing
 
 # a lone round runs wide only once this many rounds before it also ran alone: a server this quiet
 # is serving one caller at a time; under load, even light, two narrow rounds side by side serve more
@@ -62,16 +65,24 @@ class BatchRun:
     ids: Int64Array
     mask: Int64Array
     rows: Sequence[Any] | None
+    began: float  # time.monotonic() as the batch started
     seconds: float
 
 
 class Batcher:
     """The fair queue and the task that forms and runs its rounds."""
 
-    def __init__(self, run: RunFn, limits: BatchLimits, observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        run: RunFn,
+        limits: BatchLimits,
+        observer: BatchObserver | None = None,
+        tracing: BatchTracing | None = None,
+    ) -> None:
         self._run_fn = run
         self.limits = limits
         self._observer = observer
+        self._tracing = tracing
         self._queue = FairQueue(limits, observer)
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(limits.max_concurrent_batches)
@@ -107,10 +118,11 @@ class Batcher:
         self._queue.admit(count)
 
     def submit(
-        self, sequences: Sequence[Sequence[int]], want: Any, deadline: float | None
+        self, sequences: Sequence[Sequence[int]], want: Any, deadline: float | None, trace: Any = None
     ) -> list[asyncio.Future[ItemResult]]:
-        """Queue every sequence of one request, or none: a full queue refuses at once."""
-        futures = self._queue.push(sequences, want, deadline)
+        """Queue every sequence of one request, or none: a full queue refuses at once. trace: the
+        request's span when it is sampled (service/tracing), for its batches to link to."""
+        futures = self._queue.push(sequences, want, deadline, trace)
         self._wakeup.set()
         return futures
 
@@ -175,7 +187,7 @@ class Batcher:
     async def _run_and_answer(self, round_: list[Item], wide: bool) -> None:
         started = time.monotonic()
         runs = await self._run(round_, wide)
-        self._answer(runs, started, time.monotonic() - started)
+        self._answer(runs, started, time.monotonic() - started, wide)
 
     async def _run(self, round_: list[Item], wide: bool) -> list[BatchRun]:
         """Run the round's batches back to back on one worker thread; a batch the runtime fails on
@@ -195,24 +207,41 @@ class Batcher:
                 except Exception:
                     log.exception("the runtime failed on a batch of %d x %d", *ids.shape)
                     rows = None
-                done.append(BatchRun(batch, ids, mask, rows, time.monotonic() - began))
+                done.append(BatchRun(batch, ids, mask, rows, began, time.monotonic() - began))
             return done
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, run_all)
         except Exception:  # the executor itself (never the model: run_all catches that)
             log.exception("a round of %d texts could not run", len(round_))
+            now = time.monotonic()
             return [
-                BatchRun(batch, ids, mask, None, 0.0)
+                BatchRun(batch, ids, mask, None, now, 0.0)
                 for batch, (ids, mask) in zip(parts, padded, strict=True)
             ]
 
-    def _answer(self, runs: Sequence[BatchRun], started: float, seconds: float) -> None:
+    def _answer(self, runs: Sequence[BatchRun], started: float, seconds: float, wide: bool) -> None:
         """Answer every text of a round that ran: its row, or RuntimeFailure for a failed batch;
         callers that went away are skipped."""
         observer = self._observer
+        tracing = self._tracing
         for run in runs:
             size, padded_length = run.ids.shape
+            tokens = int(run.mask.sum())
+            ride = None
+            if tracing is not None:
+                calls = (item.trace for item in run.items)
+                ride = tracing.batch(
+                    calls,
+                    started,
+                    run.began,
+                    run.seconds,
+                    size,
+                    padded_length,
+                    tokens,
+                    wide,
+                    run.rows is None,
+                )
             if run.rows is None:
                 for item in run.items:
                     if not item.future.done():
@@ -224,8 +253,8 @@ class Batcher:
                 if item.future.done():  # the caller went away while the round ran
                     continue
                 waited = started - item.enqueued
-                item.future.set_result(ItemResult(row, waited, seconds, size, padded_length))
+                item.future.set_result(ItemResult(row, waited, seconds, size, padded_length, ride))
                 if observer:
                     observer.queue_wait(waited)
             if observer:
-                observer.batch_done(size, padded_length, int(run.mask.sum()), run.seconds)
+                observer.batch_done(size, padded_length, tokens, run.seconds)

@@ -4,8 +4,11 @@ into a prediction."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from service.answer_size import AnswerSizePolicy
 from service.batcher import Batcher
@@ -14,6 +17,9 @@ from service.model_store import ModelSpec
 from service.preprocess import Encoded, Preprocessor
 from service.results import AttentionMode, AttentionView, PredictionObserver, RowResult, TextResult
 from service.runtime import OnnxModel
+
+if TYPE_CHECKING:
+    from service.tracing import Tracing
 
 # requests up to this many characters are tokenized on the event loop: cheaper than a thread hop
 INLINE_CHARS = 4096
@@ -54,6 +60,7 @@ class Engine:
         answer_size: AnswerSizePolicy,
         sizing: Sizing,
         observer: PredictionObserver | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -61,6 +68,7 @@ class Engine:
         self.batcher = batcher
         self.answer_size = answer_size
         self.observer = observer
+        self.tracing = tracing
         self._info = EngineInfo(spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing)
         self.ready = False
         self.draining = asyncio.Event()  # set once new work is refused: open streams close
@@ -83,6 +91,11 @@ class Engine:
         """Answer everything queued, then stop."""
         self.stop_accepting()
         await self.batcher.stop()
+
+    def step(self, name: str) -> AbstractContextManager[Any]:
+        """A span for one step of the current call when it is traced (service/tracing), else
+        nothing; `as` gives the span or None."""
+        return nullcontext() if self.tracing is None else self.tracing.step(name)
 
     def check_count(self, count: int) -> None:
         """Refuse a request of `count` texts before reading them (InvalidInput)."""
@@ -116,10 +129,22 @@ class Engine:
             raise NotServing("the server is starting up or shutting down; retry (another replica)")
         self.check_count(len(texts))
         self.batcher.admit(len(texts))  # refuse an overload before paying for tokenizing
-        encoded = await self.encode(texts)
-        self.answer_size.check_request([len(e.ids) for e in encoded], mode, padded)
-        futures = self.batcher.submit([e.ids for e in encoded], mode, deadline)
+        with self.step("tokenize") as span:
+            encoded = await self.encode(texts)
+            lengths = [len(e.ids) for e in encoded]
+            if span is not None:
+                truncated = sum(e.truncated for e in encoded)
+                span.set_attributes(
+                    {"call.texts": len(texts), "call.tokens": sum(lengths), "call.truncated": truncated}
+                )
+        self.answer_size.check_request(lengths, mode, padded)
+        tracing = self.tracing
+        call = tracing.current() if tracing is not None else None
+        queued = time.monotonic()
+        futures = self.batcher.submit([e.ids for e in encoded], mode, deadline, call)
         served = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
+        if call is not None and tracing is not None:
+            tracing.served(queued, [item.trace for item in served if item.trace is not None])
         results = []
         for enc, item in zip(encoded, served, strict=True):
             row: RowResult = item.value

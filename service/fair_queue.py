@@ -43,6 +43,7 @@ class ItemResult:
     compute_seconds: float
     batch_size: int
     padded_length: int
+    trace: Any = None  # where the text rode, for its call's spans (service/tracing.Ride); None untraced
 
 
 @dataclass(eq=False)
@@ -55,6 +56,7 @@ class Item:
     future: asyncio.Future[ItemResult]
     enqueued: float = field(default_factory=time.monotonic)
     start: float = 0.0  # fair-queuing tag: the virtual time (in tokens) when this text's turn comes
+    trace: Any = None  # the span of a sampled call this text belongs to (service/tracing), else None
 
     @property
     def length(self) -> int:
@@ -165,9 +167,10 @@ class FairQueue:
             )
 
     def push(
-        self, sequences: Sequence[Sequence[int]], want: Any, deadline: float | None
+        self, sequences: Sequence[Sequence[int]], want: Any, deadline: float | None, trace: Any = None
     ) -> list[asyncio.Future[ItemResult]]:
-        """Queue every sequence of one request with its start tags, or none (admit raises)."""
+        """Queue every sequence of one request with its start tags, or none (admit raises); trace:
+        the request's span when it is traced."""
         self.admit(len(sequences))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -175,7 +178,7 @@ class FairQueue:
         start = self._virtual
         for ids in sequences:
             future: asyncio.Future[ItemResult] = loop.create_future()
-            self._pending.append(Item(ids, want, deadline, future, now, start))
+            self._pending.append(Item(ids, want, deadline, future, now, start, trace))
             futures.append(future)
             start += len(ids)
         self._report_depth()

@@ -17,6 +17,8 @@ from service.fair_queue import DEADLINE_SLACK_S
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
+    from service.tracing import Tracing
+
     HandlerFactory = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
     Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -25,6 +27,7 @@ OPEN_METHODS = frozenset(
     {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
 )
 WATCH_METHOD = "/grpc.health.v1.Health/Watch"
+CARRIED = frozenset({"traceparent", "tracestate", "baggage"})  # the W3C context a caller may send
 
 
 def _rebuild(
@@ -63,15 +66,15 @@ class _Call:
 
 def _observed(
     handler: grpc.RpcMethodHandler[Any, Any],
-    begin: Callable[[], T],
+    begin: Callable[[Context], T],
     end: Callable[[T, Context, BaseException | None], None],
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler with begin() called as each call starts and end(what begin returned,
+    """The same handler with begin(context) called as each call starts and end(what begin returned,
     context, the exception or None) as it ends, however it ends; unary and streaming alike."""
 
     def wrap_unary(behaviour: Any) -> Any:
         async def observed(request: Any, context: Context) -> Any:
-            with _Call(functools.partial(end, begin()), context):
+            with _Call(functools.partial(end, begin(context)), context):
                 return await behaviour(request, context)
 
         return observed
@@ -81,7 +84,7 @@ def _observed(
             return wrap_unary(behaviour)  # a coroutine writing with context.write (health Watch)
 
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-            with _Call(functools.partial(end, begin()), context):
+            with _Call(functools.partial(end, begin(context)), context):
                 async for response in behaviour(request, context):
                     yield response
 
@@ -145,7 +148,7 @@ class MetricsInterceptor(_Cached):
 
         access = self.access
 
-        def begin() -> tuple[float, Any]:
+        def begin(context: Context) -> tuple[float, Any]:
             metrics.in_flight.inc()
             return time.perf_counter(), access.begin() if access is not None else None
 
@@ -161,6 +164,36 @@ class MetricsInterceptor(_Cached):
             seconds.observe(elapsed)
             if opened is not None and access is not None:
                 access.end(opened, name, code, "grpc", context.peer(), elapsed)
+
+        return _observed(handler, begin, end)
+
+
+class TracingInterceptor(_Cached):
+    """A server span per call (service/tracing), its parent the caller's traceparent; current while
+    the call runs, so that the engine's spans and the log lines of the call join it. Health probes
+    are not traced: they would be most of the spans and explain nothing."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        super().__init__()
+        self.tracing = tracing
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        if method.startswith(OPEN_PREFIX) or method in OPEN_METHODS:
+            return handler
+        name = method.lstrip("/")
+        service, _, rpc = name.partition("/")
+        static = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+        tracing = self.tracing
+
+        def begin(context: Context) -> Any:
+            metadata = context.invocation_metadata() or ()
+            carrier = {key: value for key, value in metadata if key in CARRIED and isinstance(value, str)}
+            attributes = {**static, "network.peer.address": context.peer()}
+            return tracing.start_call(name, carrier, attributes)
+
+        def end(opened: Any, context: Context, error: BaseException | None) -> None:
+            code = _code_name(context, error)
+            tracing.end_call(opened, code, {"rpc.grpc.status_code": grpc.StatusCode[code].value[0]})
 
         return _observed(handler, begin, end)
 
@@ -256,7 +289,10 @@ class DrainInterceptor(_Cached):
 
             return _rebuild(handler, wrap_watch, wrap_watch)
 
+        def begin(context: Context) -> None:
+            self.begin()
+
         def end(_: None, context: Context, error: BaseException | None) -> None:
             self.end()
 
-        return _observed(handler, self.begin, end)
+        return _observed(handler, begin, end)

@@ -24,11 +24,13 @@ from service.engine import Engine
 from service.errors import StartupError
 from service.http.app import Front, Limits, build_app
 from service.http.front import HttpFront
-from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInterceptor
+from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInterceptor, TracingInterceptor
 from service.metrics import Metrics, MetricsEndpoint
 from service.results import PredictionObservers
 from service.servicers import InferenceServicer, SentimentServicer
 from service.servicers._boundary import lenient
+from service.servicers.inference import SERVER_VERSION
+from service.tracing import Tracing
 from service.transport import TransportStats, server_ids
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,7 @@ class Server:
         self._endpoint: MetricsEndpoint | None = None
         self._transport: TransportStats | None = None
         self._drain = DrainInterceptor()
+        self.tracing: Tracing | None = None
         self.services = [SENTIMENT_SERVICE.full_name, INFERENCE_SERVICE.full_name]
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
@@ -140,12 +143,17 @@ class Server:
     async def start(self) -> None:
         """Load and check the model (ModelDirectoryError on failure), listen, warm up, report SERVING."""
         settings = self.settings
-        engine = build_engine(settings, self.metrics, PredictionObservers(self.metrics, self.access))
+        tracing = self.tracing = Tracing.from_env(SERVER_VERSION)
+        observers = PredictionObservers(self.metrics, self.access)
+        engine = build_engine(settings, self.metrics, observers, tracing)
         self.engine = engine
         interceptors: list[grpc.aio.ServerInterceptor] = [
             MetricsInterceptor(self.metrics, self.access),
             self._drain,
         ]
+        if tracing is not None:  # outermost: the call's metrics and its access line are inside its span
+            tracing.log_ids()
+            interceptors.insert(0, TracingInterceptor(tracing))
         if settings.auth_token is not None:
             interceptors.append(AuthInterceptor(settings.auth_token.get_secret_value()))
         before = server_ids()
@@ -237,7 +245,7 @@ class Server:
             if settings.tls_client_ca_file is not None:
                 config.update(ssl_ca_certs=str(settings.tls_client_ca_file), ssl_cert_reqs=ssl.CERT_REQUIRED)
         head = {"max_head_bytes": settings.max_metadata_bytes, "head_timeout_s": settings.handshake_timeout_s}
-        return HttpFront(build_app(front, self.access), sock, config, head)
+        return HttpFront(build_app(front, self.access, self.tracing), sock, config, head)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls (UNAVAILABLE), answer accepted ones, then stop.
@@ -274,4 +282,6 @@ class Server:
             await self.engine.stop()
         if self._endpoint is not None:
             self._endpoint.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # sends the spans still buffered
         log.info("stopped; calls answered: %s", json.dumps(self.metrics.answered(), sort_keys=True))

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -25,6 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
@@ -41,12 +43,15 @@ from service.errors import (
 )
 from service.http import kserve
 from service.http.openapi import openapi_document
-from service.interceptors import DrainInterceptor
+from service.interceptors import CARRIED, DrainInterceptor
 from service.metrics import Metrics
 from service.servicers import InferenceServicer, SentimentServicer
 from service.servicers._boundary import INTERNAL_MESSAGE, Malformed
 from service.servicers.inference import server_metadata
 from service.status import status_of
+
+if TYPE_CHECKING:
+    from service.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ INFERENCE = "inference.GRPCInferenceService/"
 NDJSON = "application/x-ndjson"
 JSON_TYPES = ("application/json", NDJSON)
 PAGE_SECURITY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+# probes and the page's files: most of the requests, and nothing to explain
+UNTRACED = frozenset({"/v2/health/live", "/v2/health/ready", "/", "/openapi.json"})
 STATIC = {
     "playground.js": "text/javascript; charset=utf-8",
     "playground.css": "text/css; charset=utf-8",
@@ -377,17 +384,30 @@ class Observed:
     it is answered (a streamed answer included)."""
 
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, drain: DrainInterceptor, access: AccessLog | None = None
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        drain: DrainInterceptor,
+        access: AccessLog | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.drain = drain
         self.access = access
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        if self.tracing is not None and path not in UNTRACED and not path.startswith("/static/"):
+            await self._traced(self.tracing, scope, receive, send)
+            return
+        await self._observed(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
         metrics = self.metrics
         metrics.in_flight.inc()
@@ -407,6 +427,40 @@ class Observed:
             if opened is not None and self.access is not None:
                 self.access.end(opened, rpc, code, "http", peer_of(scope.get("client")), elapsed)
 
+    async def _traced(self, tracing: Tracing, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request in a server span (service/tracing), named by HTTP method and route."""
+        carrier = {}
+        for key, value in scope["headers"]:
+            name = key.decode("latin-1").lower()
+            if name in CARRIED:
+                carrier[name] = value.decode("latin-1")
+        attributes = {
+            "http.request.method": scope["method"],
+            "url.path": scope["path"],
+            "network.peer.address": peer_of(scope.get("client")),
+        }
+        opened = tracing.start_call(scope["method"], carrier, attributes)
+        status = 0
+
+        async def sent(message: AsgiMessage) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._observed(scope, receive, sent)
+        finally:
+            state = scope.get("state", {})
+            route = scope.get("route")
+            span = opened[0]
+            if route is not None and span.is_recording():
+                span.update_name(f"{scope['method']} {route.path}")
+            done = {"http.response.status_code": status, "rpc.method": state.get("rpc", "http/unrouted")}
+            if route is not None:
+                done["http.route"] = route.path
+            tracing.end_call(opened, state.get("code", "NOT_FOUND"), done)
+
 
 def peer_of(client: tuple[str, int] | None) -> str:
     """An HTTP caller's address written as gRPC writes a peer (ipv4:host:port, ipv6:[host]:port)."""
@@ -423,6 +477,6 @@ async def _not_routed(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail, "code": code}, exc.status_code, exc.headers)
 
 
-def build_app(front: Front, access: AccessLog | None = None) -> ASGIApp:
+def build_app(front: Front, access: AccessLog | None = None, tracing: Tracing | None = None) -> ASGIApp:
     app = Starlette(routes=front.routes(), exception_handlers={HTTPException: _not_routed})
-    return Observed(app, front.metrics, front.drain, access)
+    return Observed(app, front.metrics, front.drain, access, tracing)

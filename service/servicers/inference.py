@@ -235,12 +235,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"{available}"
             )
         results = await self.engine.predict(self._texts(request), mode, deadline, padded=True)
-        spec = self.engine.info().spec
-        response = pb.ModelInferResponse(model_name=spec.name, model_version=str(spec.version), id=request.id)
-        if mode is AttentionMode.FULL or typed:  # megabytes to copy: not on the event loop
-            await asyncio.to_thread(fill_outputs, response, wanted, results, typed)
-        else:
-            fill_outputs(response, wanted, results, typed)
-        if mode is not AttentionMode.NONE:
-            self.engine.check_sent_size(response.ByteSize())
+        with self.engine.step("answer"):
+            spec = self.engine.info().spec
+            response = pb.ModelInferResponse(
+                model_name=spec.name, model_version=str(spec.version), id=request.id
+            )
+            if mode is AttentionMode.FULL or typed:  # megabytes to copy: not on the event loop
+                await asyncio.to_thread(fill_outputs, response, wanted, results, typed)
+            else:
+                fill_outputs(response, wanted, results, typed)
+            if mode is not AttentionMode.NONE:
+                self.engine.check_sent_size(response.ByteSize())
         return response

@@ -80,16 +80,17 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         engine.check_version(request.model_version)
         mode = attention_mode(request.attention)
         results = await engine.predict(list(request.texts), mode, deadline)
-        if mode is AttentionMode.FULL:  # megabytes of floats to copy: not on the event loop
-            predictions = await asyncio.to_thread(lambda: [to_prediction(r) for r in results])
-        else:
-            predictions = [to_prediction(r) for r in results]
-        spec = engine.info().spec
-        response = pb.PredictResponse(
-            predictions=predictions, model_name=spec.name, model_version=spec.version
-        )
-        if mode is not AttentionMode.NONE:
-            engine.check_sent_size(response.ByteSize())
+        with engine.step("answer"):
+            if mode is AttentionMode.FULL:  # megabytes of floats to copy: not on the event loop
+                predictions = await asyncio.to_thread(lambda: [to_prediction(r) for r in results])
+            else:
+                predictions = [to_prediction(r) for r in results]
+            spec = engine.info().spec
+            response = pb.PredictResponse(
+                predictions=predictions, model_name=spec.name, model_version=spec.version
+            )
+            if mode is not AttentionMode.NONE:
+                engine.check_sent_size(response.ByteSize())
         return response
 
     @unary

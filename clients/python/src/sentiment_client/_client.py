@@ -13,6 +13,7 @@ from typing import Any, overload
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import propagate
 
 from sentiment_client._retry import RetryPolicy
 from sentiment_client.errors import SentimentError, from_rpc_error, from_status
@@ -138,6 +139,13 @@ class _BaseClient:
             self._info = info
         return info
 
+    def _call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The token, and the caller's trace context when it has one (W3C traceparent, from
+        OpenTelemetry's current context), so that the server's spans join the caller's trace."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return (*self._metadata, *carrier.items()) if carrier else self._metadata
+
     def _health_call(self, service: str, timeout_s: float | None) -> dict[str, Any]:
         return {
             "request": health_pb2.HealthCheckRequest(service=service),
@@ -232,7 +240,7 @@ class SentimentClient(_BaseClient):
         while True:
             attempt += 1
             try:
-                return method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+                return method(request, timeout=timeout_s or self.timeout_s, metadata=self._call_metadata())
             except grpc.RpcError as err:
                 if self.retry.should_retry(err.code(), attempt):
                     time.sleep(self.retry.delay(attempt))
@@ -315,7 +323,7 @@ class SentimentClient(_BaseClient):
                     in_flight += 1
                 yield request
 
-        responses = self._stub.PredictStream(requests(), metadata=self._metadata)
+        responses = self._stub.PredictStream(requests(), metadata=self._call_metadata())
         try:
             for response in responses:
                 with room:
@@ -360,7 +368,9 @@ class AsyncSentimentClient(_BaseClient):
         while True:
             attempt += 1
             try:
-                return await method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+                return await method(
+                    request, timeout=timeout_s or self.timeout_s, metadata=self._call_metadata()
+                )
             except grpc.RpcError as err:
                 if self.retry.should_retry(err.code(), attempt):
                     await asyncio.sleep(self.retry.delay(attempt))
@@ -406,7 +416,7 @@ class AsyncSentimentClient(_BaseClient):
     ) -> AsyncIterator[Prediction]:
         """As SentimentClient.stream: in order, at most `window` requests in flight."""
         order = _InOrder((self._info or await self.model_info()).labels)
-        call = self._stub.PredictStream(metadata=self._metadata)
+        call = self._stub.PredictStream(metadata=self._call_metadata())
         slots = asyncio.Semaphore(window)
 
         async def write() -> None:

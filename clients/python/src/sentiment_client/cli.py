@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Iterator
 from enum import StrEnum
@@ -18,6 +19,8 @@ try:
     from rich.table import Table
 except ImportError as missing:  # pragma: no cover - depends on how the package was installed
     raise SystemExit('the command line needs its extra: pip install "sentiment-client[cli]"') from missing
+
+from opentelemetry import context, propagate
 
 from sentiment_client import _render
 from sentiment_client._client import SentimentClient
@@ -80,6 +83,15 @@ def connection(
     timeout: Annotated[float, typer.Option(help="Deadline of each call, in seconds.")] = 30.0,
 ) -> None:
     ctx.obj = Connection(target, token, ca_file, cert_file, key_file, tls, timeout)
+    join_callers_trace()
+
+
+def join_callers_trace() -> None:
+    """Calls join the trace of whatever ran this command, named by the TRACEPARENT (and TRACESTATE)
+    environment variables as OpenTelemetry carries a context through a process's environment."""
+    carrier = {key.lower(): os.environ[key] for key in ("TRACEPARENT", "TRACESTATE") if os.environ.get(key)}
+    if carrier:
+        context.attach(propagate.extract(carrier))
 
 
 def _texts_from(path: Path, fmt: InputFormat, column: str) -> Iterator[str]:
