@@ -41,10 +41,13 @@ def build_engine(
     observer: BatchObserver | None = None,
     predictions: PredictionObserver | None = None,
     tracing: Tracing | None = None,
+    version: int | None = None,
 ) -> Engine:
-    """Check and load the model directory; raises ModelDirectoryError with one clear message.
-    `observer` watches the batches, `predictions` the answers; `tracing` when tracing is on."""
-    spec = load_spec(settings.model_dir, settings.model_name, settings.model_version, settings.variant)
+    """Check and load one version of the model directory (`version`, else --model-version, else the
+    highest); raises ModelDirectoryError with one clear message. `observer` watches the batches,
+    `predictions` the answers; `tracing` when tracing is on."""
+    chosen = settings.model_version if version is None else version
+    spec = load_spec(settings.model_dir, settings.model_name, chosen, settings.variant)
     cpus = available_cpus()
     lone_threads = settings.lone_batch_threads or cpus
     model = OnnxModel(

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.versions import VersionPolicy
+
 
 class Provider(StrEnum):
     """ONNX Runtime execution provider."""
@@ -21,6 +23,14 @@ class Variant(StrEnum):
 
     FP32 = "fp32"  # model.onnx
     INT8 = "int8"  # model.int8.onnx, the dynamically quantised variant
+
+
+class ModelControl(StrEnum):
+    """How the loaded versions change while the server runs."""
+
+    NONE = "none"  # chosen at start, by --versions
+    POLL = "poll"  # the server follows --model-dir every --poll-interval-s
+    EXPLICIT = "explicit"  # the repository API (RepositoryModelLoad / RepositoryModelUnload)
 
 
 class LogFormat(StrEnum):
@@ -64,7 +74,19 @@ class Settings(BaseSettings):
     model_dir: Path = Path("models/sentiment")
     """Directory of numbered model versions (models/sentiment/1, 2, ...)."""
     model_version: int | None = Field(None, ge=1)
-    """Version to serve; the highest in --model-dir when not given."""
+    """Version to serve, alone: the same as --versions with that one version."""
+    versions: str = "latest:1"
+    """Versions of --model-dir to load: latest:N (the N highest), all, or a list such as 3,5. The
+    highest loaded answers calls that name no version; a call may name any loaded one."""
+    model_control: ModelControl = ModelControl.NONE
+    """none: versions are chosen at start; poll: the server follows --model-dir, loading each new
+    complete version the policy wants and unloading those it no longer wants; explicit: the
+    repository API (RepositoryModelLoad, RepositoryModelUnload) loads and unloads."""
+    poll_interval_s: float = Field(5.0, gt=0, le=3600)
+    """With --model-control poll: how often --model-dir is read."""
+    shadow_share: float = Field(0.1, ge=0.0, le=1.0)
+    """Share of the default version's calls that a shadow version (loaded through the repository API
+    with shadow=true) also answers, off the callers' path, for its agreement metrics."""
     model_name: str = "sentiment"
     """Name callers use for the model."""
     variant: Variant = Variant.FP32
@@ -179,12 +201,28 @@ class Settings(BaseSettings):
             raise ValueError("--tls-cert-file and --tls-key-file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
+        try:
+            VersionPolicy.parse(self.versions)
+        except ValueError as err:
+            raise ValueError(f"--versions {self.versions!r}: {err}") from None
+        if self.model_control is ModelControl.EXPLICIT and self.workers > 1:
+            raise ValueError(
+                "--model-control explicit with --workers: a load or unload call reaches one worker of "
+                "the group only; use --model-control poll, which every worker follows by itself"
+            )
+        if self.model_version is not None and "versions" in self.model_fields_set:
+            raise ValueError("--model-version and --versions both choose versions: give one")
         if self.max_queue_size < self.max_texts_per_request:
             raise ValueError(
                 f"--max-queue-size ({self.max_queue_size}) must hold at least one whole request of "
                 f"--max-texts-per-request ({self.max_texts_per_request}) texts"
             )
         return self
+
+    def version_policy(self) -> VersionPolicy:
+        if self.model_version is not None:
+            return VersionPolicy("specific", listed=(self.model_version,))
+        return VersionPolicy.parse(self.versions)
 
     def metrics_token(self) -> str | None:
         """The token scrapers must send, or None when the metrics endpoint is open."""

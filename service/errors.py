@@ -45,6 +45,11 @@ class ModelNotFound(ServiceError):
     """No such model or version (NOT_FOUND)."""
 
 
+class VersionRefused(ServiceError):
+    """A model version failed its checks and was not loaded, or the change asked for is not allowed in
+    this server's model control mode (FAILED_PRECONDITION)."""
+
+
 class QueueFull(ServiceError):
     """Overloaded now: retry later (RESOURCE_EXHAUSTED)."""
 

@@ -33,6 +33,7 @@ RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 CONFIDENCE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
 TOKEN_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512)
 UNKNOWN_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+SHADOW_BUCKETS = LATENCY_BUCKETS
 
 
 class Metrics:
@@ -160,6 +161,52 @@ class Metrics:
             ["name", "version", "provider", "variant", "labels"],
             registry=r,
             multiprocess_mode="max",
+        )
+        # model versions (service/registry.py): what each answers and costs, how they change
+        self.version_texts = Counter(
+            "sentiment_version_texts",
+            "Texts run through the model, by model version",
+            ["version"],
+            registry=r,
+        )
+        self.version_compute_seconds = Counter(
+            "sentiment_version_compute_seconds",
+            "ONNX Runtime time spent on batches, by model version",
+            ["version"],
+            registry=r,
+        )
+        self.version_events = Counter(
+            "sentiment_model_version_events",
+            "Model version changes: loaded, shadow (loaded as a shadow), promoted, default (became the "
+            "default), refused (failed a check; nothing changed), unloaded",
+            ["version", "event"],
+            registry=r,
+        )
+        self.default_version = Gauge(
+            "sentiment_model_default_version",
+            "The version answering calls that name none (0: none loaded)",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.shadow_texts = Counter(
+            "sentiment_shadow_texts",
+            "Texts of sampled calls also run on a shadow version, by whether its label agreed with the "
+            "serving default's",
+            ["version", "agreement"],
+            registry=r,
+        )
+        self.shadow_seconds = Histogram(
+            "sentiment_shadow_seconds",
+            "Time a shadow version took to answer a sampled call, off the caller's path",
+            ["version"],
+            buckets=SHADOW_BUCKETS,
+            registry=r,
+        )
+        self.shadow_skipped = Counter(
+            "sentiment_shadow_skipped_calls",
+            "Sampled calls a shadow version did not answer (too many shadow calls at once, or it failed)",
+            ["version"],
+            registry=r,
         )
 
     def answered(self) -> dict[str, dict[str, int]]:

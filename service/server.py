@@ -19,14 +19,16 @@ from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from service.access import AccessLog
 from service.assembly import build_engine
-from service.config import Settings
+from service.batcher import BatchObserver
+from service.config import ModelControl, Settings
 from service.engine import Engine
 from service.errors import StartupError
 from service.http.app import Front, Limits, build_app
 from service.http.front import HttpFront
 from service.interceptors import AuthInterceptor, DrainInterceptor, MetricsInterceptor, TracingInterceptor
 from service.metrics import Metrics, MetricsEndpoint
-from service.results import PredictionObservers
+from service.registry import ModelRegistry
+from service.results import PredictionObserver, PredictionObservers
 from service.servicers import InferenceServicer, SentimentServicer
 from service.servicers._boundary import lenient
 from service.servicers.inference import SERVER_VERSION
@@ -121,7 +123,8 @@ class Server:
         self.settings = settings
         self.metrics = Metrics()
         self.access = AccessLog(settings.access_log_sample, settings.access_log_texts)
-        self.engine: Engine | None = None
+        self.models: ModelRegistry | None = None
+        self._follow: asyncio.Task[None] | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port: int | None = None
@@ -135,6 +138,13 @@ class Server:
         self.tracing: Tracing | None = None
         self.services = [SENTIMENT_SERVICE.full_name, INFERENCE_SERVICE.full_name]
 
+    @property
+    def engine(self) -> Engine | None:
+        """The default version's engine (None before start)."""
+        if self.models is None or not self.models.default_version:
+            return None
+        return self.models.default()
+
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         self.serving = status == health_pb2.HealthCheckResponse.SERVING
         for service in ("", *self.services):
@@ -144,9 +154,21 @@ class Server:
         """Load and check the model (ModelDirectoryError on failure), listen, warm up, report SERVING."""
         settings = self.settings
         tracing = self.tracing = Tracing.from_env(SERVER_VERSION)
-        observers = PredictionObservers(self.metrics, self.access)
-        engine = build_engine(settings, self.metrics, observers, tracing)
-        self.engine = engine
+
+        def build(version: int, batches: BatchObserver, predictions: PredictionObserver) -> Engine:
+            return build_engine(settings, batches, predictions, tracing, version)
+
+        models = self.models = ModelRegistry(
+            build,
+            settings.model_dir,
+            settings.model_name,
+            settings.version_policy(),
+            self.metrics,
+            PredictionObservers(self.metrics, self.access),
+            settings.shadow_share,
+            settings.variant.value,
+        )
+        models.load_at_start()
         interceptors: list[grpc.aio.ServerInterceptor] = [
             MetricsInterceptor(self.metrics, self.access),
             self._drain,
@@ -163,7 +185,7 @@ class Server:
         )
         (server_id,) = server_ids() - before
         transport = self._transport = TransportStats(server_id, self.metrics)
-        sentiment, inference = SentimentServicer(engine), InferenceServicer(engine)
+        sentiment, inference = SentimentServicer(models), InferenceServicer(models, settings.model_control)
         server.add_generic_rpc_handlers(
             [generic_handler(sentiment, SENTIMENT_SERVICE), generic_handler(inference, INFERENCE_SERVICE)]
         )
@@ -199,28 +221,24 @@ class Server:
                 self.metrics.registry, settings.metrics_host, settings.metrics_port, settings.metrics_token()
             )
             self.metrics_port = self._endpoint.port
-        info = engine.info()
-        spec = info.spec
-        self.metrics.model.labels(
-            name=spec.name,
-            version=str(spec.version),
-            provider=info.provider,
-            variant=settings.variant.value,
-            labels=",".join(spec.labels),
-        ).set(1)
-        self.metrics.model_loaded(spec.version, spec.labels)
         self.metrics.queue_capacity.set(settings.max_queue_size)
         self.metrics.connections_limit.set(settings.max_connections)
         transport.start()
-        await engine.start()
+        await models.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        if settings.model_control is ModelControl.POLL:
+            self._follow = asyncio.get_running_loop().create_task(models.follow(settings.poll_interval_s))
         log.info(
-            "serving %s version %d on %s:%d (%s, HTTP port %s, metrics port %s)",
-            spec.name,
-            spec.version,
+            "serving %s versions %s (default %d, policy %s, model control %s) on %s:%d (%s, HTTP port %s, "
+            "metrics port %s)",
+            settings.model_name,
+            models.loaded(),
+            models.default_version,
+            models.policy,
+            settings.model_control.value,
             settings.host,
             self.port,
-            info.provider,
+            models.info().provider,
             self.http_port,
             self.metrics_port,
         )
@@ -264,8 +282,10 @@ class Server:
                 "NOT_SERVING; still answering for %.1f s while balancers notice", self.settings.drain_delay_s
             )
             await asyncio.sleep(min(self.settings.drain_delay_s, grace))
-        if self.engine is not None:
-            self.engine.stop_accepting()
+        if self._follow is not None:
+            self._follow.cancel()
+        if self.models is not None:
+            self.models.stop_accepting()
         try:
             async with asyncio.timeout_at(deadline):
                 await self._drain.wait_idle()
@@ -278,8 +298,8 @@ class Server:
             await self._server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         if self._transport is not None:
             await self._transport.stop()
-        if self.engine is not None:
-            await self.engine.stop()
+        if self.models is not None:
+            await self.models.stop()
         if self._endpoint is not None:
             self._endpoint.close()
         if self.tracing is not None:

@@ -19,6 +19,7 @@ from service.errors import (
     ServiceError,
     Unauthenticated,
     UnsupportedMediaType,
+    VersionRefused,
 )
 
 
@@ -38,6 +39,7 @@ STATUS: dict[type[ServiceError], Status] = {
     PayloadTooLarge: Status(grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     ReadTimeout: Status(grpc.StatusCode.DEADLINE_EXCEEDED, 408),
     ModelNotFound: Status(grpc.StatusCode.NOT_FOUND, 404),
+    VersionRefused: Status(grpc.StatusCode.FAILED_PRECONDITION, 409),
     QueueFull: Status(grpc.StatusCode.RESOURCE_EXHAUSTED, 429),  # HTTP adds Retry-After
     DeadlineExpired: Status(grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     NotServing: Status(grpc.StatusCode.UNAVAILABLE, 503),

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -45,7 +45,7 @@ from service.http import kserve
 from service.http.openapi import openapi_document
 from service.interceptors import CARRIED, DrainInterceptor
 from service.metrics import Metrics
-from service.servicers import InferenceServicer, SentimentServicer
+from service.servicers import InferenceServicer, SentimentServicer, repository
 from service.servicers._boundary import INTERNAL_MESSAGE, Malformed
 from service.servicers.inference import server_metadata
 from service.status import status_of
@@ -314,7 +314,7 @@ class Front:
     async def model_ready(self, request: Request) -> Response:
         name, version = self._model(request)
         self.inference.check_model(name, version)
-        ready = self._serving() and self.inference.engine.ready
+        ready = self._serving() and self.inference.models.ready
         return JSONResponse({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def infer(self, request: Request) -> Response:
@@ -339,6 +339,42 @@ class Front:
             media_type="application/octet-stream",
             headers={"Inference-Header-Content-Length": str(json_length)},
         )
+
+    # Triton's model repository extension ---------------------------------------------------------
+
+    async def _object(self, request: Request) -> dict[str, Any]:
+        """A repository request's JSON object body; an empty body is an empty object."""
+        data = await self.body(request, ("application/json",), optional_type=True)
+        if not data.strip():
+            return {}
+        value = kserve.parse_json(data, "the request body")
+        if not isinstance(value, dict):
+            raise InvalidInput("the request body must be a JSON object")
+        return value
+
+    def _parameters(self, body: dict[str, Any]) -> dict[str, Any]:
+        parameters = body.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise InvalidInput("parameters must be a JSON object")
+        return parameters
+
+    async def repository_index(self, request: Request) -> Response:
+        ready = (await self._object(request)).get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInput("ready must be true or false")
+        return JSONResponse(repository.index(self.inference.models, ready))
+
+    async def repository_load(self, request: Request) -> Response:
+        parameters = self._parameters(await self._object(request))
+        models, control = self.inference.models, self.inference.control
+        await repository.load(models, control, request.path_params["name"], parameters)
+        return JSONResponse({})
+
+    async def repository_unload(self, request: Request) -> Response:
+        parameters = self._parameters(await self._object(request))
+        models, control = self.inference.models, self.inference.control
+        await repository.unload(models, control, request.path_params["name"], parameters)
+        return JSONResponse({})
 
     # the page and the API's description --------------------------------------------------------
 
@@ -369,6 +405,19 @@ class Front:
             Route("/v2/health/live", e(INFERENCE + "ServerLive", self.live, open_=True), methods=["GET"]),
             Route("/v2/health/ready", e(INFERENCE + "ServerReady", self.ready, open_=True), methods=["GET"]),
             Route("/v2", e(INFERENCE + "ServerMetadata", self.server_metadata), methods=["GET"]),
+            Route(
+                "/v2/repository/index", e(INFERENCE + "RepositoryIndex", self.repository_index), methods=post
+            ),
+            Route(
+                "/v2/repository/models/{name}/load",
+                e(INFERENCE + "RepositoryModelLoad", self.repository_load),
+                methods=post,
+            ),
+            Route(
+                "/v2/repository/models/{name}/unload",
+                e(INFERENCE + "RepositoryModelUnload", self.repository_unload),
+                methods=post,
+            ),
         ]
         for path in (model, versioned):
             routes += [

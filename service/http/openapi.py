@@ -80,7 +80,23 @@ def _kserve_schemas() -> dict[str, Any]:
             "data": {"type": "array", "description": "row-major, flat or nested; BYTES as strings"},
         },
     }
+    entry = {
+        "type": "object",
+        "properties": {k: {"type": "string"} for k in ("name", "version", "state", "reason")},
+    }
     return {
+        "RepositoryIndex": {"type": "array", "items": entry},
+        "RepositoryRequest": {
+            "type": "object",
+            "properties": {
+                "parameters": {
+                    "type": "object",
+                    "description": "load: config (a Triton model configuration as JSON; its version_policy "
+                    "is read), shadow (boolean); unload: version (integer or string)",
+                    "additionalProperties": {"type": ["boolean", "integer", "string"]},
+                }
+            },
+        },
         "InferParameters": parameters,
         "InferTensor": tensor,
         "InferRequest": {
@@ -151,6 +167,7 @@ ERRORS = {
     "400": "The request can never succeed as it is (INVALID_ARGUMENT)",
     "401": "No bearer token, or a wrong one",
     "404": "No such model or version",
+    "409": "A version failed its checks, or load and unload are off (--model-control)",
     "408": "The body did not arrive in time (--http-read-timeout-s)",
     "413": "The body is over --max-message-bytes",
     "415": "A content type or encoding the endpoint does not take",
@@ -215,7 +232,23 @@ def openapi_document() -> dict[str, Any]:
         "/v2/health/live": {"get": _operation("The process is up (no token needed)", {})},
         "/v2/health/ready": {"get": _operation("Ready to answer; 503 while starting or draining", {})},
         "/v2": {"get": _operation("Server metadata", _json(_ref("ServerMetadata")))},
+        "/v2/repository/index": {
+            "post": _operation(
+                "Every version under the model directory and its state (READY, UNAVAILABLE) and why",
+                _json(_ref("RepositoryIndex")),
+            )
+        },
     }
+    repository_body = _json(_ref("RepositoryRequest"))
+    for action, summary in (
+        ("load", "Load the versions the version policy chooses (--model-control explicit)"),
+        (
+            "unload",
+            "Unload every version, or the one named by the version parameter (--model-control explicit)",
+        ),
+    ):
+        operation = _operation(summary, {}, repository_body)
+        paths[f"/v2/repository/models/{{name}}/{action}"] = {"post": {**operation, "parameters": [model]}}
     versioned = "/v2/models/{name}/versions/{version}"
     for prefix, params in (("/v2/models/{name}", [model]), (versioned, [model, version])):
         metadata = _operation("Model metadata", _json(_ref("ModelMetadata")))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -22,11 +22,14 @@ import grpc
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.engine import Engine
+from service.config import ModelControl
 from service.errors import InvalidInput, ModelNotFound, quoted
+from service.registry import ModelRegistry
 from service.results import AttentionMode
+from service.servicers import repository
 from service.servicers._boundary import Malformed, answer_each, deadline_of, streaming, unary
 from service.servicers._tensors import INPUT, fill_outputs, parse_bytes_tensor
+from service.servicers.repository import check_name
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_OUTPUTS = ("label", "probabilities")
@@ -48,6 +51,15 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "priority": ("int64_param", "uint64_param"),  # Triton's; accepted, every request has the same
     "timeout": ("int64_param", "uint64_param"),  # Triton's, microseconds: a deadline for this call
 }
+
+
+def parameters_of(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> dict[str, Any]:
+    """A repository request's parameters as plain values."""
+    values = {}
+    for key, parameter in parameters.items():
+        kind = parameter.WhichOneof("parameter_choice")
+        values[key] = None if kind is None else getattr(parameter, kind)
+    return values
 
 
 @dataclass(frozen=True)
@@ -87,22 +99,26 @@ def server_metadata() -> pb.ServerMetadataResponse:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Thin: converts tensors to texts, calls the engine, converts predictions to tensors."""
+    """Thin: converts tensors to texts, calls the engine of the version asked for, converts
+    predictions to tensors; the repository extension over the registry."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, models: ModelRegistry, control: ModelControl = ModelControl.NONE) -> None:
+        self.models = models
+        self.control = control
 
-    def check_model(self, name: str, version_text: str) -> None:
-        served = self.engine.info().spec.name
-        if name != served:
-            raise ModelNotFound(f"unknown model {quoted(name)}; this server serves {served!r}")
-        if version_text:
-            # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "١"
-            if not (version_text.isascii() and version_text.isdigit()):
-                raise ModelNotFound(f"model version {quoted(version_text)} is not a version number")
-            if len(version_text) > MAX_VERSION_DIGITS:  # no such version; and int() refuses huge ones
-                raise ModelNotFound(f"model version {quoted(version_text)} does not exist")
-            self.engine.check_version(int(version_text))
+    def check_model(self, name: str, version_text: str) -> int:
+        """The version asked for (0: the default); ModelNotFound unless it is loaded here."""
+        check_name(self.models, name)
+        if not version_text:
+            return 0
+        # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "١"
+        if not (version_text.isascii() and version_text.isdigit()):
+            raise ModelNotFound(f"model version {quoted(version_text)} is not a version number")
+        if len(version_text) > MAX_VERSION_DIGITS:  # no such version; and int() refuses huge ones
+            raise ModelNotFound(f"model version {quoted(version_text)} does not exist")
+        version = int(version_text)
+        self.models.check_version(version)
+        return version
 
     @unary
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
@@ -110,12 +126,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.engine.ready)
+        return pb.ServerReadyResponse(ready=self.models.ready)
 
     @unary
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
         self.check_model(request.name, request.version)
-        return pb.ModelReadyResponse(ready=self.engine.ready)
+        return pb.ModelReadyResponse(ready=self.models.ready)
 
     @unary
     async def ServerMetadata(
@@ -129,13 +145,37 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelMetadataResponse:
         return self.model_metadata(request)
 
+    @unary
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Context
+    ) -> pb.RepositoryIndexResponse:
+        entry = pb.RepositoryIndexResponse.ModelIndex
+        rows = repository.index(self.models, request.ready)
+        return pb.RepositoryIndexResponse(models=[entry(**row) for row in rows])
+
+    @unary
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        parameters = parameters_of(request.parameters)
+        await repository.load(self.models, self.control, request.model_name, parameters)
+        return pb.RepositoryModelLoadResponse()
+
+    @unary
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        parameters = parameters_of(request.parameters)
+        await repository.unload(self.models, self.control, request.model_name, parameters)
+        return pb.RepositoryModelUnloadResponse()
+
     def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
-        self.check_model(request.name, request.version)
-        spec = self.engine.info().spec
+        version = self.check_model(request.name, request.version)
+        spec = self.models.info(version).spec
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=spec.name,
-            versions=[str(spec.version)],  # the one version calls may name; others are not loaded
+            versions=[str(v) for v in self.models.loaded()],  # those calls may name
             platform="onnxruntime_onnx",
             inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
             outputs=[
@@ -165,7 +205,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidInput(f"input {INPUT!r} must have shape [N] (or [N, 1]), got {quoted(shape)}")
         count = shape[0]
         # the declared count is checked before anything is parsed: a huge raw buffer costs nothing
-        self.engine.check_count(count)
+        self.models.check_count(count)
         if request.raw_input_contents:
             if len(request.raw_input_contents) != 1:
                 raise InvalidInput(
@@ -210,13 +250,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 error_message=f"{code.name}: {text}", infer_response=pb.ModelInferResponse(id=request_id)
             )
 
-        async for response in answer_each(request_iterator, handle, failed, self.engine.draining):
+        async for response in answer_each(request_iterator, handle, failed, self.models.draining):
             yield response
 
     async def infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
         """The answer to one inference request; ServiceError when it cannot be answered (the gRPC
         methods and the HTTP endpoints both call this)."""
-        self.check_model(request.model_name, request.model_version)
+        version = self.check_model(request.model_name, request.model_version)
         options = parse_parameters(request)
         mode, typed = options.mode, options.typed
         if options.timeout_s is not None:
@@ -234,16 +274,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"unknown or unavailable outputs {quoted(unknown)}; with attention={mode.value} use "
                 f"{available}"
             )
-        results = await self.engine.predict(self._texts(request), mode, deadline, padded=True)
-        with self.engine.step("answer"):
-            spec = self.engine.info().spec
-            response = pb.ModelInferResponse(
-                model_name=spec.name, model_version=str(spec.version), id=request.id
-            )
-            if mode is AttentionMode.FULL or typed:  # megabytes to copy: not on the event loop
-                await asyncio.to_thread(fill_outputs, response, wanted, results, typed)
-            else:
-                fill_outputs(response, wanted, results, typed)
-            if mode is not AttentionMode.NONE:
-                self.engine.check_sent_size(response.ByteSize())
+        texts = self._texts(request)
+        async with self.models.use(version) as engine:  # the version answers it all
+            results = await engine.predict(texts, mode, deadline, padded=True)
+            with engine.step("answer"):
+                spec = engine.info().spec
+                response = pb.ModelInferResponse(
+                    model_name=spec.name, model_version=str(spec.version), id=request.id
+                )
+                if mode is AttentionMode.FULL or typed:  # megabytes to copy: not on the event loop
+                    await asyncio.to_thread(fill_outputs, response, wanted, results, typed)
+                else:
+                    fill_outputs(response, wanted, results, typed)
+                if mode is not AttentionMode.NONE:
+                    engine.check_sent_size(response.ByteSize())
         return response

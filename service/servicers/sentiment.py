@@ -14,6 +14,7 @@ from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from service.engine import Engine
 from service.errors import InvalidInput
+from service.registry import ModelRegistry
 from service.results import AttentionMode, TextResult
 from service.servicers._boundary import Malformed, answer_each, deadline_of, streaming, unary
 
@@ -29,7 +30,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # the model directory's fields that GetModelInfoResponse carries under the same names
 SPEC_FIELDS = (
     "name", "version", "labels", "max_length", "num_layers", "num_heads", "hidden_size", "vocab_size",
-    "available_versions",
 )  # fmt: skip
 
 
@@ -70,16 +70,19 @@ def to_prediction(result: TextResult) -> pb.Prediction:
 class SentimentServicer(pb_grpc.SentimentServiceServicer):
     """Thin: converts messages and calls the engine."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, models: ModelRegistry) -> None:
+        self.models = models
 
     async def predict(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse:
         """The answer to one request; ServiceError when it cannot be answered (both front doors call
         this: the gRPC methods below and the HTTP endpoints)."""
-        engine = self.engine
-        engine.check_version(request.model_version)
         mode = attention_mode(request.attention)
-        results = await engine.predict(list(request.texts), mode, deadline)
+        async with self.models.use(request.model_version) as engine:  # the version answers it all
+            results = await engine.predict(list(request.texts), mode, deadline)
+            return await self._answer(engine, results, mode)
+
+    @staticmethod
+    async def _answer(engine: Engine, results: list[TextResult], mode: AttentionMode) -> pb.PredictResponse:
         with engine.step("answer"):
             if mode is AttentionMode.FULL:  # megabytes of floats to copy: not on the event loop
                 predictions = await asyncio.to_thread(lambda: [to_prediction(r) for r in results])
@@ -121,7 +124,7 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             error = pb.StreamError(code=code.value[0], message=text)
             return pb.PredictStreamResponse(request_id=request_id, error=error)
 
-        async for response in answer_each(requests, handle, failed, self.engine.draining):
+        async for response in answer_each(requests, handle, failed, self.models.draining):
             yield response
 
     @unary
@@ -131,8 +134,8 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         return self.model_info(request)
 
     def model_info(self, request: pb.GetModelInfoRequest) -> pb.GetModelInfoResponse:
-        self.engine.check_version(request.model_version)
-        info = self.engine.info()
+        models = self.models
+        info = models.info(request.model_version)
         spec = info.spec
         return pb.GetModelInfoResponse(
             **{name: getattr(spec, name) for name in SPEC_FIELDS},
@@ -141,4 +144,8 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             max_texts_per_request=info.max_texts,
             max_text_chars=info.max_chars,
             execution_provider=info.provider,
+            available_versions=models.available(),
+            loaded_versions=models.loaded(),
+            default_version=models.default_version,
+            shadow_versions=models.shadows(),
         )

@@ -16,12 +16,13 @@ from sentiment_client.errors import (
     InvalidInput,
     NotFound,
     Overloaded,
+    Refused,
     SentimentError,
     ServerError,
     Unauthenticated,
     Unavailable,
 )
-from sentiment_client.types import Attention, AttentionMode, BatchInfo, ModelInfo, Prediction
+from sentiment_client.types import Attention, AttentionMode, BatchInfo, ModelInfo, ModelVersion, Prediction
 
 __all__ = [
     "AsyncSentimentClient",
@@ -31,9 +32,11 @@ __all__ = [
     "DeadlineExceeded",
     "InvalidInput",
     "ModelInfo",
+    "ModelVersion",
     "NotFound",
     "Overloaded",
     "Prediction",
+    "Refused",
     "RetryPolicy",
     "SentimentClient",
     "SentimentError",

@@ -17,9 +17,11 @@ from opentelemetry import propagate
 
 from sentiment_client._retry import RetryPolicy
 from sentiment_client.errors import SentimentError, from_rpc_error, from_status
+from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
+from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from sentiment_client.types import Attention, AttentionMode, BatchInfo, ModelInfo, Prediction
+from sentiment_client.types import Attention, AttentionMode, BatchInfo, ModelInfo, ModelVersion, Prediction
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MODES = {
@@ -112,7 +114,40 @@ class _BaseClient:
             max_texts_per_request=message.max_texts_per_request,
             max_text_chars=message.max_text_chars,
             execution_provider=message.execution_provider,
+            loaded_versions=tuple(message.loaded_versions),
+            default_version=message.default_version,
+            shadow_versions=tuple(message.shadow_versions),
         )
+
+    @staticmethod
+    def _load_request(
+        model: str, versions: Sequence[int] | None, latest: int | None, shadow: bool
+    ) -> inference_pb.RepositoryModelLoadRequest:
+        """Triton's load request: the version policy as a model configuration's version_policy."""
+        if versions is not None and latest is not None:
+            raise ValueError("give versions or latest, not both")
+        request = inference_pb.RepositoryModelLoadRequest(model_name=model)
+        policy: dict[str, Any] | None = None
+        if versions is not None:
+            policy = {"specific": {"versions": [int(v) for v in versions]}}
+        elif latest is not None:
+            policy = {"latest": {"num_versions": int(latest)}}
+        if policy is not None:
+            request.parameters["config"].string_param = json.dumps({"version_policy": policy})
+        if shadow:
+            request.parameters["shadow"].bool_param = True
+        return request
+
+    @staticmethod
+    def _unload_request(model: str, version: int | None) -> inference_pb.RepositoryModelUnloadRequest:
+        request = inference_pb.RepositoryModelUnloadRequest(model_name=model)
+        if version is not None:
+            request.parameters["version"].int64_param = int(version)
+        return request
+
+    @staticmethod
+    def _versions(response: inference_pb.RepositoryIndexResponse) -> list[ModelVersion]:
+        return [ModelVersion(m.name, int(m.version), m.state, m.reason) for m in response.models]
 
     @staticmethod
     def _chunks(texts: Sequence[str], size: int) -> list[Sequence[str]]:
@@ -225,6 +260,7 @@ class SentimentClient(_BaseClient):
         else:
             self._channel = grpc.secure_channel(self.target, self._credentials, options=self._options)
         self._stub = pb_grpc.SentimentServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._inference = inference_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> SentimentClient:
         return self
@@ -256,6 +292,30 @@ class SentimentClient(_BaseClient):
     def _model_info(self) -> ModelInfo:
         """The served model's info (its limits and labels), asked once."""
         return self._info or self.model_info()
+
+    def models(self, ready_only: bool = False) -> list[ModelVersion]:
+        """Every version under the server's model directory and its state (the repository index)."""
+        request = inference_pb.RepositoryIndexRequest(ready=ready_only)
+        return self._versions(self._call(self._inference.RepositoryIndex, request))
+
+    def load(
+        self,
+        versions: Sequence[int] | None = None,
+        *,
+        latest: int | None = None,
+        shadow: bool = False,
+        model: str = "sentiment",
+    ) -> None:
+        """Load the versions listed, or the `latest` N, or (neither given) what the server's version
+        policy chooses now; with shadow, those not yet loaded come in as shadows. The server must run
+        with --model-control explicit; a version failing its checks raises Refused."""
+        self._info = None
+        self._call(self._inference.RepositoryModelLoad, self._load_request(model, versions, latest, shadow))
+
+    def unload(self, version: int | None = None, *, model: str = "sentiment") -> None:
+        """Unload one version, or (none given) every version of the model."""
+        self._info = None
+        self._call(self._inference.RepositoryModelUnload, self._unload_request(model, version))
 
     @overload
     def predict(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
@@ -353,6 +413,7 @@ class AsyncSentimentClient(_BaseClient):
         else:
             self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
         self._stub = pb_grpc.SentimentServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._inference = inference_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> AsyncSentimentClient:
         return self
@@ -381,6 +442,29 @@ class AsyncSentimentClient(_BaseClient):
         """The served model: labels, sizes, limits, test metrics."""
         message = await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model_version=version))
         return self._remember(message, version)
+
+    async def models(self, ready_only: bool = False) -> list[ModelVersion]:
+        """As SentimentClient.models."""
+        request = inference_pb.RepositoryIndexRequest(ready=ready_only)
+        return self._versions(await self._call(self._inference.RepositoryIndex, request))
+
+    async def load(
+        self,
+        versions: Sequence[int] | None = None,
+        *,
+        latest: int | None = None,
+        shadow: bool = False,
+        model: str = "sentiment",
+    ) -> None:
+        """As SentimentClient.load."""
+        self._info = None
+        request = self._load_request(model, versions, latest, shadow)
+        await self._call(self._inference.RepositoryModelLoad, request)
+
+    async def unload(self, version: int | None = None, *, model: str = "sentiment") -> None:
+        """As SentimentClient.unload."""
+        self._info = None
+        await self._call(self._inference.RepositoryModelUnload, self._unload_request(model, version))
 
     async def predict(
         self,

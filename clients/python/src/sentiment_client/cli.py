@@ -1,4 +1,5 @@
-"""The `sentiment` command line: predict, explain, info, health. Needs the `cli` extra."""
+"""The `sentiment` command line: predict, explain, info, health, and models, load and unload. Needs the
+`cli` extra."""
 
 from __future__ import annotations
 
@@ -227,6 +228,70 @@ def info(ctx: typer.Context) -> None:
             print(json.dumps(dataclasses.asdict(client.model_info()), indent=2))
     except SentimentError as error:
         raise _fail(error) from error
+
+
+@app.command()
+def models(
+    ctx: typer.Context,
+    ready: Annotated[bool, typer.Option(help="Only the versions loaded.")] = False,
+) -> None:
+    """List the versions under the server's model directory: which are loaded, which is the default,
+    which are shadows, and why the others are not loaded."""
+    try:
+        with ctx.obj.client() as client:
+            versions = client.models(ready_only=ready)
+    except SentimentError as error:
+        raise _fail(error) from error
+    table = Table("model", "version", "state", "reason")
+    for entry in versions:
+        table.add_row(entry.name, str(entry.version), entry.state, entry.reason)
+    out.print(table)
+
+
+@app.command()
+def load(
+    ctx: typer.Context,
+    versions: Annotated[
+        list[int] | None,
+        typer.Argument(help="Versions to load; by default what the server's policy chooses."),
+    ] = None,
+    latest: Annotated[int | None, typer.Option(help="Load the latest N versions instead.")] = None,
+    shadow: Annotated[
+        bool, typer.Option(help="Load the versions not yet loaded as shadows: compared, answering nothing.")
+    ] = False,
+    model: Annotated[str, typer.Option(help="Model name.")] = "sentiment",
+) -> None:
+    """Load model versions into a running server (it must run with --model-control explicit). Loading a
+    shadow again without --shadow promotes it."""
+    if versions and latest is not None:
+        raise typer.BadParameter("give versions or --latest, not both")
+    try:
+        with ctx.obj.client() as client:
+            client.load(versions or None, latest=latest, shadow=shadow, model=model)
+            info = client.model_info()
+    except SentimentError as error:
+        raise _fail(error) from error
+    notes.print(
+        f"loaded: {list(info.loaded_versions)}, default {info.default_version}, "
+        f"shadows {list(info.shadow_versions)}"
+    )
+
+
+@app.command()
+def unload(
+    ctx: typer.Context,
+    version: Annotated[
+        int | None, typer.Argument(help="Version to unload; every version when omitted.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model name.")] = "sentiment",
+) -> None:
+    """Unload a version (its calls are answered first), or every version of the model."""
+    try:
+        with ctx.obj.client() as client:
+            client.unload(version, model=model)
+    except SentimentError as error:
+        raise _fail(error) from error
+    notes.print(f"unloaded {'every version' if version is None else f'version {version}'}")
 
 
 @app.command()

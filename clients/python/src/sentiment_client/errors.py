@@ -48,6 +48,11 @@ class DeadlineExceeded(SentimentError):
     """The call's deadline passed before an answer came."""
 
 
+class Refused(SentimentError):
+    """The server would not make the change asked for: a model version failed its checks (what was
+    serving is untouched), or it does not load and unload on request (its --model-control)."""
+
+
 class ServerError(SentimentError):
     """The server failed (INTERNAL) or answered with an unexpected status."""
 
@@ -59,6 +64,7 @@ _BY_CODE: dict[grpc.StatusCode, type[SentimentError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.FAILED_PRECONDITION: Refused,
 }
 
 

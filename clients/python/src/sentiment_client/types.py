@@ -81,3 +81,16 @@ class ModelInfo:
     max_texts_per_request: int
     max_text_chars: int
     execution_provider: str
+    loaded_versions: tuple[int, ...] = ()  # versions calls may name
+    default_version: int = 0  # the version answering calls that name none
+    shadow_versions: tuple[int, ...] = ()  # loaded to be compared with the default, answering nothing
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One version under the server's model directory, as its repository index lists it."""
+
+    name: str
+    version: int
+    state: str  # READY (loaded) or UNAVAILABLE
+    reason: str  # "default", "shadow", why it was refused, or that the version policy left it out

@@ -117,7 +117,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self, model_version: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("name", "version", "labels", "max_length", "num_layers", "num_heads", "hidden_size", "vocab_size", "metrics_json", "available_versions", "max_texts_per_request", "max_text_chars", "execution_provider", "workers", "max_concurrent_batches", "intra_op_threads", "lone_batch_threads", "available_cpus")
+    __slots__ = ("name", "version", "labels", "max_length", "num_layers", "num_heads", "hidden_size", "vocab_size", "metrics_json", "available_versions", "max_texts_per_request", "max_text_chars", "execution_provider", "workers", "max_concurrent_batches", "intra_op_threads", "lone_batch_threads", "available_cpus", "loaded_versions", "default_version", "shadow_versions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,9 @@ class GetModelInfoResponse(_message.Message):
     INTRA_OP_THREADS_FIELD_NUMBER: _ClassVar[int]
     LONE_BATCH_THREADS_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_CPUS_FIELD_NUMBER: _ClassVar[int]
+    LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -154,4 +157,7 @@ class GetModelInfoResponse(_message.Message):
     intra_op_threads: int
     lone_batch_threads: int
     available_cpus: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., metrics_json: _Optional[str] = ..., available_versions: _Optional[_Iterable[int]] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., execution_provider: _Optional[str] = ..., workers: _Optional[int] = ..., max_concurrent_batches: _Optional[int] = ..., intra_op_threads: _Optional[int] = ..., lone_batch_threads: _Optional[int] = ..., available_cpus: _Optional[int] = ...) -> None: ...
+    loaded_versions: _containers.RepeatedScalarFieldContainer[int]
+    default_version: int
+    shadow_versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., metrics_json: _Optional[str] = ..., available_versions: _Optional[_Iterable[int]] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., execution_provider: _Optional[str] = ..., workers: _Optional[int] = ..., max_concurrent_batches: _Optional[int] = ..., intra_op_threads: _Optional[int] = ..., lone_batch_threads: _Optional[int] = ..., available_cpus: _Optional[int] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., default_version: _Optional[int] = ..., shadow_versions: _Optional[_Iterable[int]] = ...) -> None: ...

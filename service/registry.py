@@ -1,0 +1,513 @@
+"""The model versions one server holds, and how they change while it serves.
+
+Each loaded version is an Engine of its own: its ONNX Runtime sessions, its fair queue and batcher,
+so a batch never mixes versions. The highest loaded version that is not a shadow is the default: it
+answers every call that names no version; a call may name any loaded version.
+
+Versions change (--model-control) at start only, by following the model root (poll), or through the
+repository API (explicit). Whichever way, a change is one at a time and safe:
+- a version is loaded beside the others: its directory checked (config, sha256 of the graph, the
+  graph's contract), its labels compared with the serving version's, a parity run (a few texts
+  alone and in one padded batch must give the same probabilities: the padding mask works), and a
+  warm-up; only then is it put in the table, in one step of the event loop, and becomes the default
+  if it is the highest. A version failing any check is refused with a log line and
+  sentiment_model_version_events_total{event="refused"}; what was serving is untouched;
+- a call holds the version it started on (use()) until it is answered, so a switch never moves or
+  fails accepted work;
+- unloading takes the version out of the table first, waits until its last call is answered, stops
+  its batcher and drops its sessions, and gives the freed memory back to the system.
+
+A shadow version answers nothing itself: a sampled share (--shadow-share) of the default version's
+calls is run on it too, after the caller has its answer, and the metrics count how often the two
+agree and how long the shadow took, so that an operator promotes (loads it again, not as a shadow)
+on evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+
+from model_contract import pad, versions
+from service.engine import Engine, EngineInfo
+from service.errors import ModelNotFound, NotServing, StartupError, VersionRefused
+from service.metrics import Metrics
+from service.postprocess import softmax
+from service.results import AttentionMode, PredictionObserver, TextResult
+from service.versions import VersionPolicy
+
+log = logging.getLogger(__name__)
+
+# texts of different lengths: alone and padded together they must agree (the mask's contract)
+PARITY_TEXTS = (
+    "A wonderful film.",
+    "The plot drags on and on, and the ending is a letdown that nobody asked for.",
+    "Not bad.",
+    "I would not watch it again.",
+)
+PARITY_TOLERANCE = 1e-3
+SHADOW_IN_FLIGHT = 4  # shadow calls running at once; more are skipped (and counted), never queued
+
+
+def _give_back_memory() -> None:
+    """Return freed heap pages to the system (glibc keeps them otherwise), so that RSS falls after an
+    unload; a no-op where there is no malloc_trim."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def fingerprint(root: Path, version: int) -> tuple[tuple[str, int, int], ...]:
+    """What a version directory looks like now (file names, sizes, modification times): a refused
+    version is tried again only once it changed."""
+    path = root / str(version)
+    try:
+        return tuple(
+            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
+        )
+    except OSError:
+        return ()
+
+
+class VersionObserver:
+    """One version's batcher's metrics: the shared histograms, its own counters by version, and the
+    queue depth summed over every version's queue."""
+
+    def __init__(self, metrics: Metrics, version: int, depths: dict[int, int]) -> None:
+        self.metrics = metrics
+        self.tag = str(version)
+        self.version = version
+        self.depths = depths
+        self.texts = metrics.version_texts.labels(self.tag)
+        self.compute = metrics.version_compute_seconds.labels(self.tag)
+
+    def batch_done(self, size: int, padded_length: int, real_tokens: int, seconds: float) -> None:
+        self.metrics.batch_done(size, padded_length, real_tokens, seconds)
+        self.texts.inc(size)
+        self.compute.inc(seconds)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.metrics.queue_wait(seconds)
+
+    def dropped(self, reason: str, count: int) -> None:
+        self.metrics.dropped(reason, count)
+
+    def queue_depth(self, depth: int) -> None:
+        self.depths[self.version] = depth
+        self.metrics.queue_depth(sum(self.depths.values()))
+
+
+class Loaded:
+    """A version in the table, and the calls holding it."""
+
+    def __init__(self, engine: Engine, shadow: bool) -> None:
+        self.engine = engine
+        self.shadow = shadow
+        self.calls = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+
+class ModelRegistry:
+    """The loaded versions of the one model this server serves; see the module's docstring."""
+
+    def __init__(
+        self,
+        build: Callable[[int, VersionObserver, PredictionObserver], Engine],
+        root: Path,
+        name: str,
+        policy: VersionPolicy,
+        metrics: Metrics,
+        predictions: PredictionObserver | None = None,
+        shadow_share: float = 0.1,
+        variant: str = "fp32",
+        rng: random.Random | None = None,
+    ) -> None:
+        """build(version, batch observer, prediction observer) loads and checks one version
+        (assembly.build_engine), raising ModelDirectoryError."""
+        self._build = build
+        self.root = root
+        self.name = name
+        self.policy = policy
+        self.metrics = metrics
+        self._predictions = predictions
+        self.shadow_share = shadow_share
+        self.variant = variant
+        self._random = (rng or random.Random()).random
+        self._loaded: dict[int, Loaded] = {}
+        self._leaving: dict[int, Loaded] = {}  # taken out of the table, being drained and released
+        self._depths: dict[int, int] = {}
+        self._refused: dict[int, tuple[str, object]] = {}  # version -> (why, its fingerprint then)
+        self._changing = asyncio.Lock()
+        self._shadow_calls: set[asyncio.Task[None]] = set()
+        self.default_version = 0
+        self.accepting = False
+        self.draining = asyncio.Event()  # set once new work is refused: open streams close
+
+    # what calls see ------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.accepting and self.default_version in self._loaded
+
+    def loaded(self) -> list[int]:
+        """Versions that answer calls, ascending (shadows are not among them)."""
+        return sorted(v for v, held in self._loaded.items() if not held.shadow)
+
+    def available(self) -> list[int]:
+        """Versions under the model root now."""
+        return versions(self.root)
+
+    def shadows(self) -> list[int]:
+        return sorted(v for v, held in self._loaded.items() if held.shadow)
+
+    def default(self) -> Engine:
+        """The engine answering calls that name no version; NotServing when there is none."""
+        held = self._loaded.get(self.default_version)
+        if held is None:
+            raise NotServing(f"no version of model {self.name!r} is loaded; retry (another replica)")
+        return held.engine
+
+    def info(self, version: int = 0) -> EngineInfo:
+        return self._resolve(version).engine.info()
+
+    def check_count(self, count: int) -> None:
+        self.default().check_count(count)
+
+    def check_version(self, version: int) -> None:
+        """ModelNotFound unless `version` (0: the default) answers calls here."""
+        self._resolve(version)
+
+    def _resolve(self, version: int) -> Loaded:
+        if not version:
+            self.default()
+            return self._loaded[self.default_version]
+        held = self._loaded.get(version)
+        if held is None or held.shadow:
+            loaded = self.loaded()
+            exists = version in versions(self.root)
+            why = "is not loaded" if exists else "does not exist"
+            raise ModelNotFound(
+                f"model {self.name!r} version {version} {why}; loaded: {loaded} "
+                f"(default {self.default_version or 'none'})"
+            )
+        return held
+
+    @asynccontextmanager
+    async def use(self, version: int) -> AsyncIterator[Engine]:
+        """The engine of `version` (0: the default), held until the block ends: unloading waits."""
+        if not self.accepting:
+            raise NotServing("the server is starting up or shutting down; retry (another replica)")
+        held = self._resolve(version)
+        held.calls += 1
+        held.idle.clear()
+        try:
+            yield held.engine
+        finally:
+            held.calls -= 1
+            if not held.calls:
+                held.idle.set()
+
+    # loading and unloading -----------------------------------------------------------------------
+
+    def _engine(self, version: int) -> Engine:
+        """Build and check one version (in a worker thread: it reads and hashes files and creates
+        sessions); ModelDirectoryError or VersionRefused on failure."""
+        observer = VersionObserver(self.metrics, version, self._depths)
+        engine = self._build(version, observer, self)
+        serving = self._loaded.get(self.default_version)
+        if serving is not None and engine.spec.labels != serving.engine.spec.labels:
+            raise VersionRefused(
+                f"its labels {list(engine.spec.labels)} differ from the serving version's "
+                f"{list(serving.engine.spec.labels)}: callers read answers by label"
+            )
+        parity(engine)
+        return engine
+
+    def load_at_start(self) -> None:
+        """Load what the policy chooses, before the server listens; StartupError when it chooses none
+        or one fails (the server must not start without the versions it was told to serve)."""
+        available = versions(self.root)
+        if not available:
+            raise StartupError(
+                f"{self.root} holds no model versions (expected {self.root}/1/model.onnx ...); "
+                "build one with `python -m model_export build`"
+            )
+        missing = self.policy.missing(available)
+        if missing:
+            raise StartupError(
+                f"--versions {self.policy}: {self.root} has no version {missing}; it has {available}"
+            )
+        for version in self.policy.choose(available):
+            try:
+                engine = self._engine(version)
+            except VersionRefused as err:
+                raise StartupError(f"version {version} is refused: {err.message}") from None
+            self._loaded[version] = Loaded(engine, shadow=False)
+        self._settle_default()
+
+    async def start(self) -> None:
+        """Warm every loaded version up and start serving."""
+        for held in list(self._loaded.values()):
+            await held.engine.start()
+            self._announce(held.engine, "loaded")
+        self.accepting = True
+
+    async def load(self, version: int, shadow: bool = False) -> bool:
+        """Load `version` beside the others (or turn a loaded shadow into a serving version, or back);
+        False when it was already loaded that way. VersionRefused when it fails a check."""
+        async with self._changing:
+            held = self._loaded.get(version)
+            if held is not None:
+                if held.shadow == shadow:
+                    return False
+                held.shadow = shadow
+                held.engine.observer = None if shadow else self
+                self._event(version, "shadow" if shadow else "promoted")
+                log.info("version %d is now %s", version, "a shadow" if shadow else "serving")
+                self._settle_default()
+                return True
+            if version not in versions(self.root):
+                raise ModelNotFound(f"{self.root} has no version {version}; it has {versions(self.root)}")
+            began = time.monotonic()
+            try:
+                engine = await asyncio.to_thread(self._engine, version)
+                if shadow:
+                    engine.observer = None  # its answers are compared, not monitored as traffic
+                await engine.start()
+            except Exception as err:
+                why = err.message if isinstance(err, VersionRefused) else str(err)
+                self._refused[version] = (why, await asyncio.to_thread(fingerprint, self.root, version))
+                self._event(version, "refused")
+                log.error("version %d refused, versions %s still serving: %s", version, self.loaded(), why)
+                raise VersionRefused(f"version {version} refused: {why}") from None
+            self._refused.pop(version, None)
+            self._loaded[version] = Loaded(engine, shadow)
+            self._announce(engine, "shadow" if shadow else "loaded", time.monotonic() - began)
+            self._settle_default()
+            return True
+
+    async def unload(self, version: int, keep_one: bool = False) -> None:
+        """Take `version` out of the table, let its calls finish, then release it. keep_one: never
+        the last serving version (ModelNotFound for a version not loaded)."""
+        async with self._changing:
+            held = self._loaded.get(version)
+            if held is None:
+                raise ModelNotFound(f"version {version} is not loaded; loaded: {self.loaded()}")
+            if keep_one and not held.shadow and self.loaded() == [version]:
+                log.warning("version %d stays: it is the only version serving", version)
+                return
+            self._leaving[version] = self._loaded.pop(version)
+            self._settle_default()
+        del held  # _release drops the last reference to its sessions
+        await self._release(version)
+
+    async def _release(self, version: int) -> None:
+        began = time.monotonic()
+        held = self._leaving[version]
+        await held.idle.wait()  # calls that started on it are answered by it
+        engine = held.engine
+        engine.stop_accepting()
+        await engine.stop()
+        self._depths.pop(version, None)
+        spec, provider = engine.spec, engine.info().provider
+        info_labels = (spec.name, str(version), provider, self.variant, ",".join(spec.labels))
+        self.metrics.model.labels(*info_labels).set(0)  # workers' shared files keep a removed series
+        self.metrics.model.remove(*info_labels)
+        del self._leaving[version], held, engine  # the sessions go with the last reference
+        await asyncio.to_thread(_give_back_memory)
+        self._event(version, "unloaded")
+        log.info(
+            "version %d unloaded after %.2f s; loaded: %s", version, time.monotonic() - began, self.loaded()
+        )
+
+    async def apply(self, policy: VersionPolicy | None = None) -> list[str]:
+        """On request (explicit): make the loaded versions what `policy` (default: the current one)
+        chooses from the model root now, new ones loaded first (newest first), then the others
+        unloaded. When any fails to load, nothing is unloaded and the policy stays as it was: the
+        failures are returned, one line each."""
+        chosen = policy or self.policy
+        wanted = chosen.choose(versions(self.root))
+        failures = await self._load_all(wanted)
+        if failures:
+            return failures
+        self.policy = chosen
+        for version in sorted(set(self.loaded()) - set(wanted)):
+            await self.unload(version)
+        return []
+
+    async def _load_all(self, wanted: Sequence[int]) -> list[str]:
+        failures = []
+        for version in sorted(set(wanted) - set(self.loaded()), reverse=True):  # a shadow is promoted
+            try:
+                await self.load(version)
+            except VersionRefused as err:
+                failures.append(err.message)
+        return failures
+
+    async def refresh(self) -> None:
+        """The poller's step: the policy chooses among the versions that can be loaded (one refused
+        is tried again only once its files change), so a bad new version leaves the serving ones as
+        they are; a serving version whose directory went missing is unloaded, never the last one."""
+        available = versions(self.root)
+        refused = set()
+        for version, (_, then) in list(self._refused.items()):
+            if version in available and then == await asyncio.to_thread(fingerprint, self.root, version):
+                refused.add(version)
+        wanted = self.policy.choose([v for v in available if v not in refused])
+        await self._load_all(wanted)
+        loadable = [v for v in available if v in self._loaded or v not in self._refused]
+        wanted = self.policy.choose(loadable)
+        for version in sorted(set(self.loaded()) - set(wanted)):
+            await self.unload(version, keep_one=True)
+
+    async def follow(self, interval_s: float) -> None:
+        """--model-control poll: refresh from the model root every interval, until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # a bad poll must not end polling
+                log.exception("reading the model root %s failed; polling goes on", self.root)
+
+    def _settle_default(self) -> None:
+        serving = self.loaded()
+        new = serving[-1] if serving else 0
+        if new != self.default_version:
+            old, self.default_version = self.default_version, new
+            self.metrics.default_version.set(new)
+            if new:
+                self._event(new, "default")
+            if old:
+                log.info("default version %s -> %s", old, new or "none")
+
+    def _event(self, version: int, event: str) -> None:
+        self.metrics.version_events.labels(str(version), event).inc()
+
+    def _announce(self, engine: Engine, event: str, seconds: float | None = None) -> None:
+        spec, info = engine.spec, engine.info()
+        self.metrics.model.labels(
+            name=spec.name,
+            version=str(spec.version),
+            provider=info.provider,
+            variant=self.variant,
+            labels=",".join(spec.labels),
+        ).set(1)
+        self.metrics.model_loaded(spec.version, spec.labels)
+        self._event(spec.version, event)
+        took = f" in {seconds:.2f} s" if seconds is not None else ""
+        log.info(
+            "version %d %s%s (%s); serving %s, default %s, shadows %s",
+            spec.version,
+            event,
+            took,
+            info.provider,
+            self.loaded(),
+            self.default_version,
+            self.shadows(),
+        )
+
+    # shadows -------------------------------------------------------------------------------------
+
+    def predicted(self, texts: Sequence[str], results: Sequence[TextResult], version: int) -> None:
+        """The serving observers, then the shadow tap: a sampled share of the default version's
+        answered calls is run on each shadow, in a task of its own."""
+        if self._predictions is not None:
+            self._predictions.predicted(texts, results, version)
+        if version != self.default_version or not self.shadow_share:
+            return
+        for shadow in self.shadows():
+            if self._random() >= self.shadow_share:
+                continue
+            if len(self._shadow_calls) >= SHADOW_IN_FLIGHT:
+                self.metrics.shadow_skipped.labels(str(shadow)).inc()
+                continue
+            labels = [r.label for r in results]
+            task = asyncio.get_running_loop().create_task(self._shadow(shadow, list(texts), labels))
+            self._shadow_calls.add(task)
+            task.add_done_callback(self._shadow_calls.discard)
+
+    async def _shadow(self, version: int, texts: list[str], labels: list[str]) -> None:
+        held = self._loaded.get(version)
+        if held is None or not held.shadow or not self.accepting:
+            return
+        tag = str(version)
+        held.calls += 1
+        held.idle.clear()
+        began = time.monotonic()
+        try:
+            results = await held.engine.predict(texts, AttentionMode.NONE, None)
+        except Exception as err:  # a full or failing shadow costs its sample, never a caller
+            self.metrics.shadow_skipped.labels(tag).inc()
+            log.debug("shadow call on version %d failed: %s", version, err)
+            return
+        finally:
+            held.calls -= 1
+            if not held.calls:
+                held.idle.set()
+        self.metrics.shadow_seconds.labels(tag).observe(time.monotonic() - began)
+        agreed = sum(r.label == label for r, label in zip(results, labels, strict=True))
+        self.metrics.shadow_texts.labels(tag, "agree").inc(agreed)
+        self.metrics.shadow_texts.labels(tag, "disagree").inc(len(labels) - agreed)
+
+    # stopping ------------------------------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        self.accepting = False
+        self.draining.set()
+        for held in self._loaded.values():
+            held.engine.stop_accepting()
+
+    async def stop(self) -> None:
+        """Answer everything accepted on every version, then stop them."""
+        self.stop_accepting()
+        for task in list(self._shadow_calls):
+            task.cancel()
+        await asyncio.gather(*(held.engine.stop() for held in self._loaded.values()))
+
+    def index(self) -> list[tuple[int, str, str]]:
+        """(version, state, reason) for every version under the model root and every loaded one:
+        READY (serving, or a shadow), UNAVAILABLE (not loaded, or refused: the reason says)."""
+        rows = []
+        for version in sorted(set(versions(self.root)) | set(self._loaded)):
+            held = self._loaded.get(version)
+            if held is not None:
+                reason = "shadow" if held.shadow else ("default" if version == self.default_version else "")
+                rows.append((version, "READY", reason))
+            elif version in self._refused:
+                rows.append((version, "UNAVAILABLE", f"refused: {self._refused[version][0]}"))
+            else:
+                rows.append((version, "UNAVAILABLE", f"not chosen by the version policy {self.policy}"))
+        return rows
+
+
+def parity(engine: Engine) -> None:
+    """VersionRefused unless the model gives the same probabilities for texts alone and padded in
+    one batch, and those are probabilities (finite, summing to 1)."""
+    encoded = engine.preprocessor.encode(list(PARITY_TEXTS))
+    sequences = [e.ids for e in encoded]
+    ids, mask = pad(sequences)
+    logits, _ = engine.model.run(ids, mask, with_attention=False)
+    together = softmax(logits)
+    for row, sequence in enumerate(sequences):
+        one_ids, one_mask = pad([sequence])
+        alone = softmax(engine.model.run(one_ids, one_mask, with_attention=False)[0])[0]
+        if not np.all(np.isfinite(alone)) or abs(float(alone.sum()) - 1) > PARITY_TOLERANCE:
+            raise VersionRefused(f"its outputs for a parity text are not probabilities: {alone.tolist()}")
+        gap = float(np.abs(alone - together[row]).max())
+        if gap > PARITY_TOLERANCE:
+            raise VersionRefused(
+                f"a text padded in a batch gets probabilities {gap:.4f} away from the same text alone "
+                f"(at most {PARITY_TOLERANCE} allowed): the graph does not honour the padding mask"
+            )

@@ -1,0 +1,123 @@
+"""Triton's model repository extension over the registry (service/registry.py), for both front doors:
+the index of versions, and loading and unloading while serving (--model-control explicit only).
+
+Load reads the model's version policy from Triton's configuration JSON ("config" parameter:
+{"version_policy": {"specific": {"versions": [3]}}} and the like), so that tritonclient's load_model
+chooses versions unmodified; "shadow" (bool) loads the chosen versions that are not loaded yet as
+shadows instead. Unload takes every version out, or only the one a "version" parameter names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from service.config import ModelControl
+from service.errors import InvalidInput, ModelNotFound, VersionRefused, quoted
+from service.registry import ModelRegistry
+from service.versions import VersionPolicy
+
+log = logging.getLogger(__name__)
+
+LOAD_PARAMETERS = {"config": str, "shadow": bool}
+UNLOAD_PARAMETERS = {"version": (int, str), "unload_dependents": bool}  # dependents: Triton's; none here
+CONFIG_KEYS = {"name", "version_policy"}
+
+
+def check_name(models: ModelRegistry, name: str) -> None:
+    if name != models.name:
+        raise ModelNotFound(f"unknown model {quoted(name)}; this server serves {models.name!r}")
+
+
+def check_control(control: ModelControl) -> None:
+    if control is ModelControl.EXPLICIT:
+        return
+    how = {
+        ModelControl.NONE: "its versions are chosen at start (--model-control none)",
+        ModelControl.POLL: "it follows the model directory by itself (--model-control poll)",
+    }[control]
+    raise VersionRefused(
+        f"this server does not load or unload on request: {how}; start it with --model-control explicit"
+    )
+
+
+def check_parameters(given: Mapping[str, Any], allowed: Mapping[str, Any]) -> None:
+    for key, value in given.items():
+        kind = allowed.get(key)
+        if kind is None:
+            raise InvalidInput(f"parameter {quoted(key)} is not taken here; known: {sorted(allowed)}")
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InvalidInput(f"parameter {quoted(key)} has the wrong kind of value: {quoted(value)}")
+
+
+def policy_of(config: str) -> VersionPolicy | None:
+    """The version policy of a Triton model configuration (JSON); None when it has none."""
+    try:
+        parsed = json.loads(config)
+    except json.JSONDecodeError as err:
+        raise InvalidInput(f"parameter config is not JSON: {err}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidInput("parameter config must be a JSON object (a model configuration)")
+    extra = sorted(set(parsed) - CONFIG_KEYS)
+    if extra:
+        raise InvalidInput(f"this server reads only version_policy from a configuration; got {quoted(extra)}")
+    if "version_policy" not in parsed:
+        return None
+    try:
+        return VersionPolicy.from_triton(parsed["version_policy"])
+    except ValueError as err:
+        raise InvalidInput(str(err)) from None
+
+
+async def load(
+    models: ModelRegistry, control: ModelControl, name: str, parameters: Mapping[str, Any]
+) -> None:
+    """Load `name` as its (possibly new) version policy chooses; ServiceError on failure."""
+    check_name(models, name)
+    check_control(control)
+    check_parameters(parameters, LOAD_PARAMETERS)
+    config = parameters.get("config")
+    policy = policy_of(config) if config is not None else None
+    chosen = policy or models.policy
+    available = models.available()
+    missing = chosen.missing(available)
+    if missing:
+        raise ModelNotFound(f"no version {missing} under the model directory; it has {available}")
+    if parameters.get("shadow", False):
+        failures = []
+        for version in chosen.choose(available):
+            if version not in models.loaded():
+                try:
+                    await models.load(version, shadow=True)
+                except VersionRefused as err:
+                    failures.append(err.message)
+    else:
+        failures = await models.apply(chosen)
+    if failures:
+        raise VersionRefused("; ".join(failures))
+
+
+async def unload(
+    models: ModelRegistry, control: ModelControl, name: str, parameters: Mapping[str, Any]
+) -> None:
+    check_name(models, name)
+    check_control(control)
+    check_parameters(parameters, UNLOAD_PARAMETERS)
+    version = parameters.get("version")
+    if version is None:
+        for loaded in [*models.loaded(), *models.shadows()]:
+            await models.unload(loaded)
+        return
+    if isinstance(version, str) and not (version.isascii() and version.isdigit() and len(version) <= 18):
+        raise InvalidInput(f"parameter version {quoted(version)} is not a version number")
+    await models.unload(int(version))
+
+
+def index(models: ModelRegistry, ready_only: bool) -> list[dict[str, str]]:
+    return [
+        {"name": models.name, "version": str(version), "state": state, "reason": reason}
+        for version, state, reason in models.index()
+        if state == "READY" or not ready_only
+    ]
