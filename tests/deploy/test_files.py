@@ -104,7 +104,7 @@ def test_prometheus_config_rules_and_rule_tests() -> None:
     # every alert has a test of its own
     alerts = re.findall(r"- alert: (\w+)", (DEPLOY / "prometheus" / "rules.yml").read_text())
     tests = (DEPLOY / "prometheus" / "rules_test.yml").read_text()
-    assert len(alerts) == 9
+    assert len(alerts) == 10
     assert all(f"alertname: {a}\n        exp_alerts" in tests for a in alerts)
 
 
