@@ -197,15 +197,16 @@ class Metrics:
         )
         self.shadow_seconds = Histogram(
             "sentiment_shadow_seconds",
-            "Time a shadow version took to answer a sampled call, off the caller's path",
+            "Time a shadow version took to answer a batch of sampled texts, off the callers' path",
             ["version"],
             buckets=SHADOW_BUCKETS,
             registry=r,
         )
         self.shadow_skipped = Counter(
             "sentiment_shadow_skipped_calls",
-            "Sampled calls a shadow version did not answer (too many shadow calls at once, or it failed)",
-            ["version"],
+            "Sampled calls (or, failed, batches) a shadow version did not answer: busy (512 sampled texts "
+            "already waiting for a lull in the serving version's queue) or failed",
+            ["version", "reason"],
             registry=r,
         )
 

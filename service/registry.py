@@ -17,10 +17,10 @@ repository API (explicit). Whichever way, a change is one at a time and safe:
 - unloading takes the version out of the table first, waits until its last call is answered, stops
   its batcher and drops its sessions, and gives the freed memory back to the system.
 
-A shadow version answers nothing itself: a sampled share (--shadow-share) of the default version's
-calls is run on it too, after the caller has its answer, and the metrics count how often the two
-agree and how long the shadow took, so that an operator promotes (loads it again, not as a shadow)
-on evidence.
+A shadow version answers nothing itself: the texts of a sampled share (--shadow-share) of the
+default version's calls are run on it too, after the callers have their answers, in batches and only
+while nothing waits on the serving version, and the metrics count how often the two agree and how
+long the shadow took, so that an operator promotes (loads it again, not as a shadow) on evidence.
 """
 
 from __future__ import annotations
@@ -55,7 +55,12 @@ PARITY_TEXTS = (
     "I would not watch it again.",
 )
 PARITY_TOLERANCE = 1e-3
-SHADOW_IN_FLIGHT = 4  # shadow calls running at once; more are skipped (and counted), never queued
+# a shadow's sampled texts run in batches of up to SHADOW_BATCH, once the batch is full or its oldest
+# text has waited SHADOW_MAX_WAIT_S, checked every SHADOW_TICK_S; at most SHADOW_PENDING texts wait
+SHADOW_BATCH = 32
+SHADOW_MAX_WAIT_S = 1.0
+SHADOW_TICK_S = 0.05
+SHADOW_PENDING = 512
 
 
 def _give_back_memory() -> None:
@@ -150,7 +155,8 @@ class ModelRegistry:
         self._depths: dict[int, int] = {}
         self._refused: dict[int, tuple[str, object]] = {}  # version -> (why, its fingerprint then)
         self._changing = asyncio.Lock()
-        self._shadow_calls: set[asyncio.Task[None]] = set()
+        self._pending: dict[int, list[tuple[str, str, float]]] = {}  # shadow -> (text, label, when)
+        self._pumping: asyncio.Task[None] | None = None
         self.default_version = 0
         self.accepting = False
         self.draining = asyncio.Event()  # set once new work is refused: open streams close
@@ -263,6 +269,7 @@ class ModelRegistry:
             await held.engine.start()
             self._announce(held.engine, "loaded")
         self.accepting = True
+        self._pumping = asyncio.get_running_loop().create_task(self._pump(), name="shadows")
 
     async def load(self, version: int, shadow: bool = False) -> bool:
         """Load `version` beside the others (or turn a loaded shadow into a serving version, or back);
@@ -274,6 +281,7 @@ class ModelRegistry:
                     return False
                 held.shadow = shadow
                 held.engine.observer = None if shadow else self
+                self._pending.pop(version, None)
                 self._event(version, "shadow" if shadow else "promoted")
                 log.info("version %d is now %s", version, "a shadow" if shadow else "serving")
                 self._settle_default()
@@ -309,6 +317,7 @@ class ModelRegistry:
                 log.warning("version %d stays: it is the only version serving", version)
                 return
             self._leaving[version] = self._loaded.pop(version)
+            self._pending.pop(version, None)
             self._settle_default()
         del held  # _release drops the last reference to its sessions
         await self._release(version)
@@ -421,26 +430,43 @@ class ModelRegistry:
     # shadows -------------------------------------------------------------------------------------
 
     def predicted(self, texts: Sequence[str], results: Sequence[TextResult], version: int) -> None:
-        """The serving observers, then the shadow tap: a sampled share of the default version's
-        answered calls is run on each shadow, in a task of its own."""
+        """The serving observers, then the shadow tap: the texts of a sampled share of the default
+        version's answered calls, with the labels they got, wait for each shadow's next batch."""
         if self._predictions is not None:
             self._predictions.predicted(texts, results, version)
         if version != self.default_version or not self.shadow_share:
             return
+        now = time.monotonic()
         for shadow in self.shadows():
             if self._random() >= self.shadow_share:
                 continue
-            if len(self._shadow_calls) >= SHADOW_IN_FLIGHT:
-                self.metrics.shadow_skipped.labels(str(shadow)).inc()
+            pending = self._pending.setdefault(shadow, [])
+            if len(pending) + len(texts) > SHADOW_PENDING:  # the replica has had no lull for a while
+                self.metrics.shadow_skipped.labels(str(shadow), "busy").inc()
                 continue
-            labels = [r.label for r in results]
-            task = asyncio.get_running_loop().create_task(self._shadow(shadow, list(texts), labels))
-            self._shadow_calls.add(task)
-            task.add_done_callback(self._shadow_calls.discard)
+            pending.extend((text, result.label, now) for text, result in zip(texts, results, strict=True))
+
+    async def _pump(self) -> None:
+        """Run each shadow's waiting texts as batches, one batch at a time, and only while nothing
+        waits on the serving version: callers come first, and the shadow uses the lulls. A batch
+        goes once it is full or its oldest text has waited SHADOW_MAX_WAIT_S, so that a shadow runs
+        batches about as large as the serving version's, not one text at a time."""
+        while True:
+            await asyncio.sleep(SHADOW_TICK_S)
+            for version in self.shadows():
+                pending = self._pending.get(version)
+                if not pending or not self.accepting:
+                    continue
+                ripe = len(pending) >= SHADOW_BATCH or time.monotonic() - pending[0][2] >= SHADOW_MAX_WAIT_S
+                serving = self._loaded.get(self.default_version)
+                if not ripe or (serving is not None and serving.engine.batcher.depth):
+                    continue
+                batch, pending[:SHADOW_BATCH] = pending[:SHADOW_BATCH], []
+                await self._shadow(version, [text for text, _, _ in batch], [label for _, label, _ in batch])
 
     async def _shadow(self, version: int, texts: list[str], labels: list[str]) -> None:
         held = self._loaded.get(version)
-        if held is None or not held.shadow or not self.accepting:
+        if held is None or not held.shadow:
             return
         tag = str(version)
         held.calls += 1
@@ -448,9 +474,9 @@ class ModelRegistry:
         began = time.monotonic()
         try:
             results = await held.engine.predict(texts, AttentionMode.NONE, None)
-        except Exception as err:  # a full or failing shadow costs its sample, never a caller
-            self.metrics.shadow_skipped.labels(tag).inc()
-            log.debug("shadow call on version %d failed: %s", version, err)
+        except Exception as err:  # a failing shadow costs its sample, never a caller
+            self.metrics.shadow_skipped.labels(tag, "failed").inc()
+            log.warning("a shadow batch on version %d failed: %s", version, err)
             return
         finally:
             held.calls -= 1
@@ -472,8 +498,8 @@ class ModelRegistry:
     async def stop(self) -> None:
         """Answer everything accepted on every version, then stop them."""
         self.stop_accepting()
-        for task in list(self._shadow_calls):
-            task.cancel()
+        if self._pumping is not None:
+            self._pumping.cancel()
         await asyncio.gather(*(held.engine.stop() for held in self._loaded.values()))
 
     def index(self) -> list[tuple[int, str, str]]:

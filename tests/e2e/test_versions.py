@@ -87,10 +87,12 @@ def events(running: RunningServer) -> dict[tuple[str, str], float]:
 
 
 def metric(running: RunningServer, name: str, **labels: str) -> float:
-    for (sample, sample_labels), value in scrape(running).items():
-        if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items()):
-            return value
-    return 0.0
+    """The sum of the samples named `name` whose labels include `labels`."""
+    return sum(
+        value
+        for (sample, sample_labels), value in scrape(running).items()
+        if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items())
+    )
 
 
 class Load:
