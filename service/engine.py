@@ -76,9 +76,14 @@ class Engine:
     def info(self) -> EngineInfo:
         return self._info
 
-    async def start(self) -> None:
-        """Warm the runtime up in a worker thread, then start batching."""
-        await asyncio.to_thread(self.model.warm_up, self.spec.max_length, self.batcher.limits.max_batch_size)
+    def warm_up(self) -> None:
+        """Run the shapes calls will bring once, so that the first callers do not pay for allocation."""
+        self.model.warm_up(self.spec.max_length, self.batcher.limits.max_batch_size)
+
+    async def start(self, warm: bool = True) -> None:
+        """Warm the runtime up in a worker thread (unless it was: warm=False), then start batching."""
+        if warm:
+            await asyncio.to_thread(self.warm_up)
         self.batcher.start()
         self.ready = True
 

@@ -29,11 +29,14 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -47,6 +50,8 @@ from service.versions import VersionPolicy
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # texts of different lengths: alone and padded together they must agree (the mask's contract)
 PARITY_TEXTS = (
     "A wonderful film.",
@@ -58,6 +63,7 @@ PARITY_TOLERANCE = 1e-3
 # a shadow's sampled texts run in batches of up to SHADOW_BATCH, once the batch is full or its oldest
 # text has waited SHADOW_MAX_WAIT_S, checked every SHADOW_TICK_S; at most SHADOW_PENDING texts wait
 SHADOW_BATCH = 32
+LOAD_NICENESS = 10
 SHADOW_MAX_WAIT_S = 1.0
 SHADOW_TICK_S = 0.05
 SHADOW_PENDING = 512
@@ -71,6 +77,38 @@ def _give_back_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+async def in_background(function: Callable[..., T], *args: object) -> T:
+    """function(*args) in a thread of its own at a lower CPU priority (nice +LOAD_NICENESS, Linux):
+    loading a version while serving must not take the cores from the calls being answered. The
+    threads ONNX Runtime creates meanwhile (a session's pool) inherit the priority; a thread of its own
+    because a thread's priority cannot always be raised back (without CAP_SYS_NICE)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():  # the load was cancelled meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
+        except (OSError, AttributeError):  # not Linux, or not allowed: load at the usual priority
+            pass
+        try:
+            result = function(*args)
+        except BaseException as err:  # handed to the awaiting task
+            loop.call_soon_threadsafe(settle, None, err)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="version-loader", daemon=True).start()
+    return await done
 
 
 def fingerprint(root: Path, version: int) -> tuple[tuple[str, int, int], ...]:
@@ -227,9 +265,9 @@ class ModelRegistry:
 
     # loading and unloading -----------------------------------------------------------------------
 
-    def _engine(self, version: int) -> Engine:
-        """Build and check one version (in a worker thread: it reads and hashes files and creates
-        sessions); ModelDirectoryError or VersionRefused on failure."""
+    def _engine(self, version: int, warm: bool = False) -> Engine:
+        """Build and check one version, and warm it up when asked (blocking: it reads and hashes
+        files, creates sessions and runs them); ModelDirectoryError or VersionRefused on failure."""
         observer = VersionObserver(self.metrics, version, self._depths)
         engine = self._build(version, observer, self)
         serving = self._loaded.get(self.default_version)
@@ -239,6 +277,8 @@ class ModelRegistry:
                 f"{list(serving.engine.spec.labels)}: callers read answers by label"
             )
         parity(engine)
+        if warm:
+            engine.warm_up()
         return engine
 
     def load_at_start(self) -> None:
@@ -290,10 +330,10 @@ class ModelRegistry:
                 raise ModelNotFound(f"{self.root} has no version {version}; it has {versions(self.root)}")
             began = time.monotonic()
             try:
-                engine = await asyncio.to_thread(self._engine, version)
+                engine = await in_background(self._engine, version, True)
                 if shadow:
                     engine.observer = None  # its answers are compared, not monitored as traffic
-                await engine.start()
+                await engine.start(warm=False)
             except Exception as err:
                 why = err.message if isinstance(err, VersionRefused) else str(err)
                 self._refused[version] = (why, await asyncio.to_thread(fingerprint, self.root, version))
