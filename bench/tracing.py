@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
     model_dir = args.model_dir.resolve()
+    (args.out / "results").mkdir(parents=True, exist_ok=True)
     texts = sentences_file(args.out / "results", args.cache_dir, args.sentences)
     with tempfile.TemporaryDirectory() as scratch, OtlpReceiver() as receiver:
         exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}

@@ -124,7 +124,7 @@ async def switch(root: Path, texts: list[str], callers: int, steady_s: float) ->
         await task
     finally:
         stop(process)
-    warm = load.calls[0][0] + 2.0  # the first seconds fill the queue: not steady yet
+    warm = load.calls[0][0] + steady_s / 5  # the first moments fill the queue: not steady yet
     steady = [s for began, s, _ in load.calls if warm <= began < published]
     during = [s for began, s, _ in load.calls if published <= began < unloaded + 1.0]
     errors = [o for _, _, o in load.calls if isinstance(o, str)]
@@ -205,6 +205,7 @@ def main() -> None:
     args = parser.parse_args()
     source = args.model_dir.resolve()
     served = max(int(p.name) for p in source.iterdir() if p.name.isdigit())
+    (args.out / "results").mkdir(parents=True, exist_ok=True)
     texts_file = sentences_file(args.out / "results", args.cache_dir, args.sentences)
     texts = json.loads(texts_file.read_text())
     with tempfile.TemporaryDirectory() as scratch:

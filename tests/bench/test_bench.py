@@ -180,3 +180,40 @@ def test_queue_signal_bench_writes_its_points_and_plot(
     assert len(report["points"]) == 8 and report["capacity_per_s"] > 0
     assert all(p["served_per_s"] > 0 and p["queue_wait_mean_s"] >= 0 for p in report["points"])
     assert (tmp_path / "figures" / "queue_signal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.long  # three servers, two loads each
+def test_tracing_bench_measures_off_and_on_and_receives_spans(
+    model_root: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.tracing", "--model-dir", str(model_root), "--duration", "1",
+         "--rounds", "1", "--sentences", "100", "--cache-dir", str(cache_dir), "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "tracing.json").read_text())
+    assert figures["configurations"] == ["off", "on, 10% sampled", "on, every call"]
+    assert figures["errors"] == 0 and figures["spans_received"] > 0
+    assert all(point["sentences_per_s"] > 0 for by in figures["median"].values() for point in by.values())
+    assert "| off | 64 |" in (tmp_path / "TRACING.md").read_text()
+
+
+@pytest.mark.long  # a switch under load, then a shadow on and off
+def test_versions_bench_switches_with_no_failed_call_and_compares_a_shadow(
+    model_root: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.versions", "--model-dir", str(model_root), "--steady-s", "2",
+         "--rounds", "1", "--callers", "16", "--sentences", "100", "--cache-dir", str(cache_dir),
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "versions.json").read_text())
+    switch = figures["switch"]
+    assert switch["errors"] == 0 and switch["every_answer_from_v1_or_v2"]
+    assert switch["answered_by"]["1"] > 0 and switch["answered_by"]["2"] > 0
+    assert switch["steady"]["calls"] > 0 and switch["during_switch"]["calls"] > 0
+    shadow = figures["shadow"]["rounds"]["half capacity"]["with"][0]["shadow"]
+    assert shadow.get("agree", 0) > 0 and shadow.get("disagree", 0) == 0  # a copy always agrees
