@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.answer_size import AnswerSizePolicy
 from service.batcher import Batcher
-from service.errors import ModelNotFound, NotServing
+from service.errors import NotServing
 from service.model_store import ModelSpec
 from service.preprocess import Encoded, Preprocessor
 from service.results import AttentionMode, AttentionView, PredictionObserver, RowResult, TextResult
@@ -105,15 +105,6 @@ class Engine:
     def check_count(self, count: int) -> None:
         """Refuse a request of `count` texts before reading them (InvalidInput)."""
         self.preprocessor.check_count(count)
-
-    def check_version(self, version: int) -> None:
-        """0 means the served version; any other must be the one loaded."""
-        if version and version != self.spec.version:
-            where = "is not loaded" if version in self.spec.available_versions else "does not exist"
-            raise ModelNotFound(
-                f"model {self.spec.name!r} version {version} {where}; this server serves version "
-                f"{self.spec.version}"
-            )
 
     def check_sent_size(self, size: int) -> None:
         """Refuse an answer of `size` bytes that the transport could not send (AnswerSizePolicy)."""

@@ -342,8 +342,8 @@ class ModelRegistry:
                 raise VersionRefused(f"version {version} refused: {why}") from None
             self._refused.pop(version, None)
             self._loaded[version] = Loaded(engine, shadow)
-            self._announce(engine, "shadow" if shadow else "loaded", time.monotonic() - began)
             self._settle_default()
+            self._announce(engine, "shadow" if shadow else "loaded", time.monotonic() - began)
             return True
 
     async def unload(self, version: int, keep_one: bool = False) -> None:

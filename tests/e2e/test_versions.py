@@ -191,6 +191,30 @@ def tritonclient(running: RunningServer, *steps: str) -> dict[str, Any]:
     return answer
 
 
+def test_every_worker_follows_the_model_directory(model_root: Path, tmp_path: Path) -> None:
+    root = model_copy(model_root, tmp_path)
+    running = launch(root, tmp_path, "--workers", "2", "--model-control", "poll", "--poll-interval-s", "0.2")
+
+    def versions_answering(calls: int = 20) -> set[int]:
+        """The versions that answer calls on fresh connections (the kernel spreads them over the workers)."""
+        seen = set()
+        for _ in range(calls):
+            with grpc.insecure_channel(running.target) as channel:
+                stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+                seen.add(stub.Predict(pb.PredictRequest(texts=["fine"]), timeout=PATIENCE_S).model_version)
+        return seen
+
+    try:
+        assert versions_answering() == {1}
+        publish(root, 2)
+        wait_until("every worker answering with version 2", lambda: versions_answering() == {2})
+        counted = events(running)  # the parent serves the sum over its workers
+    finally:
+        assert running.stop() == 0, running.log()
+    assert counted[("2", "loaded")] == 2 and counted[("1", "unloaded")] == 2
+    assert running.log().count("default version 1 -> 2") == 2
+
+
 def test_repository_api_with_tritonclient_the_sdk_and_the_cli(model_root: Path, tmp_path: Path) -> None:
     root = model_copy(model_root, tmp_path)
     publish(root, 2)
