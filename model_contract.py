@@ -26,7 +26,12 @@ def versions(root: Path) -> list[int]:
     """Integer version directories under `root`, ascending."""
     if not root.is_dir():
         return []
-    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    # ASCII digits only ("²".isdigit() is true), and from 1: version 0 means "the default" in calls
+    return sorted(
+        int(p.name)
+        for p in root.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name)
+    )
 
 
 def sha256_file(path: Path) -> str:

@@ -26,8 +26,10 @@ long the shadow took, so that an operator promotes (loads it again, not as a sha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
+import itertools
 import logging
 import os
 import random
@@ -59,7 +61,9 @@ PARITY_TEXTS = (
     "Not bad.",
     "I would not watch it again.",
 )
-PARITY_TOLERANCE = 1e-3
+# alone and padded in a batch, the same text's probabilities may differ by this much: float rounding
+# for fp32; for int8, dynamic quantization scales activations by each batch's range, padding included
+PARITY_TOLERANCE = {"fp32": 1e-3, "int8": 0.05}
 # a shadow's sampled texts run in batches of up to SHADOW_BATCH, once the batch is full or its oldest
 # text has waited SHADOW_MAX_WAIT_S, checked every SHADOW_TICK_S; at most SHADOW_PENDING texts wait
 SHADOW_BATCH = 32
@@ -81,9 +85,10 @@ def _give_back_memory() -> None:
 
 async def in_background(function: Callable[..., T], *args: object) -> T:
     """function(*args) in a thread of its own at a lower CPU priority (nice +LOAD_NICENESS, Linux):
-    loading a version while serving must not take the cores from the calls being answered. The
-    threads ONNX Runtime creates meanwhile (a session's pool) inherit the priority; a thread of its own
-    because a thread's priority cannot always be raised back (without CAP_SYS_NICE)."""
+    checking and warming up a version while serving must not take the cores from the calls being
+    answered. A thread of its own because a thread's priority cannot always be raised back (without
+    CAP_SYS_NICE); sessions are created before, at the usual priority, because the threads ONNX
+    Runtime starts for a session inherit its creator's priority for the session's life."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 
@@ -111,6 +116,11 @@ async def in_background(function: Callable[..., T], *args: object) -> T:
     return await done
 
 
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("shadow batches stopped: %r", task.exception())
+
+
 def fingerprint(root: Path, version: int) -> tuple[tuple[str, int, int], ...]:
     """What a version directory looks like now (file names, sizes, modification times): a refused
     version is tried again only once it changed."""
@@ -127,35 +137,40 @@ class VersionObserver:
     """One version's batcher's metrics: the shared histograms, its own counters by version, and the
     queue depth summed over every version's queue."""
 
-    def __init__(self, metrics: Metrics, version: int, depths: dict[int, int]) -> None:
+    def __init__(self, metrics: Metrics, version: int, depths: dict[int, int], serving: bool = True) -> None:
         self.metrics = metrics
         self.tag = str(version)
         self.version = version
         self.depths = depths
+        self.serving = serving  # a shadow's batches stay out of the shared batch and queue metrics
         self.texts = metrics.version_texts.labels(self.tag)
         self.compute = metrics.version_compute_seconds.labels(self.tag)
 
     def batch_done(self, size: int, padded_length: int, real_tokens: int, seconds: float) -> None:
-        self.metrics.batch_done(size, padded_length, real_tokens, seconds)
+        if self.serving:
+            self.metrics.batch_done(size, padded_length, real_tokens, seconds)
         self.texts.inc(size)
         self.compute.inc(seconds)
 
     def queue_wait(self, seconds: float) -> None:
-        self.metrics.queue_wait(seconds)
+        if self.serving:
+            self.metrics.queue_wait(seconds)
 
     def dropped(self, reason: str, count: int) -> None:
-        self.metrics.dropped(reason, count)
+        if self.serving:
+            self.metrics.dropped(reason, count)
 
     def queue_depth(self, depth: int) -> None:
-        self.depths[self.version] = depth
+        self.depths[self.version] = depth if self.serving else 0
         self.metrics.queue_depth(sum(self.depths.values()))
 
 
 class Loaded:
     """A version in the table, and the calls holding it."""
 
-    def __init__(self, engine: Engine, shadow: bool) -> None:
+    def __init__(self, engine: Engine, observer: VersionObserver, shadow: bool) -> None:
         self.engine = engine
+        self.observer = observer
         self.shadow = shadow
         self.calls = 0
         self.idle = asyncio.Event()
@@ -189,7 +204,11 @@ class ModelRegistry:
         self.variant = variant
         self._random = (rng or random.Random()).random
         self._loaded: dict[int, Loaded] = {}
-        self._leaving: dict[int, Loaded] = {}  # taken out of the table, being drained and released
+        self._leaving: dict[int, tuple[int, Loaded]] = {}  # ticket -> (version, its entry): draining
+        self._tickets = itertools.count()
+        self._releases: set[asyncio.Task[None]] = set()
+        self._applying = asyncio.Lock()  # one whole change of the loaded set at a time
+        self.on_change: Callable[[], None] | None = None  # called when the default comes or goes
         self._depths: dict[int, int] = {}
         self._refused: dict[int, tuple[str, object]] = {}  # version -> (why, its fingerprint then)
         self._changing = asyncio.Lock()
@@ -265,21 +284,24 @@ class ModelRegistry:
 
     # loading and unloading -----------------------------------------------------------------------
 
-    def _engine(self, version: int, warm: bool = False) -> Engine:
-        """Build and check one version, and warm it up when asked (blocking: it reads and hashes
-        files, creates sessions and runs them); ModelDirectoryError or VersionRefused on failure."""
-        observer = VersionObserver(self.metrics, version, self._depths)
+    def _engine(self, version: int, shadow: bool = False) -> Loaded:
+        """Build one version and check its labels (blocking: it reads and hashes files and creates
+        sessions); ModelDirectoryError or VersionRefused on failure."""
+        observer = VersionObserver(self.metrics, version, self._depths, serving=not shadow)
         engine = self._build(version, observer, self)
-        serving = self._loaded.get(self.default_version)
-        if serving is not None and engine.spec.labels != serving.engine.spec.labels:
+        reference = self._loaded.get(self.default_version) or next(iter(self._loaded.values()), None)
+        if reference is not None and engine.spec.labels != reference.engine.spec.labels:
             raise VersionRefused(
                 f"its labels {list(engine.spec.labels)} differ from the serving version's "
-                f"{list(serving.engine.spec.labels)}: callers read answers by label"
+                f"{list(reference.engine.spec.labels)}: callers read answers by label"
             )
-        parity(engine)
+        return Loaded(engine, observer, shadow)
+
+    def _vet(self, engine: Engine, warm: bool) -> None:
+        """The parity run, then (warm) the warm-up: VersionRefused when the parity run fails."""
+        parity(engine, PARITY_TOLERANCE[self.variant])
         if warm:
             engine.warm_up()
-        return engine
 
     def load_at_start(self) -> None:
         """Load what the policy chooses, before the server listens; StartupError when it chooses none
@@ -297,10 +319,11 @@ class ModelRegistry:
             )
         for version in self.policy.choose(available):
             try:
-                engine = self._engine(version)
+                held = self._engine(version)
+                self._vet(held.engine, warm=False)  # start() warms every version up
             except VersionRefused as err:
                 raise StartupError(f"version {version} is refused: {err.message}") from None
-            self._loaded[version] = Loaded(engine, shadow=False)
+            self._loaded[version] = held
         self._settle_default()
 
     async def start(self) -> None:
@@ -310,16 +333,22 @@ class ModelRegistry:
             self._announce(held.engine, "loaded")
         self.accepting = True
         self._pumping = asyncio.get_running_loop().create_task(self._pump(), name="shadows")
+        self._pumping.add_done_callback(_report_end)
 
     async def load(self, version: int, shadow: bool = False) -> bool:
         """Load `version` beside the others (or turn a loaded shadow into a serving version, or back);
-        False when it was already loaded that way. VersionRefused when it fails a check."""
+        False when it was already loaded that way. VersionRefused when it fails a check. A caller
+        that goes away does not stop a load half way: it completes, and holds the lock until then."""
+        return await asyncio.shield(asyncio.get_running_loop().create_task(self._load(version, shadow)))
+
+    async def _load(self, version: int, shadow: bool) -> bool:
         async with self._changing:
             held = self._loaded.get(version)
             if held is not None:
                 if held.shadow == shadow:
                     return False
                 held.shadow = shadow
+                held.observer.serving = not shadow
                 held.engine.observer = None if shadow else self
                 self._pending.pop(version, None)
                 self._event(version, "shadow" if shadow else "promoted")
@@ -329,26 +358,30 @@ class ModelRegistry:
             if version not in versions(self.root):
                 raise ModelNotFound(f"{self.root} has no version {version}; it has {versions(self.root)}")
             began = time.monotonic()
+            # what the files were when read: a copy that finishes after a failed read is tried again
+            seen = await asyncio.to_thread(fingerprint, self.root, version)
             try:
-                engine = await in_background(self._engine, version, True)
+                held = await asyncio.to_thread(self._engine, version, shadow)
+                await in_background(self._vet, held.engine, True)
                 if shadow:
-                    engine.observer = None  # its answers are compared, not monitored as traffic
-                await engine.start(warm=False)
+                    held.engine.observer = None  # its answers are compared, not monitored as traffic
+                await held.engine.start(warm=False)
             except Exception as err:
                 why = err.message if isinstance(err, VersionRefused) else str(err)
-                self._refused[version] = (why, await asyncio.to_thread(fingerprint, self.root, version))
+                self._refused[version] = (why, seen)
                 self._event(version, "refused")
                 log.error("version %d refused, versions %s still serving: %s", version, self.loaded(), why)
                 raise VersionRefused(f"version {version} refused: {why}") from None
             self._refused.pop(version, None)
-            self._loaded[version] = Loaded(engine, shadow)
+            self._loaded[version] = held
             self._settle_default()
-            self._announce(engine, "shadow" if shadow else "loaded", time.monotonic() - began)
+            self._announce(held.engine, "shadow" if shadow else "loaded", time.monotonic() - began)
             return True
 
     async def unload(self, version: int, keep_one: bool = False) -> None:
         """Take `version` out of the table, let its calls finish, then release it. keep_one: never
-        the last serving version (ModelNotFound for a version not loaded)."""
+        the last serving version (ModelNotFound for a version not loaded). The release is the
+        registry's own task: a caller that goes away does not leave a version half released."""
         async with self._changing:
             held = self._loaded.get(version)
             if held is None:
@@ -356,45 +389,62 @@ class ModelRegistry:
             if keep_one and not held.shadow and self.loaded() == [version]:
                 log.warning("version %d stays: it is the only version serving", version)
                 return
-            self._leaving[version] = self._loaded.pop(version)
+            ticket = next(self._tickets)
+            self._leaving[ticket] = (version, self._loaded.pop(version))
             self._pending.pop(version, None)
             self._settle_default()
-        del held  # _release drops the last reference to its sessions
-        await self._release(version)
+        del held  # the release drops the last reference to its sessions
+        task = asyncio.get_running_loop().create_task(self._release(ticket))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+        await asyncio.shield(task)
 
-    async def _release(self, version: int) -> None:
+    async def _release(self, ticket: int) -> None:
         began = time.monotonic()
-        held = self._leaving[version]
+        version, held = self._leaving[ticket]
         await held.idle.wait()  # calls that started on it are answered by it
         engine = held.engine
         engine.stop_accepting()
         await engine.stop()
-        self._depths.pop(version, None)
-        spec, provider = engine.spec, engine.info().provider
-        info_labels = (spec.name, str(version), provider, self.variant, ",".join(spec.labels))
-        self.metrics.model.labels(*info_labels).set(0)  # workers' shared files keep a removed series
-        self.metrics.model.remove(*info_labels)
-        del self._leaving[version], held, engine  # the sessions go with the last reference
+        if version not in self._loaded:  # not loaded again meanwhile: its series go
+            self._depths.pop(version, None)
+            spec, provider = engine.spec, engine.info().provider
+            info_labels = (spec.name, str(version), provider, self.variant, ",".join(spec.labels))
+            self.metrics.model.labels(*info_labels).set(0)  # workers' shared files keep removed series
+            self.metrics.model.remove(*info_labels)
+        del self._leaving[ticket], held, engine  # the sessions go with the last reference
         await asyncio.to_thread(_give_back_memory)
         self._event(version, "unloaded")
         log.info(
             "version %d unloaded after %.2f s; loaded: %s", version, time.monotonic() - began, self.loaded()
         )
 
+    async def unload_all(self) -> None:
+        """Unload every version, shadows included (calls are then UNAVAILABLE)."""
+        async with self._applying:
+            for version in [*self.loaded(), *self.shadows()]:
+                with contextlib.suppress(ModelNotFound):  # gone meanwhile
+                    await self.unload(version)
+
     async def apply(self, policy: VersionPolicy | None = None) -> list[str]:
         """On request (explicit): make the loaded versions what `policy` (default: the current one)
         chooses from the model root now, new ones loaded first (newest first), then the others
         unloaded. When any fails to load, nothing is unloaded and the policy stays as it was: the
         failures are returned, one line each."""
-        chosen = policy or self.policy
-        wanted = chosen.choose(versions(self.root))
-        failures = await self._load_all(wanted)
-        if failures:
-            return failures
-        self.policy = chosen
-        for version in sorted(set(self.loaded()) - set(wanted)):
-            await self.unload(version)
-        return []
+        async with self._applying:
+            chosen = policy or self.policy
+            available = versions(self.root)
+            wanted = chosen.choose(available)
+            if not wanted:
+                raise ModelNotFound(f"the version policy {chosen} chooses no version among {available}")
+            failures = await self._load_all(wanted)
+            if failures:
+                return failures
+            self.policy = chosen
+            for version in sorted(set(self.loaded()) - set(wanted)):
+                with contextlib.suppress(ModelNotFound):  # unloaded meanwhile
+                    await self.unload(version)
+            return []
 
     async def _load_all(self, wanted: Sequence[int]) -> list[str]:
         failures = []
@@ -440,6 +490,8 @@ class ModelRegistry:
                 self._event(new, "default")
             if old:
                 log.info("default version %s -> %s", old, new or "none")
+            if (not old or not new) and self.on_change is not None:
+                self.on_change()  # serving, or not: health follows
 
     def _event(self, version: int, event: str) -> None:
         self.metrics.version_events.labels(str(version), event).inc()
@@ -501,7 +553,9 @@ class ModelRegistry:
                 serving = self._loaded.get(self.default_version)
                 if not ripe or (serving is not None and serving.engine.batcher.depth):
                     continue
-                batch, pending[:SHADOW_BATCH] = pending[:SHADOW_BATCH], []
+                held = self._loaded[version]
+                size = min(SHADOW_BATCH, held.engine.info().max_texts)
+                batch, pending[:size] = pending[:size], []
                 await self._shadow(version, [text for text, _, _ in batch], [label for _, label, _ in batch])
 
     async def _shadow(self, version: int, texts: list[str], labels: list[str]) -> None:
@@ -540,6 +594,8 @@ class ModelRegistry:
         self.stop_accepting()
         if self._pumping is not None:
             self._pumping.cancel()
+            await asyncio.gather(self._pumping, return_exceptions=True)
+        await asyncio.gather(*self._releases, return_exceptions=True)  # unloads in progress finish
         await asyncio.gather(*(held.engine.stop() for held in self._loaded.values()))
 
     def index(self) -> list[tuple[int, str, str]]:
@@ -558,9 +614,9 @@ class ModelRegistry:
         return rows
 
 
-def parity(engine: Engine) -> None:
-    """VersionRefused unless the model gives the same probabilities for texts alone and padded in
-    one batch, and those are probabilities (finite, summing to 1)."""
+def parity(engine: Engine, tolerance: float = PARITY_TOLERANCE["fp32"]) -> None:
+    """VersionRefused unless the model gives the same probabilities (within `tolerance`) for texts
+    alone and padded in one batch, and those are probabilities (finite, summing to 1)."""
     encoded = engine.preprocessor.encode(list(PARITY_TEXTS))
     sequences = [e.ids for e in encoded]
     ids, mask = pad(sequences)
@@ -569,11 +625,11 @@ def parity(engine: Engine) -> None:
     for row, sequence in enumerate(sequences):
         one_ids, one_mask = pad([sequence])
         alone = softmax(engine.model.run(one_ids, one_mask, with_attention=False)[0])[0]
-        if not np.all(np.isfinite(alone)) or abs(float(alone.sum()) - 1) > PARITY_TOLERANCE:
+        if not np.all(np.isfinite(alone)) or abs(float(alone.sum()) - 1) > 1e-3:
             raise VersionRefused(f"its outputs for a parity text are not probabilities: {alone.tolist()}")
         gap = float(np.abs(alone - together[row]).max())
-        if gap > PARITY_TOLERANCE:
+        if gap > tolerance:
             raise VersionRefused(
                 f"a text padded in a batch gets probabilities {gap:.4f} away from the same text alone "
-                f"(at most {PARITY_TOLERANCE} allowed): the graph does not honour the padding mask"
+                f"(at most {tolerance} allowed): the graph does not honour the padding mask"
             )

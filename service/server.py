@@ -125,6 +125,7 @@ class Server:
         self.access = AccessLog(settings.access_log_sample, settings.access_log_texts)
         self.models: ModelRegistry | None = None
         self._follow: asyncio.Task[None] | None = None
+        self._following_models = False
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port: int | None = None
@@ -137,6 +138,16 @@ class Server:
         self._drain = DrainInterceptor()
         self.tracing: Tracing | None = None
         self.services = [SENTIMENT_SERVICE.full_name, INFERENCE_SERVICE.full_name]
+
+    def _models_changed(self) -> None:
+        """Health follows the registry while serving: NOT_SERVING once no version is loaded (all
+        unloaded through the repository API), SERVING again once one is."""
+        if not self._following_models:
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if self.models and self.models.ready else None
+        asyncio.get_running_loop().create_task(
+            self._set_health(status or health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
 
     @property
     def engine(self) -> Engine | None:
@@ -169,6 +180,7 @@ class Server:
             settings.variant.value,
         )
         models.load_at_start()
+        models.on_change = self._models_changed
         interceptors: list[grpc.aio.ServerInterceptor] = [
             MetricsInterceptor(self.metrics, self.access),
             self._drain,
@@ -226,6 +238,7 @@ class Server:
         transport.start()
         await models.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._following_models = True
         if settings.model_control is ModelControl.POLL:
             self._follow = asyncio.get_running_loop().create_task(models.follow(settings.poll_interval_s))
         log.info(
@@ -275,6 +288,7 @@ class Server:
         open streams are closed with UNAVAILABLE once their accepted requests are answered.
         """
         grace = self.settings.grace_period_s if grace_s is None else grace_s
+        self._following_models = False  # draining: health stays NOT_SERVING whatever is loaded
         deadline = asyncio.get_running_loop().time() + grace
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.settings.drain_delay_s > 0:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 MAX_LISTED = 64  # versions a list may name: a policy is read by people
+MAX_DIGITS = 18  # versions are int64, as in the APIs
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,14 @@ class VersionPolicy:
             return cls("all")
         if value == "latest" or value.startswith("latest:"):
             count = value.partition(":")[2] or "1"
-            if not (count.isascii() and count.isdigit() and 1 <= int(count) <= MAX_LISTED):
+            if not (
+                count.isascii() and count.isdigit() and len(count) <= 3 and 1 <= int(count) <= MAX_LISTED
+            ):
                 raise ValueError(f"latest:{count} must name 1 to {MAX_LISTED} versions")
             return cls("latest", int(count))
         parts = [part.strip() for part in value.split(",")]
-        if not all(part.isascii() and part.isdigit() and 0 < int(part) for part in parts if part) or not any(
-            parts
-        ):
+        whole = all(p.isascii() and p.isdigit() and len(p) <= MAX_DIGITS and int(p) > 0 for p in parts if p)
+        if not whole or not any(parts):
             raise ValueError("use latest:N, all, or versions like 3,5 (whole numbers from 1)")
         listed = tuple(sorted({int(part) for part in parts if part}))
         if len(listed) > MAX_LISTED:

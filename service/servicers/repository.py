@@ -48,7 +48,8 @@ def check_parameters(given: Mapping[str, Any], allowed: Mapping[str, Any]) -> No
         kind = allowed.get(key)
         if kind is None:
             raise InvalidInput(f"parameter {quoted(key)} is not taken here; known: {sorted(allowed)}")
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
             raise InvalidInput(f"parameter {quoted(key)} has the wrong kind of value: {quoted(value)}")
 
 
@@ -56,8 +57,8 @@ def policy_of(config: str) -> VersionPolicy | None:
     """The version policy of a Triton model configuration (JSON); None when it has none."""
     try:
         parsed = json.loads(config)
-    except json.JSONDecodeError as err:
-        raise InvalidInput(f"parameter config is not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # not JSON, a number too long, nested too deep
+        raise InvalidInput(f"parameter config is not JSON this server reads: {err}") from None
     if not isinstance(parsed, dict):
         raise InvalidInput("parameter config must be a JSON object (a model configuration)")
     extra = sorted(set(parsed) - CONFIG_KEYS)
@@ -107,8 +108,7 @@ async def unload(
     check_parameters(parameters, UNLOAD_PARAMETERS)
     version = parameters.get("version")
     if version is None:
-        for loaded in [*models.loaded(), *models.shadows()]:
-            await models.unload(loaded)
+        await models.unload_all()
         return
     if isinstance(version, str) and not (version.isascii() and version.isdigit() and len(version) <= 18):
         raise InvalidInput(f"parameter version {quoted(version)} is not a version number")

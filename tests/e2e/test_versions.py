@@ -270,12 +270,16 @@ def test_repository_api_with_tritonclient_the_sdk_and_the_cli(model_root: Path, 
         assert refused.returncode == 2 and "version 1 is not loaded" in refused.stderr
         # the whole model unloaded: calls are UNAVAILABLE (another replica may serve); loaded again
         assert tritonclient(running, "unload")["unload"] is None
+        with SentimentClient(running.target) as probe:  # health needs no token
+            wait_until("health NOT_SERVING with nothing loaded", lambda: probe.health() == "NOT_SERVING")
         with pytest.raises(grpc.RpcError) as unavailable:
             stub_call = sentiment_pb2_grpc.SentimentServiceStub(grpc.insecure_channel(running.target))
             stub_call.Predict(pb.PredictRequest(texts=["anyone?"]), metadata=metadata, timeout=PATIENCE_S)
         assert unavailable.value.code() == grpc.StatusCode.UNAVAILABLE
         got = tritonclient(running, "load", "ready_2")
         assert got["load"] is None and got["ready_2"] is True
+        with SentimentClient(running.target) as probe:
+            wait_until("health SERVING again", lambda: probe.health() == "SERVING")
     finally:
         assert running.stop() == 0, running.log()
 
