@@ -107,6 +107,14 @@ def test_user_data_trains_next_version_with_int8(model_root: Path, tmp_path: Pat
     int8 = OnnxClassifier(path, "model.int8.onnx")
     assert len(int8.predict(["great movie", "awful movie"])) == 2
     assert not any(p.name.startswith(".staging") for p in root.iterdir())
+    # the server would take both variants of the new version: each passes the parity run it checks
+    # versions with before they serve (texts alone and padded in a batch agree)
+    from service.assembly import build_engine
+    from service.config import Settings
+    from service.registry import PARITY_TOLERANCE, parity
+
+    for variant in ("fp32", "int8"):
+        parity(build_engine(Settings(model_dir=root, variant=variant), version=2), PARITY_TOLERANCE[variant])
 
 
 def test_tweets_join_training_and_selection_and_are_recorded(
