@@ -99,6 +99,11 @@ class Batcher:
         """Texts waiting for a round."""
         return len(self._queue)
 
+    @property
+    def idle(self) -> bool:
+        """No round running or formed, and no text waiting: the cores are not this batcher's now."""
+        return not self._running and not self._shared and not self._queue
+
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._form_rounds(), name="batcher")
 

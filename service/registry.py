@@ -19,7 +19,7 @@ repository API (explicit). Whichever way, a change is one at a time and safe:
 
 A shadow version answers nothing itself: the texts of a sampled share (--shadow-share) of the
 default version's calls are run on it too, after the callers have their answers, in batches and only
-while nothing waits on the serving version, and the metrics count how often the two agree and how
+while the serving version is idle, and the metrics count how often the two agree and how
 long the shadow took, so that an operator promotes (loads it again, not as a shadow) on evidence.
 """
 
@@ -539,8 +539,9 @@ class ModelRegistry:
             pending.extend((text, result.label, now) for text, result in zip(texts, results, strict=True))
 
     async def _pump(self) -> None:
-        """Run each shadow's waiting texts as batches, one batch at a time, and only while nothing
-        waits on the serving version: callers come first, and the shadow uses the lulls. A batch
+        """Run each shadow's waiting texts as batches, one batch at a time, and only at a moment the
+        serving version is idle (no round running, no text waiting): callers come first, and the
+        shadow uses the lulls. A batch
         goes once it is full or its oldest text has waited SHADOW_MAX_WAIT_S, so that a shadow runs
         batches about as large as the serving version's, not one text at a time."""
         while True:
@@ -551,7 +552,7 @@ class ModelRegistry:
                     continue
                 ripe = len(pending) >= SHADOW_BATCH or time.monotonic() - pending[0][2] >= SHADOW_MAX_WAIT_S
                 serving = self._loaded.get(self.default_version)
-                if not ripe or (serving is not None and serving.engine.batcher.depth):
+                if not ripe or (serving is not None and not serving.engine.batcher.idle):
                     continue
                 held = self._loaded[version]
                 size = min(SHADOW_BATCH, held.engine.info().max_texts)
