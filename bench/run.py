@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +35,21 @@ def sentences_file(out: Path, cache_dir: Path, count: int) -> Path:
     path = out / "sentences.json"
     path.write_text(json.dumps(texts))
     return path
+
+
+def medians(
+    runs: dict[str, dict[str, list[dict[str, Any]]]],
+    keys: tuple[str, ...] = ("sentences_per_s", "p50_ms", "p99_ms"),
+) -> dict[str, dict[str, dict[str, float]]]:
+    """For runs by server and by load (each a list of load results, one per round), the median of
+    each figure in `keys`."""
+    return {
+        name: {
+            load: {key: statistics.median(r[key] for r in results) for key in keys}
+            for load, results in by.items()
+        }
+        for name, by in runs.items()
+    }
 
 
 def python(*args: str) -> list[str]:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 
 from bench.otlp_receiver import OtlpReceiver
 from bench.report import load
-from bench.run import ROOT, sentences_file, server_args, stop
+from bench.run import ROOT, medians, sentences_file, server_args, stop
 
 READY = re.compile(r"READY port=(\d+)")
 CALLERS = (1, 64)
@@ -153,16 +152,7 @@ def main() -> None:
             if base is not None:
                 subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False)
         spans = len(receiver.spans())
-    median = {
-        name: {
-            callers: {
-                key: statistics.median(r[key] for r in results)
-                for key in ("sentences_per_s", "p50_ms", "p99_ms")
-            }
-            for callers, results in by_callers.items()
-        }
-        for name, by_callers in runs.items()
-    }
+    median = medians(runs)
     figures = {
         "configurations": list(configurations),
         "duration_s": args.duration,

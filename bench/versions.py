@@ -23,7 +23,6 @@ import asyncio
 import json
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.report import load
-from bench.run import ROOT, sentences_file, stop
+from bench.run import ROOT, medians, sentences_file, stop
 from sentiment_client import AsyncSentimentClient
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
@@ -177,16 +176,7 @@ async def shadow(root: Path, texts_file: Path, share: float, rounds: int, span_s
                         await client.unload(2)
     finally:
         stop(process)
-    median = {
-        name: {
-            side: {
-                key: statistics.median(r[key] for r in results)
-                for key in ("sentences_per_s", "p50_ms", "p99_ms")
-            }
-            for side, results in by_side.items()
-        }
-        for name, by_side in sides.items()
-    }
+    median = medians(sides)
     return {"share": share, "capacity_per_s": capacity, "rounds": sides, "median": median}
 
 

@@ -71,7 +71,6 @@ class Engine:
         self.tracing = tracing
         self._info = EngineInfo(spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing)
         self.ready = False
-        self.draining = asyncio.Event()  # set once new work is refused: open streams close
 
     def info(self) -> EngineInfo:
         return self._info
@@ -90,7 +89,6 @@ class Engine:
     def stop_accepting(self) -> None:
         """Refuse new work from now on (UNAVAILABLE); what was accepted is still answered."""
         self.ready = False
-        self.draining.set()
 
     async def stop(self) -> None:
         """Answer everything queued, then stop."""

@@ -32,16 +32,21 @@ class ModelSpec:
     available_versions: tuple[int, ...]  # every version under the model root
 
 
+def no_versions(root: Path) -> ModelDirectoryError:
+    """The error for a model root that holds no version."""
+    return ModelDirectoryError(
+        f"{root} holds no model versions (expected {root}/1/model.onnx ...); "
+        "build one with `python -m model_export build`"
+    )
+
+
 def load_spec(root: Path, name: str, version: int | None, variant: str = "fp32") -> ModelSpec:
     """Pick `version` (or the highest) under `root` and check its `variant`'s graph; raises
     ModelDirectoryError."""
     onnx_file = ONNX_FILES[variant]
     available = versions(root)
     if not available:
-        raise ModelDirectoryError(
-            f"{root} holds no model versions (expected {root}/1/model.onnx ...); "
-            "build one with `python -m model_export build`"
-        )
+        raise no_versions(root)
     chosen = available[-1] if version is None else version
     if chosen not in available:
         raise ModelDirectoryError(f"{root} has no version {chosen}; it has {available}")

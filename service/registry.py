@@ -35,7 +35,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -46,6 +46,7 @@ from model_contract import pad, versions
 from service.engine import Engine, EngineInfo
 from service.errors import ModelNotFound, NotServing, StartupError, VersionRefused
 from service.metrics import Metrics
+from service.model_store import no_versions
 from service.postprocess import softmax
 from service.results import AttentionMode, PredictionObserver, TextResult
 from service.versions import VersionPolicy
@@ -67,10 +68,10 @@ PARITY_TOLERANCE = {"fp32": 1e-3, "int8": 0.05}
 # a shadow's sampled texts run in batches of up to SHADOW_BATCH, once the batch is full or its oldest
 # text has waited SHADOW_MAX_WAIT_S, checked every SHADOW_TICK_S; at most SHADOW_PENDING texts wait
 SHADOW_BATCH = 32
-LOAD_NICENESS = 10
 SHADOW_MAX_WAIT_S = 1.0
 SHADOW_TICK_S = 0.05
 SHADOW_PENDING = 512
+LOAD_NICENESS = 10  # a version checked and warmed up while serving runs this much nicer (in_background)
 
 
 def _give_back_memory() -> None:
@@ -176,13 +177,25 @@ class Loaded:
         self.idle = asyncio.Event()
         self.idle.set()
 
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[Engine]:
+        """The engine, counted as in use until the block ends: unloading waits for `idle`."""
+        self.calls += 1
+        self.idle.clear()
+        try:
+            yield self.engine
+        finally:
+            self.calls -= 1
+            if not self.calls:
+                self.idle.set()
+
 
 class ModelRegistry:
     """The loaded versions of the one model this server serves; see the module's docstring."""
 
     def __init__(
         self,
-        build: Callable[[int, VersionObserver, PredictionObserver], Engine],
+        build: Callable[[int, VersionObserver, PredictionObserver | None], Engine],
         root: Path,
         name: str,
         policy: VersionPolicy,
@@ -272,15 +285,8 @@ class ModelRegistry:
         """The engine of `version` (0: the default), held until the block ends: unloading waits."""
         if not self.accepting:
             raise NotServing("the server is starting up or shutting down; retry (another replica)")
-        held = self._resolve(version)
-        held.calls += 1
-        held.idle.clear()
-        try:
-            yield held.engine
-        finally:
-            held.calls -= 1
-            if not held.calls:
-                held.idle.set()
+        with self._resolve(version).hold() as engine:
+            yield engine
 
     # loading and unloading -----------------------------------------------------------------------
 
@@ -288,7 +294,8 @@ class ModelRegistry:
         """Build one version and check its labels (blocking: it reads and hashes files and creates
         sessions); ModelDirectoryError or VersionRefused on failure."""
         observer = VersionObserver(self.metrics, version, self._depths, serving=not shadow)
-        engine = self._build(version, observer, self)
+        # a shadow's answers are compared, not monitored as traffic: no prediction observer
+        engine = self._build(version, observer, None if shadow else self)
         reference = self._loaded.get(self.default_version) or next(iter(self._loaded.values()), None)
         if reference is not None and engine.spec.labels != reference.engine.spec.labels:
             raise VersionRefused(
@@ -308,10 +315,7 @@ class ModelRegistry:
         or one fails (the server must not start without the versions it was told to serve)."""
         available = versions(self.root)
         if not available:
-            raise StartupError(
-                f"{self.root} holds no model versions (expected {self.root}/1/model.onnx ...); "
-                "build one with `python -m model_export build`"
-            )
+            raise no_versions(self.root)
         missing = self.policy.missing(available)
         if missing:
             raise StartupError(
@@ -363,8 +367,6 @@ class ModelRegistry:
             try:
                 held = await asyncio.to_thread(self._engine, version, shadow)
                 await in_background(self._vet, held.engine, True)
-                if shadow:
-                    held.engine.observer = None  # its answers are compared, not monitored as traffic
                 await held.engine.start(warm=False)
             except Exception as err:
                 why = err.message if isinstance(err, VersionRefused) else str(err)
@@ -408,8 +410,7 @@ class ModelRegistry:
         await engine.stop()
         if version not in self._loaded:  # not loaded again meanwhile: its series go
             self._depths.pop(version, None)
-            spec, provider = engine.spec, engine.info().provider
-            info_labels = (spec.name, str(version), provider, self.variant, ",".join(spec.labels))
+            info_labels = self._info_labels(engine)
             self.metrics.model.labels(*info_labels).set(0)  # workers' shared files keep removed series
             self.metrics.model.remove(*info_labels)
         del self._leaving[ticket], held, engine  # the sessions go with the last reference
@@ -496,15 +497,14 @@ class ModelRegistry:
     def _event(self, version: int, event: str) -> None:
         self.metrics.version_events.labels(str(version), event).inc()
 
+    def _info_labels(self, engine: Engine) -> tuple[str, ...]:
+        """A version's sentiment_model_info labels: name, version, provider, variant, labels."""
+        spec = engine.spec
+        return (spec.name, str(spec.version), engine.info().provider, self.variant, ",".join(spec.labels))
+
     def _announce(self, engine: Engine, event: str, seconds: float | None = None) -> None:
         spec, info = engine.spec, engine.info()
-        self.metrics.model.labels(
-            name=spec.name,
-            version=str(spec.version),
-            provider=info.provider,
-            variant=self.variant,
-            labels=",".join(spec.labels),
-        ).set(1)
+        self.metrics.model.labels(*self._info_labels(engine)).set(1)
         self.metrics.model_loaded(spec.version, spec.labels)
         self._event(spec.version, event)
         took = f" in {seconds:.2f} s" if seconds is not None else ""
@@ -541,9 +541,9 @@ class ModelRegistry:
     async def _pump(self) -> None:
         """Run each shadow's waiting texts as batches, one batch at a time, and only at a moment the
         serving version is idle (no round running, no text waiting): callers come first, and the
-        shadow uses the lulls. A batch
-        goes once it is full or its oldest text has waited SHADOW_MAX_WAIT_S, so that a shadow runs
-        batches about as large as the serving version's, not one text at a time."""
+        shadow uses the lulls. A batch goes once it is full or its oldest text has waited
+        SHADOW_MAX_WAIT_S, so that a shadow runs batches about as large as the serving version's,
+        not one text at a time."""
         while True:
             await asyncio.sleep(SHADOW_TICK_S)
             for version in self.shadows():
@@ -564,19 +564,14 @@ class ModelRegistry:
         if held is None or not held.shadow:
             return
         tag = str(version)
-        held.calls += 1
-        held.idle.clear()
         began = time.monotonic()
         try:
-            results = await held.engine.predict(texts, AttentionMode.NONE, None)
+            with held.hold() as engine:
+                results = await engine.predict(texts, AttentionMode.NONE, None)
         except Exception as err:  # a failing shadow costs its sample, never a caller
             self.metrics.shadow_skipped.labels(tag, "failed").inc()
             log.warning("a shadow batch on version %d failed: %s", version, err)
             return
-        finally:
-            held.calls -= 1
-            if not held.calls:
-                held.idle.set()
         self.metrics.shadow_seconds.labels(tag).observe(time.monotonic() - began)
         agreed = sum(r.label == label for r, label in zip(results, labels, strict=True))
         self.metrics.shadow_texts.labels(tag, "agree").inc(agreed)

@@ -144,10 +144,11 @@ class Server:
         unloaded through the repository API), SERVING again once one is."""
         if not self._following_models:
             return
-        status = health_pb2.HealthCheckResponse.SERVING if self.models and self.models.ready else None
-        asyncio.get_running_loop().create_task(
-            self._set_health(status or health_pb2.HealthCheckResponse.NOT_SERVING)
+        serving = self.models is not None and self.models.ready
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
+        asyncio.get_running_loop().create_task(self._set_health(status))
 
     @property
     def engine(self) -> Engine | None:
@@ -166,7 +167,7 @@ class Server:
         settings = self.settings
         tracing = self.tracing = Tracing.from_env(SERVER_VERSION)
 
-        def build(version: int, batches: BatchObserver, predictions: PredictionObserver) -> Engine:
+        def build(version: int, batches: BatchObserver, predictions: PredictionObserver | None) -> Engine:
             return build_engine(settings, batches, predictions, tracing, version)
 
         models = self.models = ModelRegistry(

@@ -118,11 +118,6 @@ def _offset_ns() -> int:
     return time.time_ns() - time.monotonic_ns()
 
 
-def remote_context(carrier: Mapping[str, str]) -> context_api.Context:
-    """The caller's context from its traceparent and tracestate (lower-case keys)."""
-    return propagate.extract(carrier)
-
-
 class Tracing:
     """The tracer and the spans the service makes; one per process."""
 
@@ -173,7 +168,7 @@ class Tracing:
     ) -> tuple[trace.Span, object]:
         """A call's server span, made current until end_call; its parent is the caller's context."""
         span = self.tracer.start_span(
-            name, remote_context(carrier), SpanKind.SERVER, attributes, record_exception=False
+            name, propagate.extract(carrier), SpanKind.SERVER, attributes, record_exception=False
         )
         token = context_api.attach(trace.set_span_in_context(span))
         return span, token
