@@ -49,6 +49,11 @@ class ModelConfig:
     pooler: bool = False  # dense + tanh on the pooled vector before the classifier, as BERT does
     pooling: Pooling = Pooling.CLS
     layer_norm_eps: float = 1e-5
+    # MPNet (Song et al. 2020): a learned bias per head on every attention score, looked up by the
+    # bucketed distance between query and key (T5's buckets), shared by all layers; 0 = none
+    relative_buckets: int = 0
+    relative_max_distance: int = 128
+    position_offset: int = 0  # first row of the position table a text's first token reads
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -84,6 +89,12 @@ class TrainConfig:
     max_train_examples: int | None = None  # cap the training split (the tiny preset)
     tweets: bool = True  # train on the labelled tweets of data.tweet_splits too
     patient_reviews: bool = False  # train on the patients' drug reviews of data.patient_splits too
+    # learn from the soft labels of a fine-tuned all-mpnet-base-v2 (model_export.teacher) too, on
+    # every training row and on unlabelled text people wrote, unlabelled_per_epoch rows an epoch
+    teacher: bool = False
+    distill_temperature: float = 2.0
+    distill_weight: float = 0.5  # the teacher's share of the loss on labelled rows
+    unlabelled_per_epoch: int = 4000
 
 
 @dataclass(frozen=True)

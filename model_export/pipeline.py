@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from model_export import plots
+from model_export import plots, teacher
 from model_export.calibrate import Reliability, fit_temperature, fold_into, logits_of, reliability
 from model_export.config import LABELS, Preset, Recipe, TrainConfig
 from model_export.data import (
@@ -26,6 +26,7 @@ from model_export.data import (
     patient_splits,
     split,
     tweet_splits,
+    unlabelled_texts,
 )
 from model_export.export import config_json, publish, stage, write_config
 from model_export.model import SentimentTransformer
@@ -34,7 +35,7 @@ from model_export.quantize import quantize
 from model_export.report import markdown
 from model_export.report import report as domain_report
 from model_export.tokenizer import encode, load_tokenizer, train_wordpiece
-from model_export.train import DevSet, evaluate, train
+from model_export.train import UNLABELLED, DevSet, Distillation, Scores, evaluate, train
 from model_export.verify import verify
 
 log = logging.getLogger(__name__)
@@ -49,19 +50,135 @@ def build(
 ) -> Path:
     """Train, export and verify a model; returns the new version directory under `out`."""
     started = time.monotonic()
+    train_config: TrainConfig = recipe.train
+    data = assemble(train_config, cache_dir, data_file)
+    source, splits, train_set, dev_sets = data.source, data.splits, data.train, data.dev_sets
+    people, added, balanced = data.people, data.added, data.balanced
+    calibration_only = data.calibration_only
+    if recipe.pretrained:
+        encoder_dir = fetch(cache_dir)
+        tokenizer = load_tokenizer(encoder_dir / "tokenizer.json", train_config.max_length)
+        model = load_encoder(encoder_dir, recipe.model)
+    else:
+        tokenizer = train_wordpiece(
+            [e.text for e in train_set], train_config.vocab_size, train_config.max_length
+        )
+        torch.manual_seed(train_config.seed)
+        model = SentimentTransformer(dataclasses.replace(recipe.model, vocab_size=tokenizer.get_vocab_size()))
+
+    def ids_of(items: list[Example]) -> list[list[int]]:
+        return encode(tokenizer, [e.text for e in items])
+
+    train_labels = [e.label for e in train_set]
+    distillation, taught = None, None
+    if train_config.teacher:
+        train_set, train_labels, distillation, taught = distil(data, train_config, cache_dir)
+    train_ids, test_ids = ids_of(train_set), ids_of(splits.test)
+    dev_pairs = [(ids_of(d), [e.label for e in d]) for d in dev_sets]
+    calibration_pairs = dev_pairs + [(ids_of(d), [e.label for e in d]) for d in calibration_only]
+    truncated = sum(1 for ids in train_ids if len(ids) >= train_config.max_length)
+    frozen = [model.tok_embed.weight] if train_config.freeze_embeddings else []
+    history = train(
+        model,
+        train_ids,
+        train_labels,
+        dev_pairs,
+        train_config,
+        len(LABELS),
+        frozen,
+        head=list(model.classifier.parameters()) if recipe.pretrained else [],
+        balanced=balanced,
+        distillation=distillation,
+    )
+    calibration = calibrate(model, calibration_pairs)
+    test_scores = evaluate(model, test_ids, [e.label for e in splits.test], len(LABELS))
+    dev_scores = evaluate(model, dev_pairs[0][0], dev_pairs[0][1], len(LABELS))
+    log.info("test accuracy %.4f, macro-F1 %.4f", test_scores.accuracy, test_scores.macro_f1)
+    metrics = {"test": dataclasses.asdict(test_scores), "dev": dataclasses.asdict(dev_scores)}
+    for name, (cut, _) in people.items():
+        scores = evaluate(model, ids_of(cut.test), [e.label for e in cut.test], len(LABELS))
+        metrics[name.replace(" ", "_") + "_test"] = dataclasses.asdict(scores)
+        log.info("%s (test split) accuracy %.4f", name, scores.accuracy)
+    config = config_json(
+        recipe,
+        dataclasses.asdict(model.config),
+        source,
+        splits,
+        train_size=len(train_set),
+        train_truncated=truncated,
+        history=history,
+        seconds=time.monotonic() - started,
+        metrics=metrics,
+    )
+    config["calibration"] = calibration
+    if taught is not None:
+        config["training"]["teacher"] = taught
+    if added:
+        config["training"]["data"]["added_to_train"] = added
+    staging = stage(out, model, tokenizer, config)
+    try:
+        config["verification"] = verify(staging, model)
+        if with_int8:
+            config["quantized"] = quantize(
+                staging, [e.text for e in splits.test], [e.label for e in splits.test]
+            )
+        write_config(staging, config)
+        plots.training_curve(history, staging / "training_curve.png")
+        plots.confusion_matrix(test_scores.confusion, LABELS, staging / "confusion_matrix.png")
+        plots.reliability_diagram(
+            Reliability(**calibration["dev_before"]),
+            Reliability(**calibration["dev_after"]),
+            calibration["temperature"],
+            staging / "reliability.png",
+        )
+        (staging / "metrics.json").write_text(
+            json.dumps({"metrics": config["metrics"], "history": config["training"]["history"]}, indent=2)
+            + "\n"
+        )
+        # accuracy per kind of text beside the word-list scorers: domains.json, domains.png
+        table = domain_report(staging, cache_dir=cache_dir if data_file is None else None)
+        log.info("accuracy per kind of text:\n%s", markdown(table))
+    except Exception:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final = publish(staging)
+    log.info("wrote %s in %.0f s", final, time.monotonic() - started)
+    return final
+
+
+@dataclasses.dataclass
+class Data:
+    """What a build learns from and is judged by."""
+
+    source: Source  # the main corpus
+    splits: Splits  # the main corpus's splits
+    train: list[Example]  # the main corpus's training split, then each people-labelled corpus's
+    dev_sets: list[list[Example]]  # the dev splits model selection compares
+    calibration_only: list[list[Example]]  # dev splits too small to choose by; they calibrate
+    balanced: list[range]  # rows of `train` sampled per epoch, label against label
+    people: dict[str, tuple[Splits, Source]]  # people-labelled corpora, trained on or only scored
+    added: list[dict[str, object]]  # corpora added to the training split, for config.json
+
+    def held_out(self) -> list[str]:
+        """Every dev and test text of every corpus."""
+        texts = [e.text for e in self.splits.dev + self.splits.test]
+        return texts + [e.text for cut, _ in self.people.values() for e in cut.dev + cut.test]
+
+
+def assemble(train_config: TrainConfig, cache_dir: Path, data_file: Path | None = None) -> Data:
+    """The corpora read, split and put together as the recipe asks."""
     examples: list[Example]
     source: Source
     examples, source = load_file(data_file) if data_file else load_corpus(cache_dir)
-    train_config: TrainConfig = recipe.train
     splits = split(examples, seed=train_config.seed)
     train_set = splits.train[: train_config.max_train_examples]
     dev_sets = [splits.dev]
-    balanced: list[range] = []  # rows of train_set sampled per epoch, label against label
-    added: list[dict[str, object]] = []  # corpora added to the training split, for config.json
+    balanced: list[range] = []
+    added: list[dict[str, object]] = []
     # corpora that people wrote and labelled: training data, and their test splits real-text yardsticks
     people = people_corpora(cache_dir, train_config, everything=data_file is None)
     held_out = {normalise(e.text) for e in splits.dev + splits.test}
-    calibration_only: list[list[Example]] = []  # dev splits too small to choose by
+    calibration_only: list[list[Example]] = []
     for name, (cut, corpus_source) in people.items():
         if not wanted(name, train_config):
             continue
@@ -96,88 +213,43 @@ def build(
         splits.conflicting_dropped,
         source.rows_skipped,
     )
-    if recipe.pretrained:
-        encoder_dir = fetch(cache_dir)
-        tokenizer = load_tokenizer(encoder_dir / "tokenizer.json", train_config.max_length)
-        model = load_encoder(encoder_dir, recipe.model)
-    else:
-        tokenizer = train_wordpiece(
-            [e.text for e in train_set], train_config.vocab_size, train_config.max_length
-        )
-        torch.manual_seed(train_config.seed)
-        model = SentimentTransformer(dataclasses.replace(recipe.model, vocab_size=tokenizer.get_vocab_size()))
+    return Data(source, splits, train_set, dev_sets, calibration_only, balanced, people, added)
 
-    def ids_of(items: list[Example]) -> list[list[int]]:
-        return encode(tokenizer, [e.text for e in items])
 
-    train_ids, test_ids = ids_of(train_set), ids_of(splits.test)
-    dev_pairs = [(ids_of(d), [e.label for e in d]) for d in dev_sets]
-    calibration_pairs = dev_pairs + [(ids_of(d), [e.label for e in d]) for d in calibration_only]
-    truncated = sum(1 for ids in train_ids if len(ids) >= train_config.max_length)
-    frozen = [model.tok_embed.weight] if train_config.freeze_embeddings else []
-    history = train(
-        model,
-        train_ids,
-        [e.label for e in train_set],
-        dev_pairs,
-        train_config,
-        len(LABELS),
-        frozen,
-        head=list(model.classifier.parameters()) if recipe.pretrained else [],
-        balanced=balanced,
+def distil(
+    data: Data, config: TrainConfig, cache_dir: Path
+) -> tuple[list[Example], list[int], Distillation, dict[str, Any]]:
+    """The teacher fine-tuned (or read from the cache) on the build's labelled data, its logits on
+    every training row and on unlabelled text people wrote (added to the training rows with the
+    label UNLABELLED), and what it did for config.json, its own test accuracy included."""
+    tutor = teacher.fine_tune(cache_dir, data.train, data.balanced, data.dev_sets)
+    unlabelled, counts = unlabelled_texts(cache_dir, data.held_out())
+    texts = [e.text for e in data.train]
+    logits = torch.cat(
+        [teacher.soft_logits(cache_dir, tutor, texts), teacher.soft_logits(cache_dir, tutor, unlabelled)]
     )
-    calibration = calibrate(model, calibration_pairs)
-    test_scores = evaluate(model, test_ids, [e.label for e in splits.test], len(LABELS))
-    dev_scores = evaluate(model, dev_pairs[0][0], dev_pairs[0][1], len(LABELS))
-    log.info("test accuracy %.4f, macro-F1 %.4f", test_scores.accuracy, test_scores.macro_f1)
-    metrics = {"test": dataclasses.asdict(test_scores), "dev": dataclasses.asdict(dev_scores)}
-    for name, (cut, _) in people.items():
-        scores = evaluate(model, ids_of(cut.test), [e.label for e in cut.test], len(LABELS))
-        metrics[name.replace(" ", "_") + "_test"] = dataclasses.asdict(scores)
-        log.info("%s (test split) accuracy %.4f", name, scores.accuracy)
-    config = config_json(
-        recipe,
-        dataclasses.asdict(model.config),
-        source,
-        splits,
-        train_size=len(train_set),
-        train_truncated=truncated,
-        history=history,
-        seconds=time.monotonic() - started,
-        metrics=metrics,
+    tests = {"test": data.splits.test} | {
+        name.replace(" ", "_") + "_test": cut.test for name, (cut, _) in data.people.items()
+    }
+    accuracy = {}
+    for name, rows in tests.items():
+        predicted = teacher.soft_logits(cache_dir, tutor, [e.text for e in rows]).argmax(-1).tolist()
+        scores = Scores.from_predictions([e.label for e in rows], predicted, len(LABELS))
+        accuracy[name] = round(scores.accuracy, 4)
+    log.info("teacher's own test accuracy: %s", accuracy)
+    rows = data.train + [Example(text, UNLABELLED) for text in unlabelled]
+    labels = [e.label for e in data.train] + [UNLABELLED] * len(unlabelled)
+    distillation = Distillation(
+        logits, config.distill_temperature, config.distill_weight, config.unlabelled_per_epoch
     )
-    config["calibration"] = calibration
-    if added:
-        config["training"]["data"]["added_to_train"] = added
-    staging = stage(out, model, tokenizer, config)
-    try:
-        config["verification"] = verify(staging, model)
-        if with_int8:
-            config["quantized"] = quantize(
-                staging, [e.text for e in splits.test], [e.label for e in splits.test]
-            )
-        write_config(staging, config)
-        plots.training_curve(history, staging / "training_curve.png")
-        plots.confusion_matrix(test_scores.confusion, LABELS, staging / "confusion_matrix.png")
-        plots.reliability_diagram(
-            Reliability(**calibration["dev_before"]),
-            Reliability(**calibration["dev_after"]),
-            calibration["temperature"],
-            staging / "reliability.png",
-        )
-        (staging / "metrics.json").write_text(
-            json.dumps({"metrics": config["metrics"], "history": config["training"]["history"]}, indent=2)
-            + "\n"
-        )
-        # accuracy per kind of text beside the word-list scorers: domains.json, domains.png
-        table = domain_report(staging, cache_dir=cache_dir if data_file is None else None)
-        log.info("accuracy per kind of text:\n%s", markdown(table))
-    except Exception:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    final = publish(staging)
-    log.info("wrote %s in %.0f s", final, time.monotonic() - started)
-    return final
+    taught = tutor.report | {
+        "test_accuracy": accuracy,
+        "unlabelled": counts,
+        "unlabelled_per_epoch": config.unlabelled_per_epoch,
+        "temperature": config.distill_temperature,
+        "weight": config.distill_weight,
+    }
+    return rows, labels, distillation, taught
 
 
 def wanted(corpus: str, config: TrainConfig) -> bool:

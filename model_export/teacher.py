@@ -1,0 +1,285 @@
+"""A larger teacher for the served model (Hinton et al. 2015, "Distilling the Knowledge in a Neural
+Network"): all-mpnet-base-v2 fine-tuned on the labelled training text, whose soft labels on every
+training text, unlabelled ones included, the small model then learns from.
+
+MPNet-base is about eight times the served encoder's work per token. On two cores a full fine-tune
+takes over half an hour an epoch, so only its top `tuned_layers` layers and the classifier learn:
+the frozen layers' output is computed once per text and kept, and each epoch runs the top layers
+alone. The fine-tuned teacher and its soft labels are cached under the cache directory, keyed by
+everything they depend on, so a rebuild with the same data pays for neither again.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from model_export import mpnet
+from model_export.config import LABELS
+from model_export.data import Example
+from model_export.model import SentimentTransformer
+from model_export.tokenizer import encode
+from model_export.train import BalancedEpochs, DevScores, Scores, bucketed, warmup_linear
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """How the teacher is fine-tuned."""
+
+    tuned_layers: int = 4  # the top layers that learn; the rest keep their pretrained weights
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 3e-5
+    head_lr: float = 1e-3  # the fresh classifier
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 256
+    seed: int = 13
+    threads: int = 2
+
+
+@dataclass
+class Teacher:
+    model: SentimentTransformer
+    tokenizer: Tokenizer
+    key: str  # what the cache knows it by
+    report: dict[str, Any]  # how it was fine-tuned and how well it did on dev
+
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return encode(self.tokenizer, texts)
+
+
+def _digest(*parts: object) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode())
+        hasher.update(b"\0")
+    return hasher.hexdigest()[:16]
+
+
+def _tokenizer(directory: Path, max_length: int) -> Tokenizer:
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer.no_padding()  # the model reads the mask, never the padding token
+    tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer
+
+
+def _padded(states: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Hidden states of different lengths right-padded with zeros: (B, T, d), and the mask (B, T)."""
+    length = max(s.size(0) for s in states)
+    x = torch.zeros(len(states), length, states[0].size(1))
+    mask = torch.zeros(len(states), length, dtype=torch.long)
+    for row, s in enumerate(states):
+        x[row, : s.size(0)] = s.float()
+        mask[row, : s.size(0)] = 1
+    return x, mask
+
+
+def _ids_padded(ids: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+    length = max(len(s) for s in ids)
+    x = torch.ones(len(ids), length, dtype=torch.long)  # MPNet's padding id; the mask hides it anyway
+    mask = torch.zeros(len(ids), length, dtype=torch.long)
+    for row, s in enumerate(ids):
+        x[row, : len(s)] = torch.tensor(s)
+        mask[row, : len(s)] = 1
+    return x, mask
+
+
+@torch.no_grad()
+def _frozen_states(model: SentimentTransformer, ids: Sequence[Sequence[int]], frozen: int) -> list[Tensor]:
+    """Each text's output of the first `frozen` layers, (length, d_model), kept in bfloat16."""
+    model.eval()
+    out: list[Tensor] = [torch.empty(0)] * len(ids)
+    lengths = [len(s) for s in ids]
+    batches = bucketed(lengths, range(len(ids)), 64, None)
+    for members in tqdm(batches, desc="teacher: frozen layers", disable=None):
+        input_ids, mask = _ids_padded([ids[i] for i in members])
+        x, _ = model.run_layers(model.embed(input_ids), mask, 0, frozen)
+        for row, i in enumerate(members):
+            out[i] = x[row, : lengths[i]].to(torch.bfloat16).clone()
+    return out
+
+
+def _top_logits(model: SentimentTransformer, states: Sequence[Tensor], frozen: int) -> Tensor:
+    x, mask = _padded(states)
+    top, _ = model.run_layers(x, mask, frozen)
+    return model.classify(top, mask)
+
+
+@torch.no_grad()
+def _logits_from_states(model: SentimentTransformer, states: Sequence[Tensor], frozen: int) -> Tensor:
+    model.eval()
+    out = torch.zeros(len(states), len(LABELS))
+    for members in bucketed([s.size(0) for s in states], range(len(states)), 64, None):
+        out[members] = _top_logits(model, [states[i] for i in members], frozen)
+    return out
+
+
+@torch.no_grad()
+def logits(teacher: Teacher, texts: Sequence[str]) -> Tensor:
+    """The teacher's logits for each text, in order: (N, labels)."""
+    model = teacher.model.eval()
+    ids = teacher.ids(texts)
+    out = torch.zeros(len(ids), len(LABELS))
+    lengths = [len(s) for s in ids]
+    batches = bucketed(lengths, range(len(ids)), 64, None)
+    for members in tqdm(batches, desc="teacher: labelling", disable=None):
+        input_ids, mask = _ids_padded([ids[i] for i in members])
+        out[members] = model(input_ids, mask)[0]
+    return out
+
+
+def _dev_scores(
+    model: SentimentTransformer, dev: Sequence[tuple[list[Tensor], list[int]]], frozen: int
+) -> DevScores:
+    """Each dev set scored from its frozen states, as train.mean_accuracy scores the served model."""
+    predicted = [_logits_from_states(model, states, frozen).argmax(-1).tolist() for states, _ in dev]
+    parts = [
+        Scores.from_predictions(labels, guess, len(LABELS))
+        for (_, labels), guess in zip(dev, predicted, strict=True)
+    ]
+    truth = [y for _, labels in dev for y in labels]
+    return DevScores(Scores.from_predictions(truth, sum(predicted, []), len(LABELS)), parts)
+
+
+def fine_tune(
+    cache_dir: Path,
+    train: Sequence[Example],
+    balanced: Sequence[Sequence[int]],
+    dev_sets: Sequence[Sequence[Example]],
+    config: TeacherConfig = TeacherConfig(),
+) -> Teacher:
+    """The teacher fine-tuned on `train` (rows of each `balanced` group sampled per epoch, as the
+    served model's trainer does), its best epoch chosen by the dev sets' mean balanced accuracy; read
+    from the cache when it was fine-tuned on the same data before."""
+    directory = mpnet.fetch(cache_dir)
+    tokenizer = _tokenizer(directory, config.max_length)
+    key = _digest(
+        [part[2] for part in mpnet.PARTS],
+        dataclasses.asdict(config),
+        [(e.text, e.label) for e in train],
+        [list(group) for group in balanced],
+        [[(e.text, e.label) for e in dev] for dev in dev_sets],
+    )
+    cached = cache_dir / "teachers" / key
+    model = mpnet.load_encoder(directory)
+    if (cached / "model.safetensors").exists():
+        model.load_state_dict(load_file(str(cached / "model.safetensors")))
+        report = json.loads((cached / "report.json").read_text())
+        log.info("teacher %s read from %s", key, cached)
+        return Teacher(model.eval(), tokenizer, key, report)
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    frozen = max(0, model.config.n_layers - config.tuned_layers)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    tuned = [p for layer in model.layers[frozen:] for p in layer.parameters()]
+    head = list(model.classifier.parameters())
+    for parameter in tuned + head:
+        parameter.requires_grad_(True)
+    states = _frozen_states(model, encode(tokenizer, [e.text for e in train]), frozen)
+    dev = [
+        (_frozen_states(model, encode(tokenizer, [e.text for e in d]), frozen), [e.label for e in d])
+        for d in dev_sets
+    ]
+    labels = [e.label for e in train]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in tuned if p.dim() >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in tuned if p.dim() < 2], "weight_decay": 0.0},
+            {"params": head, "lr": config.head_lr, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+    )
+    epochs = BalancedEpochs(labels, balanced, config.seed)
+    steps = -(-epochs.size() // config.batch_size) * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(steps, config.warmup_ratio))
+    loss_fn = nn.CrossEntropyLoss()
+    rng = random.Random(config.seed)
+    lengths = [s.size(0) for s in states]
+    history: list[dict[str, Any]] = []
+    best_state, best_score = copy.deepcopy(model.state_dict()), -1.0
+    for epoch in range(1, config.epochs + 1):
+        epoch_started = time.monotonic()
+        model.train()
+        total = 0.0
+        batches = bucketed(lengths, epochs.rows(epoch), config.batch_size, rng)
+        progress = tqdm(batches, desc=f"teacher epoch {epoch}/{config.epochs}", disable=None)
+        for step, members in enumerate(progress, start=1):
+            loss = loss_fn(
+                _top_logits(model, [states[i] for i in members], frozen),
+                torch.tensor([labels[i] for i in members]),
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(tuned + head, 1.0)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item()
+            progress.set_postfix(loss=f"{total / step:.4f}")
+        scores = _dev_scores(model, dev, frozen)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": round(total / max(1, len(batches)), 4),
+                "dev_accuracy": scores.each,
+                "dev_selection": round(scores.selection, 4),
+                "seconds": round(time.monotonic() - epoch_started, 1),
+            }
+        )
+        log.info("teacher epoch %d: %s", epoch, history[-1])
+        if scores.selection > best_score:
+            best_score, best_state = scores.selection, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    report = {
+        "encoder": mpnet.PACKAGE,
+        "config": dataclasses.asdict(config),
+        "history": history,
+        "dev_selection": round(best_score, 4),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    cached.mkdir(parents=True, exist_ok=True)
+    # the training texts' soft labels from the states at hand: the frozen layers need not run again
+    save_file(
+        {"logits": _logits_from_states(model, states, frozen).contiguous()},
+        str(_logits_path(cache_dir, key, [e.text for e in train])),
+    )
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(cached / "model.safetensors"))
+    (cached / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log.info("teacher fine-tuned in %.0f s, cached as %s", report["seconds"], cached)
+    return Teacher(model, tokenizer, key, report)
+
+
+def _logits_path(cache_dir: Path, key: str, texts: Sequence[str]) -> Path:
+    return cache_dir / "teachers" / key / f"logits-{_digest(list(texts))}.safetensors"
+
+
+def soft_logits(cache_dir: Path, teacher: Teacher, texts: Sequence[str]) -> Tensor:
+    """The teacher's logits for `texts` (logits()), cached beside the teacher."""
+    path = _logits_path(cache_dir, teacher.key, texts)
+    if path.exists():
+        return load_file(str(path))["logits"]
+    started = time.monotonic()
+    out = logits(teacher, texts)
+    save_file({"logits": out.contiguous()}, str(path))
+    log.info("teacher labelled %d texts in %.0f s", len(texts), time.monotonic() - started)
+    return out
