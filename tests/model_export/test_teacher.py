@@ -18,6 +18,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from model_export import mpnet
+from model_export.config import Preset
+from model_export.config import recipe as preset_recipe
 from model_export.data import load_tweets, normalise, skeleton, unlabelled_texts
 from model_export.model import attention, relative_buckets
 from model_export.pipeline import assemble, build
@@ -151,11 +153,12 @@ def test_unlabelled_text_stays_apart_from_every_evaluation_split(cache_dir: Path
     assert not any("\ufffd" in t for t in texts)
 
 
-def test_build_distils_a_teacher_and_caches_it(
+def test_build_distils_a_teacher_caches_it_and_serves_it_as_large(
     cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The whole build with --teacher, the pretrained MPNet replaced by a small random one in the
-    reference implementation (the real one is 440 MB and takes most of an hour to fine-tune here)."""
+    """The whole build with --teacher, then with --preset large, the pretrained MPNet replaced by a
+    small random one in the reference implementation (the real one is 440 MB and takes most of an
+    hour to fine-tune here)."""
     cache = tmp_path / "cache"
     cache.mkdir()
     for wheel in cache_dir.glob("*.whl"):
@@ -181,7 +184,7 @@ def test_build_distils_a_teacher_and_caches_it(
     assert set(taught["test_accuracy"]) == {"test", "tweets_test", "patient_reviews_test"}
     assert all(0 <= a <= 1 for a in taught["test_accuracy"].values())
     assert taught["unlabelled"]["tweets"] > 10_000 and taught["unlabelled_per_epoch"] == 500
-    assert len(taught["history"]) == 2 and taught["encoder"] == mpnet.PACKAGE
+    assert len(taught["history"]["train_loss"]) == 2 and taught["encoder"] == mpnet.PACKAGE
     cached = list((cache / "teachers").iterdir())
     assert len(cached) == 1 and (cached[0] / "model.safetensors").exists()
     # the training, unlabelled and three test splits' soft labels, each kept once
@@ -192,3 +195,22 @@ def test_build_distils_a_teacher_and_caches_it(
     assert f"teacher {cached[0].name} read from" in caplog.text
     assert "teacher labelled" not in caplog.text and "teacher fine-tuned" not in caplog.text
     assert json.loads((second / "config.json").read_text())["training"]["teacher"] == taught
+    # the large preset serves the same teacher: read from the cache, exported, verified, quantised
+    large = preset_recipe(Preset.LARGE)
+    large = dataclasses.replace(
+        large,
+        train=dataclasses.replace(large.train, max_train_examples=4000, tweets=False, threads=1),
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        served = build(large, tmp_path / "large", cache, with_int8=True)
+    assert f"teacher {cached[0].name} read from" in caplog.text
+    config = json.loads((served / "config.json").read_text())
+    assert config["preset"] == "large" and config["training"]["pretrained"] == mpnet.PACKAGE
+    assert config["model"]["relative_buckets"] == 32 and config["model"]["n_layers"] == 2
+    assert config["verification"]["max_logit_diff_alone_vs_padded"] <= 1e-4
+    # the same model: the served graph's test predictions are the teacher's (a text near the boundary
+    # may fall the other way with other padding)
+    test = config["metrics"]["test"]
+    assert abs(test["accuracy"] - taught["test_accuracy"]["test"]) <= 1 / test["count"] + 1e-9
+    assert config["quantized"]["file"] == "model.int8.onnx"
