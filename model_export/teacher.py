@@ -34,7 +34,15 @@ from model_export.config import LABELS, TrainConfig
 from model_export.data import Example
 from model_export.model import SentimentTransformer
 from model_export.tokenizer import encode
-from model_export.train import BalancedEpochs, DevScores, History, Scores, bucketed, warmup_linear
+from model_export.train import (
+    BalancedEpochs,
+    DevScores,
+    History,
+    Scores,
+    bucketed,
+    pad_tensors,
+    warmup_linear,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +114,6 @@ def _padded(states: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     return x, mask
 
 
-def _ids_padded(ids: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
-    length = max(len(s) for s in ids)
-    x = torch.ones(len(ids), length, dtype=torch.long)  # MPNet's padding id; the mask hides it anyway
-    mask = torch.zeros(len(ids), length, dtype=torch.long)
-    for row, s in enumerate(ids):
-        x[row, : len(s)] = torch.tensor(s)
-        mask[row, : len(s)] = 1
-    return x, mask
-
-
 @torch.no_grad()
 def _frozen_states(model: SentimentTransformer, ids: Sequence[Sequence[int]], frozen: int) -> list[Tensor]:
     """Each text's output of the first `frozen` layers, (length, d_model), kept in bfloat16."""
@@ -124,7 +122,7 @@ def _frozen_states(model: SentimentTransformer, ids: Sequence[Sequence[int]], fr
     lengths = [len(s) for s in ids]
     batches = bucketed(lengths, range(len(ids)), 64, None)
     for members in tqdm(batches, desc="teacher: frozen layers", disable=None):
-        input_ids, mask = _ids_padded([ids[i] for i in members])
+        input_ids, mask = pad_tensors([ids[i] for i in members])
         x, _ = model.run_layers(model.embed(input_ids), mask, 0, frozen)
         for row, i in enumerate(members):
             out[i] = x[row, : lengths[i]].to(torch.bfloat16).clone()
@@ -155,7 +153,7 @@ def logits(teacher: Teacher, texts: Sequence[str]) -> Tensor:
     lengths = [len(s) for s in ids]
     batches = bucketed(lengths, range(len(ids)), 64, None)
     for members in tqdm(batches, desc="teacher: labelling", disable=None):
-        input_ids, mask = _ids_padded([ids[i] for i in members])
+        input_ids, mask = pad_tensors([ids[i] for i in members])
         out[members] = model(input_ids, mask)[0]
     return out
 
@@ -230,7 +228,7 @@ def fine_tune(
     rng = random.Random(config.seed)
     lengths = [s.size(0) for s in states]
     history = History()
-    best_state, best_score = copy.deepcopy(model.state_dict()), -1.0
+    best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.monotonic()
         model.train()
@@ -250,12 +248,7 @@ def fine_tune(
             total += loss.item()
             progress.set_postfix(loss=f"{total / step:.4f}")
         scores = _dev_scores(model, dev, frozen)
-        history.train_loss.append(total / max(1, len(batches)))
-        history.dev_accuracy.append(scores.accuracy)
-        history.dev_macro_f1.append(scores.pooled.macro_f1)
-        history.dev_accuracy_each.append(scores.each)
-        history.dev_selection.append(round(scores.selection, 4))
-        history.epoch_seconds.append(time.monotonic() - epoch_started)
+        improved = history.record(total / max(1, len(batches)), scores, time.monotonic() - epoch_started)
         log.info(
             "teacher epoch %d: train loss %.4f, dev accuracy %s, balanced %.4f, %.0f s",
             epoch,
@@ -264,8 +257,7 @@ def fine_tune(
             scores.selection,
             history.epoch_seconds[-1],
         )
-        if scores.selection > best_score:
-            best_score, history.best_epoch = scores.selection, epoch
+        if improved:
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
@@ -273,7 +265,7 @@ def fine_tune(
         "encoder": mpnet.PACKAGE,
         "config": dataclasses.asdict(config),
         "history": dataclasses.asdict(history),
-        "dev_selection": round(best_score, 4),
+        "dev_selection": max(history.dev_selection),
         "seconds": round(time.monotonic() - started, 1),
     }
     cached.mkdir(parents=True, exist_ok=True)

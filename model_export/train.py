@@ -65,6 +65,20 @@ class History:
     best_epoch: int = 0
     stopped_early: bool = False
 
+    def record(self, train_loss: float, scores: DevScores, seconds: float) -> bool:
+        """Add an epoch; True when its dev score is the best so far (the epoch to keep)."""
+        best = max(self.dev_selection, default=-1.0)
+        self.train_loss.append(train_loss)
+        self.dev_accuracy.append(scores.accuracy)
+        self.dev_macro_f1.append(scores.pooled.macro_f1)
+        self.dev_accuracy_each.append(scores.each)
+        self.dev_selection.append(round(scores.selection, 4))
+        self.epoch_seconds.append(seconds)
+        if self.dev_selection[-1] > best:
+            self.best_epoch = len(self.train_loss)
+            return True
+        return False
+
 
 def pad_tensors(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
     """The contract's right-padding (model_contract.pad), as torch tensors."""
@@ -319,7 +333,6 @@ def train(
     lengths = [len(ids) for ids in train_ids]
     history = History()
     best_state = copy.deepcopy(model.state_dict())
-    best_score = -1.0
     stale = 0
     for epoch in range(1, config.epochs + 1):
         started = time.monotonic()
@@ -349,12 +362,7 @@ def train(
             total_loss += loss.item()
             progress.set_postfix(loss=f"{total_loss / step:.4f}")
         scores = mean_accuracy(model, dev_sets, num_labels)
-        history.train_loss.append(total_loss / max(1, len(epoch_batches)))
-        history.dev_accuracy.append(scores.accuracy)
-        history.dev_macro_f1.append(scores.pooled.macro_f1)
-        history.dev_accuracy_each.append(scores.each)
-        history.dev_selection.append(round(scores.selection, 4))
-        history.epoch_seconds.append(time.monotonic() - started)
+        improved = history.record(total_loss / max(1, len(epoch_batches)), scores, time.monotonic() - started)
         left = sum(history.epoch_seconds) / epoch * (config.epochs - epoch)
         log.info(
             "epoch %d: train loss %.4f, dev accuracy %.4f %s, balanced %.4f, %.0f s (at most %.0f s left)",
@@ -366,9 +374,8 @@ def train(
             history.epoch_seconds[-1],
             left,
         )
-        if scores.selection > best_score:
-            best_score, history.best_epoch, stale = scores.selection, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+        if improved:
+            stale, best_state = 0, copy.deepcopy(model.state_dict())
         else:
             stale += 1
             if stale >= config.patience and epoch < config.epochs:
