@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from model_export import mpnet
+from model_export.calibrate import logits_of
 from model_export.config import LABELS, TrainConfig
 from model_export.data import Example
 from model_export.model import SentimentTransformer
@@ -38,7 +39,6 @@ from model_export.train import (
     BalancedEpochs,
     DevScores,
     History,
-    Scores,
     bucketed,
     pad_tensors,
     warmup_linear,
@@ -137,18 +137,9 @@ def _logits_from_states(model: SentimentTransformer, states: Sequence[Tensor], f
     return out
 
 
-@torch.no_grad()
 def logits(teacher: Teacher, texts: Sequence[str]) -> Tensor:
     """The teacher's logits for each text, in order: (N, labels)."""
-    model = teacher.model.eval()
-    ids = teacher.ids(texts)
-    out = torch.zeros(len(ids), len(LABELS))
-    lengths = [len(s) for s in ids]
-    batches = bucketed(lengths, range(len(ids)), 64, None)
-    for members in tqdm(batches, desc="teacher: labelling", disable=None):
-        input_ids, mask = pad_tensors([ids[i] for i in members])
-        out[members] = model(input_ids, mask)[0]
-    return out
+    return logits_of(teacher.model, teacher.ids(texts))
 
 
 def _dev_scores(
@@ -156,12 +147,7 @@ def _dev_scores(
 ) -> DevScores:
     """Each dev set scored from its frozen states, as train.mean_accuracy scores the served model."""
     predicted = [_logits_from_states(model, states, frozen).argmax(-1).tolist() for states, _ in dev]
-    parts = [
-        Scores.from_predictions(labels, guess, len(LABELS))
-        for (_, labels), guess in zip(dev, predicted, strict=True)
-    ]
-    truth = [y for _, labels in dev for y in labels]
-    return DevScores(Scores.from_predictions(truth, sum(predicted, []), len(LABELS)), parts)
+    return DevScores.of([labels for _, labels in dev], predicted, len(LABELS))
 
 
 def fine_tune(

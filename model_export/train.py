@@ -133,6 +133,13 @@ class DevScores:
     pooled: Scores
     parts: list[Scores]
 
+    @staticmethod
+    def of(truth: Sequence[Sequence[int]], predicted: Sequence[Sequence[int]], n: int) -> DevScores:
+        """Each set's labels and predictions, in the same order of sets, scored."""
+        parts = [Scores.from_predictions(t, p, n) for t, p in zip(truth, predicted, strict=True)]
+        pooled = Scores.from_predictions([y for t in truth for y in t], [y for p in predicted for y in p], n)
+        return DevScores(pooled, parts)
+
     @property
     def accuracy(self) -> float:
         """The mean of each set's accuracy: every corpus counts the same, however many texts it has."""
@@ -151,14 +158,12 @@ class DevScores:
 
 def mean_accuracy(model: nn.Module, dev_sets: Sequence[DevSet], n: int) -> DevScores:
     """Every dev set predicted in one pass, scored pooled and one by one."""
-    ids = [x for set_ids, _ in dev_sets for x in set_ids]
-    truth = [y for _, labels in dev_sets for y in labels]
-    predicted = predict(model, ids)
-    parts, start = [], 0
-    for set_ids, labels in dev_sets:
-        parts.append(Scores.from_predictions(labels, predicted[start : start + len(set_ids)], n))
+    predicted = predict(model, [x for set_ids, _ in dev_sets for x in set_ids])
+    per_set, start = [], 0
+    for set_ids, _ in dev_sets:
+        per_set.append(predicted[start : start + len(set_ids)])
         start += len(set_ids)
-    return DevScores(Scores.from_predictions(truth, predicted, n), parts)
+    return DevScores.of([labels for _, labels in dev_sets], per_set, n)
 
 
 class BalancedEpochs:
