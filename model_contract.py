@@ -22,16 +22,26 @@ OUTPUTS = {"logits": "tensor(float)", "attentions": "tensor(float)"}  # [batch, 
 PAD_ID = 0  # [PAD]; the mask is 1 on real tokens, 0 on padding
 
 
+MAX_VERSION = 2**63 - 1  # versions are int64 in every API
+
+
+def version_number(text: str) -> int | None:
+    """The version `text` names, or None: a whole number from 1 to MAX_VERSION written as such, in
+    ASCII digits ("²".isdigit() is true), without leading zeros ("0001" is not version 1) and never
+    0, which means "the default" in calls."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or text[0] == "0":
+        return None
+    number = int(text)
+    return number if number <= MAX_VERSION else None
+
+
 def versions(root: Path) -> list[int]:
-    """Integer version directories under `root`, ascending."""
+    """Version directories under `root` (named by version_number), ascending; other names are not
+    versions."""
     if not root.is_dir():
         return []
-    # ASCII digits only ("²".isdigit() is true), and from 1: version 0 means "the default" in calls
-    return sorted(
-        int(p.name)
-        for p in root.iterdir()
-        if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name)
-    )
+    found = ((p, version_number(p.name)) for p in root.iterdir())
+    return sorted(number for p, number in found if number is not None and p.is_dir())
 
 
 def sha256_file(path: Path) -> str:

@@ -14,22 +14,28 @@ from service.results import AttentionMode
 
 # label, score, probabilities and batch figures of one text
 TEXT_BYTES = 64
-# per token of a summary: two floats (cls attention, rollout) and a token string of up to ~20 bytes
-SUMMARY_TOKEN_BYTES = 2 * 5 + 24
+# a token string of up to ~20 bytes, and its framing
+TOKEN_BYTES = 24
+# one float32 in protobuf (packed), and in JSON: the shortest repr of a double, sign, exponent and a
+# comma ("-1.2345678901234567e-05,")
+FLOAT_BYTES = 4
+JSON_FLOAT_BYTES = 25
 
 
-def text_bytes(width: int, mode: AttentionMode, layers: int, heads: int) -> int:
-    """An upper estimate of one text's share of the answer, its attention `width` tokens wide."""
-    size = TEXT_BYTES
+def text_bytes(width: int, mode: AttentionMode, layers: int, heads: int, json: bool = False) -> int:
+    """An upper estimate of one text's share of the answer, its attention `width` tokens wide, in
+    protobuf or (json) in JSON, where each float takes six times the room."""
+    floats = JSON_FLOAT_BYTES if json else FLOAT_BYTES
+    size = TEXT_BYTES * (4 if json else 1)
     if mode is not AttentionMode.NONE:
-        size += width * SUMMARY_TOKEN_BYTES
+        size += width * (TOKEN_BYTES + 2 * (floats + 1))  # cls attention and rollout
     if mode is AttentionMode.FULL:
-        size += layers * heads * width * width * 4 + 16
+        size += layers * heads * width * width * floats + 16
     return size
 
 
 def response_sizes(
-    num_tokens: Sequence[int], mode: AttentionMode, layers: int, heads: int, padded: bool
+    num_tokens: Sequence[int], mode: AttentionMode, layers: int, heads: int, padded: bool, json: bool = False
 ) -> list[int]:
     """Upper estimates of the answer's size to the first 1, 2, ... texts, in one pass. padded:
     every text's attention is as wide as the longest one's (KServe's tensors), so a longer text
@@ -38,9 +44,9 @@ def response_sizes(
     for count, tokens in enumerate(num_tokens, start=1):
         widest = max(widest, tokens)
         if padded:
-            sizes.append(count * text_bytes(widest, mode, layers, heads))
+            sizes.append(count * text_bytes(widest, mode, layers, heads, json))
         else:
-            total += text_bytes(tokens, mode, layers, heads)
+            total += text_bytes(tokens, mode, layers, heads, json)
             sizes.append(total)
     return sizes
 
@@ -60,17 +66,21 @@ class AnswerSizePolicy:
         self.layers = layers
         self.heads = heads
 
-    def check_request(self, num_tokens: Sequence[int], mode: AttentionMode, padded: bool) -> None:
-        """InvalidInput when the answer to texts of `num_tokens` tokens could never fit the limit."""
+    def check_request(
+        self, num_tokens: Sequence[int], mode: AttentionMode, padded: bool, json: bool = False
+    ) -> None:
+        """InvalidInput when the answer to texts of `num_tokens` tokens, in protobuf or (json) in
+        JSON, could never fit the limit."""
         limit = self.max_message_bytes
-        sizes = response_sizes(num_tokens, mode, self.layers, self.heads, padded)
+        sizes = response_sizes(num_tokens, mode, self.layers, self.heads, padded, json)
         size = sizes[-1]
         if size <= limit:
             return
         fitting = sum(1 for prefix in sizes if prefix <= limit)  # the sizes only grow
         advice = f"send at most {fitting} such texts per request, or" if fitting else "send shorter texts, or"
         raise InvalidInput(
-            f"the answer to these {len(num_tokens)} texts with attention={mode.value} would take about "
+            f"the answer to these {len(num_tokens)} texts with attention={mode.value}"
+            f"{' in JSON' if json else ''} would take about "
             f"{size / 2**20:.1f} MiB ({self.layers} layers x {self.heads} heads x tokens² floats "
             f"per text); the message limit is {limit / 2**20:.1f} MiB: {advice} ask for attention=summary"
         )

@@ -63,7 +63,12 @@ class Settings(BaseSettings):
     """An HTTP request body (or, for a stream, each next line) must arrive within this long, else 408;
     the request line and headers must arrive within --handshake-timeout-s."""
     http_keepalive_timeout_s: int = Field(30, ge=1)
-    """An HTTP/1.1 connection with no request for this long is closed."""
+    """An HTTP/1.1 connection with no request for this long is closed, a new one that never sends a
+    byte included; at --max-connections the longest idle one is closed to make room for a new one."""
+    http_allowed_hosts: str = ""
+    """Host names (comma-separated; * for any) under which a browser may load and unload models
+    through the repository endpoints, besides this machine's IP addresses and localhost: a name
+    that is not listed may be an attacker's, pointed at this server (DNS rebinding)."""
     metrics_host: str = "0.0.0.0"
     """Address of the Prometheus metrics HTTP endpoint."""
     metrics_port: int = Field(9100, ge=-1, le=65535)
@@ -125,7 +130,8 @@ class Settings(BaseSettings):
     """Batches ONNX Runtime may run at the same time, each in its own worker thread; 0: one per CPU
     the process may use (its affinity and cgroup quota), at least 2."""
     max_texts_per_request: int = Field(256, ge=1)
-    """Most texts in one request."""
+    """Most texts in one request. An HTTP JSON body may hold at most 8 values per text, plus 4096,
+    counted before it is parsed."""
     max_text_chars: int = Field(20_000, ge=1)
     """Most characters in one text."""
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)

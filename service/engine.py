@@ -115,10 +115,15 @@ class Engine:
         return await asyncio.to_thread(self.preprocessor.encode, texts)
 
     async def predict(
-        self, texts: Sequence[str], mode: AttentionMode, deadline: float | None, padded: bool = False
+        self,
+        texts: Sequence[str],
+        mode: AttentionMode,
+        deadline: float | None,
+        padded: bool = False,
+        json: bool = False,
     ) -> list[TextResult]:
         """Predictions in the order of `texts`. padded: the answer pads attention to the longest
-        text (KServe tensors), which the size check must count."""
+        text (KServe tensors); json: it is sent as JSON; the size check counts both."""
         if not self.ready:
             raise NotServing("the server is starting up or shutting down; retry (another replica)")
         self.check_count(len(texts))
@@ -131,7 +136,7 @@ class Engine:
                 span.set_attributes(
                     {"call.texts": len(texts), "call.tokens": sum(lengths), "call.truncated": truncated}
                 )
-        self.answer_size.check_request(lengths, mode, padded)
+        self.answer_size.check_request(lengths, mode, padded, json)
         tracing = self.tracing
         call = tracing.current() if tracing is not None else None
         queued = time.monotonic()

@@ -11,6 +11,7 @@ ServiceError
 ├── DeadlineExpired    the caller's deadline passed
 ├── NotServing         starting up or draining: retry elsewhere
 ├── Unauthenticated    no or wrong credentials
+├── Forbidden          a browser request from another site, or under a Host name not allowed (HTTP)
 └── RuntimeFailure     the model failed on a batch
 """
 
@@ -64,6 +65,11 @@ class NotServing(ServiceError):
 
 class Unauthenticated(ServiceError):
     """No credentials, or wrong ones (UNAUTHENTICATED)."""
+
+
+class Forbidden(ServiceError):
+    """A request this server never takes from where it came: a browser's from another site's page,
+    or one that changes the served models under an unknown Host name (PERMISSION_DENIED)."""
 
 
 class RuntimeFailure(ServiceError):

@@ -28,6 +28,16 @@ WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 COMPUTE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DROP_REASONS = ("queue_full", "cancelled", "deadline")  # the batcher's reasons for not running a text
+# why the HTTP door closed or refused a connection before an endpoint answered (service/http/front.py)
+HTTP_REFUSALS = (
+    "idle_timeout",  # a connection that sent no request for --http-keepalive-timeout-s
+    "evicted",  # the longest-idle connection, closed to make room for a new one at --max-connections
+    "over_limit",  # a new connection at --max-connections with none idle to close
+    "head_timeout",  # a request line and headers slower than --handshake-timeout-s
+    "head_too_large",  # a request line and headers over --max-metadata-bytes
+    "bad_request",  # bytes that are not HTTP/1.1, or a request line or URL the parser refuses
+    "stream_stalled",  # a stream whose caller stopped reading its answers (--http-read-timeout-s)
+)
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 # the winning label's probability: never below 1/labels (0.5 for two); finest where doubt is
 CONFIDENCE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
@@ -123,6 +133,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.http_refusals = Counter(
+            "sentiment_http_refusals",
+            "HTTP connections the door closed or refused before an endpoint answered, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in HTTP_REFUSALS:
+            self.http_refusals.labels(reason)
         # model monitoring: what the model answers, and what it is asked, by model version
         self.predictions = Counter(
             "sentiment_predictions", "Texts answered, by the label given", ["label", "version"], registry=r

@@ -12,6 +12,7 @@ from service.errors import ModelDirectoryError
 
 REQUIRED = ("config.json", "tokenizer.json")
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # by variant (config.Variant)
+MAX_ONNX_BYTES = 2**31  # a model.onnx is one protobuf message, which cannot be larger
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ def load_spec(root: Path, name: str, version: int | None, variant: str = "fp32")
         raise ModelDirectoryError(f"{path}/config.json is not a valid model config: {err!r}") from err
     if len(labels) < 2:
         raise ModelDirectoryError(f"{path}/config.json lists {len(labels)} labels; at least 2 needed")
+    size = spec.onnx_path.stat().st_size
+    if size > MAX_ONNX_BYTES:  # refused before hours of hashing a file no session could read
+        raise ModelDirectoryError(
+            f"{spec.onnx_path} is {size / 2**30:.1f} GiB; an ONNX file holds at most 2 GiB (a protobuf "
+            "message's limit)"
+        )
     actual = sha256_file(spec.onnx_path)
     if actual != expected:
         raise ModelDirectoryError(

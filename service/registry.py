@@ -224,6 +224,7 @@ class ModelRegistry:
         self.on_change: Callable[[], None] | None = None  # called when the default comes or goes
         self._depths: dict[int, int] = {}
         self._refused: dict[int, tuple[str, object]] = {}  # version -> (why, its fingerprint then)
+        self._seen: dict[int, object] = {}  # version not loaded -> its fingerprint at the last poll
         self._changing = asyncio.Lock()
         self._pending: dict[int, list[tuple[str, str, float]]] = {}  # shadow -> (text, label, when)
         self._pumping: asyncio.Task[None] | None = None
@@ -360,7 +361,9 @@ class ModelRegistry:
                 self._settle_default()
                 return True
             if version not in versions(self.root):
-                raise ModelNotFound(f"{self.root} has no version {version}; it has {versions(self.root)}")
+                raise ModelNotFound(
+                    f"the model directory has no version {version}; it has {versions(self.root)}"
+                )
             began = time.monotonic()
             # what the files were when read: a copy that finishes after a failed read is tried again
             seen = await asyncio.to_thread(fingerprint, self.root, version)
@@ -373,12 +376,19 @@ class ModelRegistry:
                 self._refused[version] = (why, seen)
                 self._event(version, "refused")
                 log.error("version %d refused, versions %s still serving: %s", version, self.loaded(), why)
-                raise VersionRefused(f"version {version} refused: {why}") from None
+                held = None  # the half-built sessions go, and their memory back to the system
+                await asyncio.to_thread(_give_back_memory)
+                raise VersionRefused(f"version {version} refused: {self._private(why)}") from None
             self._refused.pop(version, None)
             self._loaded[version] = held
             self._settle_default()
             self._announce(held.engine, "shadow" if shadow else "loaded", time.monotonic() - began)
             return True
+
+    def _private(self, message: str) -> str:
+        """`message` with the model root's path taken out: callers see versions, not this server's
+        file system (the log keeps the whole path)."""
+        return message.replace(f"{self.root}/", "").replace(str(self.root), "the model directory")
 
     async def unload(self, version: int, keep_one: bool = False) -> None:
         """Take `version` out of the table, let its calls finish, then release it. keep_one: never
@@ -457,17 +467,25 @@ class ModelRegistry:
         return failures
 
     async def refresh(self) -> None:
-        """The poller's step: the policy chooses among the versions that can be loaded (one refused
-        is tried again only once its files change), so a bad new version leaves the serving ones as
-        they are; a serving version whose directory went missing is unloaded, never the last one."""
+        """The poller's step: the policy chooses among the versions that can be loaded, so a bad new
+        version leaves the serving ones as they are; a serving version whose directory went missing is
+        unloaded, never the last one. A version is tried once its files have stayed as they were for
+        one poll (a copy still under way is waited for, not refused), and one refused is tried again
+        only once its files change."""
         available = versions(self.root)
-        refused = set()
-        for version, (_, then) in list(self._refused.items()):
-            if version in available and then == await asyncio.to_thread(fingerprint, self.root, version):
-                refused.add(version)
-        wanted = self.policy.choose([v for v in available if v not in refused])
-        await self._load_all(wanted)
-        loadable = [v for v in available if v in self._loaded or v not in self._refused]
+        settled = []  # versions not loaded whose files are as they were at the last poll
+        for version in available:
+            if version in self._loaded:
+                continue
+            now = await asyncio.to_thread(fingerprint, self.root, version)
+            refused = self._refused.get(version)
+            if self._seen.get(version) == now and (refused is None or refused[1] != now):
+                settled.append(version)
+            self._seen[version] = now
+        for gone in set(self._seen) - set(available):
+            del self._seen[gone]
+        await self._load_all(self.policy.choose([*self.loaded(), *settled]))
+        loadable = [v for v in available if v in self._loaded or (v in settled and v not in self._refused)]
         wanted = self.policy.choose(loadable)
         for version in sorted(set(self.loaded()) - set(wanted)):
             await self.unload(version, keep_one=True)
@@ -610,9 +628,38 @@ class ModelRegistry:
         return rows
 
 
+def check_claims(engine: Engine) -> None:
+    """VersionRefused unless the graph is what config.json says it is: its attention as many layers
+    and heads deep, and its vocabulary as large as the tokenizer's and the config's (metadata, the
+    answer-size policy and the tokenizer's ids all trust these figures)."""
+    spec = engine.spec
+    vocab = engine.preprocessor.tokenizer.get_vocab_size()
+    if vocab != spec.vocab_size:
+        raise VersionRefused(
+            f"config.json claims a vocabulary of {spec.vocab_size}; tokenizer.json holds {vocab}"
+        )
+    ids = np.array([[1, spec.vocab_size - 1, 1]], dtype=np.int64)
+    try:
+        _, attentions = engine.model.run(ids, np.ones_like(ids), with_attention=True)
+    except Exception as err:  # ONNX Runtime's own error: an id past the graph's embedding table
+        raise VersionRefused(
+            f"the graph cannot read token id {spec.vocab_size - 1} of the claimed vocabulary of "
+            f"{spec.vocab_size}: {str(err)[:200]}"
+        ) from None
+    assert attentions is not None
+    depth = tuple(attentions.shape[1:3])
+    if depth != (spec.num_layers, spec.num_heads):
+        raise VersionRefused(
+            f"config.json claims {spec.num_layers} layers x {spec.num_heads} heads; the graph's attention "
+            f"has {depth[0]} x {depth[1]}"
+        )
+
+
 def parity(engine: Engine, tolerance: float = PARITY_TOLERANCE["fp32"]) -> None:
-    """VersionRefused unless the model gives the same probabilities (within `tolerance`) for texts
-    alone and padded in one batch, and those are probabilities (finite, summing to 1)."""
+    """VersionRefused unless the graph is what its config claims (check_claims) and the model gives
+    the same probabilities (within `tolerance`) for texts alone and padded in one batch, and those
+    are probabilities (finite, summing to 1)."""
+    check_claims(engine)
     encoded = engine.preprocessor.encode(list(PARITY_TEXTS))
     sequences = [e.ids for e in encoded]
     ids, mask = pad(sequences)

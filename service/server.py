@@ -261,22 +261,32 @@ class Server:
         """The HTTP front door over the same servicers, limits, token, TLS and drain as gRPC."""
         settings = self.settings
         token = None if settings.auth_token is None else settings.auth_token.get_secret_value()
-        limits = Limits(settings.max_message_bytes, settings.http_read_timeout_s)
+        limits = Limits(
+            settings.max_message_bytes,
+            settings.http_read_timeout_s,
+            8 * settings.max_texts_per_request + 4096,
+            tuple(name.strip().lower() for name in settings.http_allowed_hosts.split(",") if name.strip()),
+        )
         front = Front(sentiment, inference, self.metrics, self._drain, limits, token, lambda: self.serving)
         # a worker joins its group's port; any other bind fails beside a listener (check_port_free)
         option = socket.SO_REUSEPORT if settings.reuse_port else socket.SO_REUSEADDR
         sock = bind(settings.host, settings.http_port, option, "--http-port")
         sock.listen(2048)
         sock.setblocking(False)
-        config: dict[str, object] = {
-            "limit_concurrency": settings.max_connections,
-            "timeout_keep_alive": settings.http_keepalive_timeout_s,
-        }
+        # the protocol counts connections itself: idle ones make room rather than lock callers out
+        config: dict[str, object] = {"timeout_keep_alive": settings.http_keepalive_timeout_s}
         if settings.tls_cert_file is not None and settings.tls_key_file is not None:
             config.update(ssl_certfile=str(settings.tls_cert_file), ssl_keyfile=str(settings.tls_key_file))
             if settings.tls_client_ca_file is not None:
                 config.update(ssl_ca_certs=str(settings.tls_client_ca_file), ssl_cert_reqs=ssl.CERT_REQUIRED)
-        head = {"max_head_bytes": settings.max_metadata_bytes, "head_timeout_s": settings.handshake_timeout_s}
+        refusals = self.metrics.http_refusals
+        head = {
+            "max_head_bytes": settings.max_metadata_bytes,
+            "head_timeout_s": settings.handshake_timeout_s,
+            "idle_timeout_s": float(settings.http_keepalive_timeout_s),
+            "max_connections": settings.max_connections,
+            "refused": staticmethod(lambda reason: refusals.labels(reason).inc()),
+        }
         return HttpFront(build_app(front, self.access, self.tracing), sock, config, head)
 
     async def stop(self, grace_s: float | None = None) -> None:

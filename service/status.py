@@ -9,6 +9,7 @@ import grpc
 
 from service.errors import (
     DeadlineExpired,
+    Forbidden,
     InvalidInput,
     ModelNotFound,
     NotServing,
@@ -44,6 +45,7 @@ STATUS: dict[type[ServiceError], Status] = {
     DeadlineExpired: Status(grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     NotServing: Status(grpc.StatusCode.UNAVAILABLE, 503),
     Unauthenticated: Status(grpc.StatusCode.UNAUTHENTICATED, 401),
+    Forbidden: Status(grpc.StatusCode.PERMISSION_DENIED, 403),
     RuntimeFailure: INTERNAL,
 }
 

@@ -118,6 +118,36 @@ def _offset_ns() -> int:
     return time.time_ns() - time.monotonic_ns()
 
 
+# the samplers the SDK builds from OTEL_TRACES_SAMPLER; it takes any other name for the default,
+# sampling every call, with only a warning
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "traceidratio",
+    "parentbased_traceidratio",
+)
+
+
+def check_sampler(environ: Mapping[str, str]) -> None:
+    """StartupError for an OTEL_TRACES_SAMPLER (or a ratio's OTEL_TRACES_SAMPLER_ARG) the SDK would
+    quietly replace by sampling everything."""
+    name = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    if name not in SAMPLERS:
+        raise StartupError(
+            f"OTEL_TRACES_SAMPLER={name[:40]!r} is not a sampler; use one of {', '.join(SAMPLERS)}"
+        )
+    if name.endswith("traceidratio"):
+        arg = environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+        try:
+            ratio = float(arg)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            raise StartupError(f"OTEL_TRACES_SAMPLER_ARG={arg[:40]!r} is not a ratio from 0 to 1 for {name}")
+
+
 class Tracing:
     """The tracer and the spans the service makes; one per process."""
 
@@ -134,6 +164,7 @@ class Tracing:
         exporter = exporter_from_env(environ)
         if exporter is None:
             return None
+        check_sampler(environ)
         resource = Resource.create({SERVICE_VERSION: version})
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: SERVICE}))

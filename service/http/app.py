@@ -10,6 +10,8 @@ gRPC method it stands for, and holds the server's drain open until its answer is
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
 import time
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -28,11 +31,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
+from model_contract import version_number
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from service.access import AccessLog
 from service.auth import bearer_refusal
 from service.errors import (
+    Forbidden,
     InvalidInput,
     PayloadTooLarge,
     QueueFull,
@@ -40,8 +45,10 @@ from service.errors import (
     ServiceError,
     Unauthenticated,
     UnsupportedMediaType,
+    quoted,
 )
 from service.http import kserve
+from service.http.bodies import SMALL_BODY_BYTES, parse_json
 from service.http.openapi import openapi_document
 from service.interceptors import CARRIED, DrainInterceptor
 from service.metrics import Metrics
@@ -70,33 +77,90 @@ STATIC = {
 
 @dataclass(frozen=True)
 class Limits:
-    """What an HTTP caller may send: a body's bytes (before it is read) and how long it may take."""
+    """What an HTTP caller may send and be sent: a body's bytes (before it is read; an answer's too),
+    how long it may take (a stream: each line; and each answer line to be read), how many JSON
+    values it may hold, and the Host names a browser may reach the repository endpoints under."""
 
     max_body_bytes: int
     read_timeout_s: float
+    max_json_values: int = 5120
+    allowed_hosts: tuple[str, ...] = ()
+
+
+def header(request: Request, name: str) -> str | None:
+    """A header that may be given once, as the caller wrote it (UTF-8, not read as Latin-1), or None;
+    InvalidInput when it is given more than once."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise InvalidInput(f"the header {name} is given {len(values)} times; send it once")
+    return values[0].encode("latin-1").decode("utf-8", "replace") if values else None
+
+
+def local_host(host: str) -> bool:
+    """Whether a Host header's name is an IP address or localhost: names no one else can point at
+    this server (DNS rebinding needs a name)."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class Lines(Response):
     """An NDJSON answer sent line by line as it is made. Unlike starlette's StreamingResponse it
-    does not read the request while answering, so the request's own lines reach the endpoint."""
+    does not read the request while answering, so the request's own lines reach the endpoint. A
+    caller that stops reading its answers for `stall_s` loses its connection (the answers it left
+    would otherwise hold it, and the work behind them, forever)."""
 
     media_type = NDJSON
 
-    def __init__(self, lines: AsyncIterator[bytes]) -> None:
+    def __init__(self, lines: AsyncIterator[bytes], stall_s: float, stalled: Callable[[], None]) -> None:
         super().__init__(None, 200)
         del self.headers["content-length"]
         self._lines = lines
+        self._stall_s = stall_s
+        self._stalled = stalled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        async for line in self._lines:
-            await send({"type": "http.response.body", "body": line, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        async def sent(message: AsgiMessage) -> None:
+            async with asyncio.timeout(self._stall_s):
+                await send(message)
+
+        try:
+            await sent(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            async for line in self._lines:
+                await sent({"type": "http.response.body", "body": line, "more_body": True})
+            await sent({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            log.info("dropped a stream whose caller read nothing for %g s", self._stall_s)
+            self._stalled()
+            scope["state"]["drop"]()
+            await close_stream(self._lines)
+            while (await receive())["type"] != "http.disconnect":  # until the transport says so
+                pass
 
 
-def error_response(err: ServiceError) -> JSONResponse:
+async def close_stream(stream: AsyncIterator[Any]) -> None:
+    """Stop a stream of answers now (an async generator's aclose): the requests still running for
+    it are cancelled."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def error_response(err: ServiceError, close: bool = False) -> JSONResponse:
+    """The error's status and message; close: the request's body was not read, so the connection
+    cannot carry another request (its unread bytes would be taken for one)."""
     status = status_of(err)
     headers = {"Retry-After": "1"} if isinstance(err, QueueFull) else {}
+    if close:
+        headers["Connection"] = "close"
     if isinstance(err, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="sentiment"'
     return JSONResponse({"error": err.message, "code": status.grpc.name}, status.http, headers)
@@ -126,22 +190,32 @@ class Front:
     # the boundary -------------------------------------------------------------------------------
 
     def endpoint(
-        self, rpc: str, handler: Callable[[Request], Awaitable[Response]], open_: bool = False
+        self,
+        rpc: str,
+        handler: Callable[[Request], Awaitable[Response]],
+        open_: bool = False,
+        watch: bool = False,
+        changes: bool = False,
     ) -> Callable[[Request], Awaitable[Response]]:
         """`handler` behind the token (unless open_), with its errors answered by the status table;
-        the request is counted as `rpc` with the status code it got."""
+        the request is counted as `rpc` with the status code it got. A browser may POST only from
+        this server's own pages, and, to an endpoint that `changes` what is served, only under a
+        Host name it knows. watch: the work stops when the caller hangs up."""
 
         async def answer(request: Request) -> Response:
-            request.scope["state"]["rpc"] = rpc
+            state = request.scope["state"]
+            state["rpc"] = rpc
             try:
+                if request.method == "POST":
+                    self.check_browser(request, changes)
                 if not open_ and self._token is not None:
                     refusal = bearer_refusal(request.headers.getlist("authorization"), self._token)
                     if refusal is not None:
                         raise Unauthenticated(refusal)
-                response = await handler(request)
+                response = await (self._watched(request, handler) if watch else handler(request))
             except ServiceError as err:
-                request.scope["state"]["code"] = status_of(err).grpc.name
-                return error_response(err)
+                state["code"] = status_of(err).grpc.name
+                return error_response(err, close=request.method == "POST" and "body" not in state)
             except HTTPException:
                 raise
             except ClientDisconnect:
@@ -156,11 +230,73 @@ class Front:
 
         return answer
 
+    def check_browser(self, request: Request, changes: bool) -> None:
+        """Forbidden for a browser's POST from another site's page (which a page may send without
+        asking: a form, or fetch with no-cors), and for one that `changes` what is served under a
+        Host name that is not this machine's address nor in --http-allowed-hosts (a name an attacker
+        can point at this server: DNS rebinding). Callers other than browsers send no Origin."""
+        origin = header(request, "origin")
+        site = header(request, "sec-fetch-site")
+        if origin is None and site is None:
+            return
+        host = header(request, "host") or ""
+        same = site in (None, "same-origin", "none") and (
+            origin is None or urlsplit(origin).netloc.lower() == host.lower()
+        )
+        if not same:
+            raise Forbidden(
+                f"a browser request from another site ({quoted(origin or site)}) is refused: this server "
+                "takes POSTs from its own pages only"
+            )
+        allowed = self.limits.allowed_hosts
+        if changes and not (local_host(host) or "*" in allowed or host.rsplit(":", 1)[0].lower() in allowed):
+            raise Forbidden(
+                f"a browser may change the served models only under this machine's address or a name in "
+                f"--http-allowed-hosts, not Host {quoted(host)}"
+            )
+
+    async def _watched(self, request: Request, handler: Callable[[Request], Awaitable[Response]]) -> Response:
+        """handler(request), cancelled (its queued texts dropped) when the caller hangs up once its
+        body is read, as gRPC cancels a call whose caller went away."""
+        work = asyncio.ensure_future(handler(request))
+        gone = asyncio.ensure_future(self._hung_up(request))
+        try:
+            await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ServiceError):
+                    await work
+        if work.cancelled():
+            raise ClientDisconnect()
+        return work.result()
+
+    @staticmethod
+    async def _hung_up(request: Request) -> None:
+        """Returns once the caller has closed its connection (or its sending half: a caller that
+        waits for an answer keeps it open, as nginx expects too), after its body was read."""
+        state = request.scope["state"]
+        await state.setdefault("body_read", asyncio.Event()).wait()
+
+        async def disconnected() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        waits = [asyncio.ensure_future(disconnected())]
+        if "peer_done" in state:
+            waits.append(asyncio.ensure_future(state["peer_done"].wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
     @staticmethod
     def check_type(request: Request, types: tuple[str, ...], optional_type: bool = False) -> None:
         """UnsupportedMediaType unless the body's content type is one of `types` (or, when
         optional_type, none is given)."""
-        kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        kind = (header(request, "content-type") or "").partition(";")[0].strip().lower()
         if kind not in types and not (optional_type and not kind):
             raise UnsupportedMediaType(
                 f"content type {kind or 'none'!r} is not taken here; send {' or '.join(types)}"
@@ -170,13 +306,15 @@ class Front:
         """The request's body: its content type checked, its declared size checked before reading,
         its real size while reading, and the whole read within the read timeout."""
         self.check_type(request, types, optional_type)
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        encoding = (header(request, "content-encoding") or "identity").strip().lower()
         if encoding != "identity":
-            raise UnsupportedMediaType(f"content encoding {encoding!r} is not taken; send the body as is")
+            raise UnsupportedMediaType(
+                f"content encoding {quoted(encoding)} is not taken; send the body as is"
+            )
         limit = self.limits.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = header(request, "content-length")
         if declared is not None and not (declared.isascii() and declared.isdigit()):
-            raise InvalidInput(f"Content-Length {declared!r} is not a number of bytes")
+            raise InvalidInput(f"Content-Length {quoted(declared)} is not a number of bytes")
         if declared is not None and int(declared) > limit:
             raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit} (--max-message-bytes)")
         chunks, size = [], 0
@@ -191,15 +329,36 @@ class Front:
             raise ReadTimeout(
                 f"the body did not arrive within {self.limits.read_timeout_s:g} s (--http-read-timeout-s)"
             ) from None
+        state = request.scope["state"]
+        state["body"] = True
+        state.setdefault("body_read", asyncio.Event()).set()
         return b"".join(chunks)
 
     async def message(self, request: Request, message: Message) -> Message:
-        """A sentiment.v1 request from its JSON body (protobuf's JSON mapping)."""
-        value = kserve.parse_json(await self.body(request, ("application/json",)), "the request body")
-        try:
-            return json_format.ParseDict(value, message)
-        except json_format.ParseError as err:
-            raise InvalidInput(f"the request is not a valid {message.DESCRIPTOR.full_name}: {err}") from None
+        """A sentiment.v1 request from its JSON body (protobuf's JSON mapping); a large one read in a
+        worker thread, off the event loop."""
+        data = await self.body(request, ("application/json",))
+        max_values = self.limits.max_json_values
+
+        def parse() -> Message:
+            value = parse_json(data, "the request body", max_values)
+            try:
+                return json_format.ParseDict(value, message)
+            except json_format.ParseError as err:
+                name = message.DESCRIPTOR.full_name
+                raise InvalidInput(f"the request is not a valid {name}: {str(err)[:300]}") from None
+
+        return await asyncio.to_thread(parse) if len(data) > SMALL_BODY_BYTES else parse()
+
+    def check_answer(self, size: int) -> None:
+        """The last guard before sending: an answer over --max-message-bytes is refused, over HTTP as
+        over gRPC (the size check before the work should have caught it)."""
+        limit = self.limits.max_body_bytes
+        if size > limit:
+            raise InvalidInput(
+                f"the answer takes {size / 2**20:.1f} MiB in JSON; the message limit is {limit / 2**20:.1f} "
+                "MiB (--max-message-bytes): send fewer texts per request, or ask for less attention"
+            )
 
     @staticmethod
     async def json_bytes(message: Message, heavy: bool = False) -> bytes:
@@ -213,21 +372,23 @@ class Front:
         return await asyncio.to_thread(render) if heavy else render()
 
     async def json_of(self, message: Message, heavy: bool = False) -> Response:
-        return Response(await self.json_bytes(message, heavy), media_type="application/json")
+        body = await self.json_bytes(message, heavy)
+        self.check_answer(len(body))
+        return Response(body, media_type="application/json")
 
     # sentiment.v1 -------------------------------------------------------------------------------
 
     async def predict(self, request: Request) -> Response:
         message = await self.message(request, pb.PredictRequest())
         assert isinstance(message, pb.PredictRequest)
-        response = await self.sentiment.predict(message, None)
+        response = await self.sentiment.predict(message, None, json=True)
         return await self.json_of(response, heavy=message.attention == pb.ATTENTION_MODE_FULL)
 
     async def predict_stream(self, request: Request) -> Response:
         """NDJSON: one PredictStreamRequest per line in, one PredictStreamResponse per line out, in the
         order they finish; a line over --max-message-bytes ends the stream with an error line."""
         self.check_type(request, JSON_TYPES)
-        answers = self.sentiment.predict_each(self._lines(request), None)
+        answers = self.sentiment.predict_each(self._lines(request), None, json=True)
 
         async def lines() -> AsyncIterator[bytes]:
             try:
@@ -238,20 +399,27 @@ class Front:
                 yield json.dumps(error).encode() + b"\n"
             except ClientDisconnect:
                 return
+            finally:
+                await close_stream(answers)
 
-        return Lines(lines())
+        stalled = self.metrics.http_refusals.labels("stream_stalled").inc
+        return Lines(lines(), self.limits.read_timeout_s, stalled)
 
     async def _lines(self, request: Request) -> AsyncIterator[pb.PredictStreamRequest | Malformed]:
-        limit = self.limits.max_body_bytes
+        """The stream's requests, one a line; each line must arrive whole within the read timeout
+        of the moment it was awaited (or of its first byte), however its bytes are spread."""
+        limit, timeout_s = self.limits.max_body_bytes, self.limits.read_timeout_s
+        loop = asyncio.get_running_loop()
         pending = bytearray()  # the unfinished line: grows in place, split only when a line ends
         stream = request.stream().__aiter__()
+        due = loop.time() + timeout_s  # when the line being read must be whole
         while True:
             try:
-                async with asyncio.timeout(self.limits.read_timeout_s):
+                async with asyncio.timeout_at(due):
                     chunk = await anext(stream, None)
             except TimeoutError:
                 raise ReadTimeout(
-                    f"no line arrived within {self.limits.read_timeout_s:g} s (--http-read-timeout-s)"
+                    f"a line did not arrive whole within {timeout_s:g} s (--http-read-timeout-s)"
                 ) from None
             if chunk is None:
                 break
@@ -259,6 +427,7 @@ class Front:
             if b"\n" in chunk:
                 *whole, rest = pending.split(b"\n")
                 pending = bytearray(rest)
+                due = loop.time() + timeout_s  # the next line's time starts now
                 for line in whole:
                     if line.strip():
                         yield self._parse_line(bytes(line))
@@ -280,10 +449,11 @@ class Front:
         return await self.json_bytes(message, heavy=message.response.ByteSize() > 1 << 16)
 
     async def model_info(self, request: Request) -> Response:
-        version = request.query_params.get("model_version", "0")
-        if not (version.isascii() and version.isdigit() and len(version) <= 18):
-            raise InvalidInput(f"model_version {version[:40]!r} is not a version number")
-        info = self.sentiment.model_info(pb.GetModelInfoRequest(model_version=int(version)))
+        text = request.query_params.get("model_version", "0")
+        version = 0 if text == "0" else version_number(text)
+        if version is None:
+            raise InvalidInput(f"model_version {quoted(text)} is not a version number (1, 2, ...)")
+        info = self.sentiment.model_info(pb.GetModelInfoRequest(model_version=version))
         return await self.json_of(info)
 
     # KServe v2 ----------------------------------------------------------------------------------
@@ -318,20 +488,25 @@ class Front:
         return JSONResponse({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def infer(self, request: Request) -> Response:
-        header = request.headers.get(kserve.HEADER_LENGTH)
+        length = header(request, kserve.HEADER_LENGTH)
         types = ("application/json", "application/octet-stream")
         # tritonclient sends no content type; a browser's form content types are refused
         data = await self.body(request, types, optional_type=True)
-        call = kserve.parse_infer(data, header)
+        max_values = self.limits.max_json_values
+        if len(data) > SMALL_BODY_BYTES:  # parsed off the event loop
+            call = await asyncio.to_thread(kserve.parse_infer, data, length, max_values)
+        else:
+            call = kserve.parse_infer(data, length, max_values)
         name, version = self._model(request)
         call.request.model_name, call.request.model_version = name, version
-        answer = await self.inference.infer(call.request, None)
+        answer = await self.inference.infer(call.request, None, json=True)
         heavy = len(answer.raw_output_contents) > 4 or answer.ByteSize() > 1 << 16
         body, json_length = (
             await asyncio.to_thread(kserve.render_infer, answer, call)
             if heavy
             else (kserve.render_infer(answer, call))
         )
+        self.check_answer(len(body))
         if json_length is None:
             return Response(body, media_type="application/json")
         return Response(
@@ -347,10 +522,7 @@ class Front:
         data = await self.body(request, ("application/json",), optional_type=True)
         if not data.strip():
             return {}
-        value = kserve.parse_json(data, "the request body")
-        if not isinstance(value, dict):
-            raise InvalidInput("the request body must be a JSON object")
-        return value
+        return parse_json(data, "the request body", self.limits.max_json_values)
 
     def _parameters(self, body: dict[str, Any]) -> dict[str, Any]:
         parameters = body.get("parameters", {})
@@ -398,8 +570,8 @@ class Front:
         routes = [
             Route("/", e("http/page", self.page, open_=True), methods=["GET"]),
             Route("/static/{file}", e("http/page", self.page, open_=True), methods=["GET"]),
-            Route("/openapi.json", e("http/openapi", self.openapi, open_=True), methods=["GET"]),
-            Route("/v1/predict", e(SENTIMENT + "Predict", self.predict), methods=["POST"]),
+            Route("/openapi.json", e("http/openapi", self.openapi), methods=["GET"]),
+            Route("/v1/predict", e(SENTIMENT + "Predict", self.predict, watch=True), methods=["POST"]),
             Route("/v1/predict/stream", e(SENTIMENT + "PredictStream", self.predict_stream), methods=post),
             Route("/v1/model", e(SENTIMENT + "GetModelInfo", self.model_info), methods=["GET"]),
             Route("/v2/health/live", e(INFERENCE + "ServerLive", self.live, open_=True), methods=["GET"]),
@@ -410,12 +582,12 @@ class Front:
             ),
             Route(
                 "/v2/repository/models/{name}/load",
-                e(INFERENCE + "RepositoryModelLoad", self.repository_load),
+                e(INFERENCE + "RepositoryModelLoad", self.repository_load, changes=True),
                 methods=post,
             ),
             Route(
                 "/v2/repository/models/{name}/unload",
-                e(INFERENCE + "RepositoryModelUnload", self.repository_unload),
+                e(INFERENCE + "RepositoryModelUnload", self.repository_unload, changes=True),
                 methods=post,
             ),
         ]
@@ -423,7 +595,7 @@ class Front:
             routes += [
                 Route(path, e(INFERENCE + "ModelMetadata", self.model_metadata), methods=["GET"]),
                 Route(path + "/ready", e(INFERENCE + "ModelReady", self.model_ready), methods=["GET"]),
-                Route(path + "/infer", e(INFERENCE + "ModelInfer", self.infer), methods=["POST"]),
+                Route(path + "/infer", e(INFERENCE + "ModelInfer", self.infer, watch=True), methods=["POST"]),
             ]
         return routes
 

@@ -1,15 +1,15 @@
 """The HTTP front door: uvicorn on the gRPC server's own event loop, with limits on what a caller may
 send before the application sees a request.
 
-uvicorn bounds the time between requests on a keep-alive connection, and the application bounds the
-body (size before reading, time while reading); this protocol adds the two bounds uvicorn leaves
-out: a request's head (request line and headers) must arrive within `head_timeout_s`, else 408, and
-be at most `max_head_bytes`, else 431. Both refusals close the connection.
+The application bounds the body (size before reading, time while reading); this protocol bounds
+everything before it (BoundedHead): idle connections, how many there are, and each request's head.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
+import json
 import logging
 import socket
 from typing import Any
@@ -21,14 +21,28 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger(__name__)
 
 
-def _refuse(transport: asyncio.Transport, status: int, reason: str, message: str) -> None:
-    body = f'{{"error":"{message}"}}'.encode()
+CODES = {400: "INVALID_ARGUMENT", 408: "DEADLINE_EXCEEDED", 431: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+
+
+def _refuse(transport: asyncio.BaseTransport, status: int, message: str) -> None:
+    """Answer `status` with the endpoints' JSON error and close the connection once it is sent."""
+    body = json.dumps({"error": message, "code": CODES[status]}).encode()
+    assert isinstance(transport, asyncio.WriteTransport)
     transport.write(
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n".encode()
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
         + body
     )
     transport.close()
+
+
+def _drop(transport: asyncio.BaseTransport) -> None:
+    """Close a connection now: its unsent answers are dropped (a caller that does not read them would
+    otherwise hold it open)."""
+    if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()
 
 
 class _Refused(Exception):
@@ -40,36 +54,120 @@ class _Refused(Exception):
 
 
 class BoundedHead(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline and a size limit on each request's head."""
+    """uvicorn's httptools protocol with the connection-level limits of the HTTP door.
+
+    - Idle: a connection that has sent no request for `idle_timeout_s` is closed, a new one included
+      (uvicorn times only the wait after an answer), and its unread answers are dropped.
+    - Connections: past `max_connections` the connection idle the longest is closed to make room; only
+      when every connection is in a request is the new one refused (503). Idle sockets can never
+      lock callers out.
+    - Head: each request's request line and headers must arrive within `head_timeout_s` of its first
+      byte (408) and be at most `max_head_bytes` (431); pipelined requests each have their own.
+    - A request the parser refuses (bad bytes, a URL it cannot read) gets 400, not silence.
+    - A caller that half-closes after a complete request gets its answer, then the connection ends;
+      an endpoint that stops work for callers who hang up (a FIN looks the same) may stop it.
+    """
 
     max_head_bytes = 16 * 1024
     head_timeout_s = 10.0
+    idle_timeout_s = 30.0
+    max_connections = 1000
+
+    @staticmethod
+    def refused(reason: str) -> None:
+        """Called with a REFUSALS reason each time the door refuses or closes a connection."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.timeout_keep_alive = self.idle_timeout_s  # type: ignore[assignment]
         self._in_head = False  # between a request's first byte and the end of its headers
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # loop time since when no request is in progress
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._become_idle()
+        if len(self.connections) > self.max_connections and not self._make_room():
+            self.refused("over_limit")
+            message = f"every one of the {self.max_connections} connections is busy (--max-connections)"
+            _refuse(transport, 503, message)
+
+    def _make_room(self) -> bool:
+        """Close the connection (other than this one) idle the longest; False when none is idle."""
+        open_ = [c for c in self.connections if not c.transport.is_closing()]
+        if len(open_) <= self.max_connections:
+            return True  # room was made for an earlier one and is not given back yet
+        idle = [c for c in open_ if c is not self and isinstance(c, BoundedHead) and c.idle_since is not None]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.idle_since or 0.0)
+        oldest.idle_since = None
+        self.refused("evicted")
+        _drop(oldest.transport)
+        return True
+
+    def _become_idle(self) -> None:
+        self.idle_since = self.loop.time()
+        self._unset_keepalive_if_required()
+        expire = self.timeout_keep_alive_handler
+        self.timeout_keep_alive_task = self.loop.call_later(self.idle_timeout_s, expire)
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            self.refused("idle_timeout")
+            _drop(self.transport)
+
+    def on_response_complete(self) -> None:
+        waiting = bool(self.pipeline) or self._in_head  # the next request is here or on its way
+        super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        if waiting:
+            self._unset_keepalive_if_required()  # the head timer times the next request
+        else:
+            self._become_idle()
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_head and (self.cycle is None or self.cycle.response_complete):
-            self._in_head, self._head_bytes = True, 0  # a new request starts with these bytes
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
-        self._unset_keepalive_if_required()
+        # the idle timer runs on: bytes that start no request (blank lines) do not keep a connection
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as err:
-            if not isinstance(err.__context__, _Refused):
-                raise
             self._end_head()
             refusal = err.__context__
-            _refuse(self.transport, refusal.status, refusal.reason, refusal.message)
-        except httptools.HttpParserError:
-            self._end_head()
-            _refuse(self.transport, 400, "Bad Request", "the request is not valid HTTP/1.1")
+            if isinstance(refusal, _Refused):
+                self.refused(refusal.reason)
+                _refuse(self.transport, refusal.status, refusal.message)
+            else:  # the parser took the bytes, but uvicorn could not read them (a CONNECT target)
+                self._bad_request("the request line is not a URL path this server serves")
         except httptools.HttpParserUpgrade:
             self._end_head()
-            _refuse(self.transport, 400, "Bad Request", "protocol upgrades are not served here")
+            self._bad_request("protocol upgrades are not served here")
+        except httptools.HttpParserError:
+            self._end_head()
+            self._bad_request("the request is not valid HTTP/1.1")
+
+    def _bad_request(self, message: str) -> None:
+        self.refused("bad_request")
+        _refuse(self.transport, 400, message)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        """The caller sent all it will send: answer the requests it completed, then close."""
+        last = self.pipeline[0][0] if self.pipeline else self.cycle
+        if last is None or last.response_complete or last.more_body or self._in_head:
+            return None  # nothing whole is waiting for an answer: close now
+        last.keep_alive = False
+        for cycle in (self.cycle, *(queued for queued, _ in self.pipeline)):
+            cycle.scope["state"]["peer_done"].set()  # the endpoints that watch take it as a hang-up
+        return True
+
+    def on_message_begin(self) -> None:
+        self.idle_since = None
+        self._unset_keepalive_if_required()
+        self._in_head, self._head_bytes = True, 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
+        super().on_message_begin()
 
     def _count(self, size: int) -> None:
         self._head_bytes += size
@@ -77,7 +175,7 @@ class BoundedHead(HttpToolsProtocol):
             message = (
                 f"the request line and headers exceed {self.max_head_bytes} bytes (--max-metadata-bytes)"
             )
-            raise _Refused(431, "Request Header Fields Too Large", message)
+            raise _Refused(431, "head_too_large", message)
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -89,10 +187,15 @@ class BoundedHead(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._end_head()
+        # the stream endpoint drops a connection whose caller stopped reading its answers
+        transport = self.transport
+        self.scope["state"]["drop"] = lambda: _drop(transport)
+        self.scope["state"]["peer_done"] = asyncio.Event()  # set when the caller sends no more
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_head()
+        self.idle_since = None
         super().connection_lost(exc)
 
     def _end_head(self) -> None:
@@ -105,10 +208,10 @@ class BoundedHead(HttpToolsProtocol):
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
             self._in_head = False
+            self.refused("head_timeout")
             _refuse(
                 self.transport,
                 408,
-                "Request Timeout",
                 f"the request line and headers did not arrive within {self.head_timeout_s:g} s",
             )
 

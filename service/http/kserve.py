@@ -20,6 +20,7 @@ import numpy as np
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from service.errors import InvalidInput, quoted
+from service.http.bodies import parse_json
 from service.servicers._tensors import parse_bytes_tensor
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -39,22 +40,6 @@ class InferCall:
     request: pb.ModelInferRequest
     binary_default: bool
     binary: dict[str, bool]
-
-
-def parse_json(data: bytes, what: str) -> dict[str, Any]:
-    """A JSON object, or InvalidInput saying where the JSON is broken."""
-    try:
-        value = json.loads(data)
-    except UnicodeDecodeError as err:
-        raise InvalidInput(f"{what} is not UTF-8 (byte {err.start})") from err
-    except json.JSONDecodeError as err:
-        where = f"line {err.lineno} column {err.colno}"
-        raise InvalidInput(f"{what} is not valid JSON: {err.msg} at {where}") from err
-    except RecursionError as err:
-        raise InvalidInput(f"{what} nests too deeply") from err
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{what} must be a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str, default: Any) -> Any:
@@ -111,8 +96,9 @@ def _shape(value: Any, where: str) -> list[int]:
     return value
 
 
-def parse_infer(body: bytes, header_length: str | None) -> InferCall:
-    """The inference request in `body` (JSON, then binary data when header_length is given)."""
+def parse_infer(body: bytes, header_length: str | None, max_values: int) -> InferCall:
+    """The inference request in `body` (JSON of at most `max_values` values, then binary data when
+    header_length is given)."""
     json_part, binary = body, b""
     if header_length is not None:
         text = header_length.strip()
@@ -122,7 +108,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferCall:
                 f"bytes no larger than the body ({len(body)} bytes)"
             )
         json_part, binary = body[: int(text)], body[int(text) :]
-    obj = parse_json(json_part, "the inference request")
+    obj = parse_json(json_part, "the inference request", max_values)
     request = pb.ModelInferRequest()
     request.id = _field(obj, "id", str, "the request", "")
     parameters = dict(_field(obj, "parameters", dict, "the request", {}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -20,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from model_contract import version_number
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.config import ModelControl
@@ -35,7 +37,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_OUTPUTS = ("label", "probabilities")
 SUMMARY_OUTPUTS = ("num_tokens", "tokens", "cls_attention", "rollout")
 FULL_OUTPUTS = ("attention_weights",)
-MAX_VERSION_DIGITS = 18  # versions are int64, as in sentiment.v1
 MODES = {"none": AttentionMode.NONE, "summary": AttentionMode.SUMMARY, "full": AttentionMode.FULL}
 
 try:
@@ -111,12 +112,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         check_name(self.models, name)
         if not version_text:
             return 0
-        # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "١"
-        if not (version_text.isascii() and version_text.isdigit()):
-            raise ModelNotFound(f"model version {quoted(version_text)} is not a version number")
-        if len(version_text) > MAX_VERSION_DIGITS:  # no such version; and int() refuses huge ones
-            raise ModelNotFound(f"model version {quoted(version_text)} does not exist")
-        version = int(version_text)
+        version = version_number(version_text)
+        if version is None:
+            raise ModelNotFound(f"model version {quoted(version_text)} is not a version number (1, 2, ...)")
         self.models.check_version(version)
         return version
 
@@ -253,9 +251,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async for response in answer_each(request_iterator, handle, failed, self.models.draining):
             yield response
 
-    async def infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
+    async def infer(
+        self, request: pb.ModelInferRequest, deadline: float | None, json: bool = False
+    ) -> pb.ModelInferResponse:
         """The answer to one inference request; ServiceError when it cannot be answered (the gRPC
-        methods and the HTTP endpoints both call this)."""
+        methods and, with json for the answer's size, the HTTP endpoints both call this)."""
         version = self.check_model(request.model_name, request.model_version)
         options = parse_parameters(request)
         mode, typed = options.mode, options.typed
@@ -268,6 +268,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if mode is AttentionMode.FULL:
             available += FULL_OUTPUTS
         wanted = [o.name for o in request.outputs] or available
+        twice = sorted(name for name, count in Counter(wanted).items() if count > 1)
+        if twice:
+            raise InvalidInput(f"outputs {quoted(twice)} are asked for more than once; name each once")
         unknown = [name for name in wanted if name not in available]
         if unknown:
             raise InvalidInput(
@@ -276,7 +279,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
         texts = self._texts(request)
         async with self.models.use(version) as engine:  # the version answers it all
-            results = await engine.predict(texts, mode, deadline, padded=True)
+            results = await engine.predict(texts, mode, deadline, padded=True, json=json)
             with engine.step("answer"):
                 spec = engine.info().spec
                 response = pb.ModelInferResponse(

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from model_contract import version_number
 from service.config import ModelControl
 from service.errors import InvalidInput, ModelNotFound, VersionRefused, quoted
 from service.registry import ModelRegistry
@@ -53,14 +54,17 @@ def check_parameters(given: Mapping[str, Any], allowed: Mapping[str, Any]) -> No
             raise InvalidInput(f"parameter {quoted(key)} has the wrong kind of value: {quoted(value)}")
 
 
-def policy_of(config: str) -> VersionPolicy | None:
-    """The version policy of a Triton model configuration (JSON); None when it has none."""
+def policy_of(config: str, name: str) -> VersionPolicy | None:
+    """The version policy of a Triton model configuration (JSON) for model `name`; None when it has
+    none."""
     try:
         parsed = json.loads(config)
     except (ValueError, RecursionError) as err:  # not JSON, a number too long, nested too deep
         raise InvalidInput(f"parameter config is not JSON this server reads: {err}") from None
     if not isinstance(parsed, dict):
         raise InvalidInput("parameter config must be a JSON object (a model configuration)")
+    if "name" in parsed and parsed["name"] != name:
+        raise InvalidInput(f"the configuration names model {quoted(parsed['name'])}; this is {name!r}")
     extra = sorted(set(parsed) - CONFIG_KEYS)
     if extra:
         raise InvalidInput(f"this server reads only version_policy from a configuration; got {quoted(extra)}")
@@ -80,7 +84,7 @@ async def load(
     check_control(control)
     check_parameters(parameters, LOAD_PARAMETERS)
     config = parameters.get("config")
-    policy = policy_of(config) if config is not None else None
+    policy = policy_of(config, models.name) if config is not None else None
     chosen = policy or models.policy
     available = models.available()
     missing = chosen.missing(available)
@@ -110,9 +114,10 @@ async def unload(
     if version is None:
         await models.unload_all()
         return
-    if isinstance(version, str) and not (version.isascii() and version.isdigit() and len(version) <= 18):
-        raise InvalidInput(f"parameter version {quoted(version)} is not a version number")
-    await models.unload(int(version))
+    number = version_number(version) if isinstance(version, str) else version
+    if number is None or number < 1:
+        raise InvalidInput(f"parameter version {quoted(version)} is not a version number (1, 2, ...)")
+    await models.unload(number)
 
 
 def index(models: ModelRegistry, ready_only: bool) -> list[dict[str, str]]:

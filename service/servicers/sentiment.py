@@ -73,12 +73,14 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
     def __init__(self, models: ModelRegistry) -> None:
         self.models = models
 
-    async def predict(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse:
+    async def predict(
+        self, request: pb.PredictRequest, deadline: float | None, json: bool = False
+    ) -> pb.PredictResponse:
         """The answer to one request; ServiceError when it cannot be answered (both front doors call
-        this: the gRPC methods below and the HTTP endpoints)."""
+        this: the gRPC methods below and, with json for the answer's size, the HTTP endpoints)."""
         mode = attention_mode(request.attention)
         async with self.models.use(request.model_version) as engine:  # the version answers it all
-            results = await engine.predict(list(request.texts), mode, deadline)
+            results = await engine.predict(list(request.texts), mode, deadline, json=json)
             return await self._answer(engine, results, mode)
 
     @staticmethod
@@ -108,13 +110,16 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             yield response
 
     async def predict_each(
-        self, requests: AsyncIterator[pb.PredictStreamRequest | Malformed], deadline: float | None
+        self,
+        requests: AsyncIterator[pb.PredictStreamRequest | Malformed],
+        deadline: float | None,
+        json: bool = False,
     ) -> AsyncIterator[pb.PredictStreamResponse]:
         """A stream's answers, each tagged with its request's id; a request that fails is answered with
         its error and the stream goes on."""
 
         async def handle(message: pb.PredictStreamRequest) -> pb.PredictStreamResponse:
-            response = await self.predict(message.request, deadline)
+            response = await self.predict(message.request, deadline, json)
             return pb.PredictStreamResponse(request_id=message.request_id, response=response)
 
         def failed(

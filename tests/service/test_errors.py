@@ -38,5 +38,5 @@ def test_http_statuses_are_the_documented_ones() -> None:
     assert http == {
         "InvalidInput": 400, "UnsupportedMediaType": 415, "PayloadTooLarge": 413, "ReadTimeout": 408,
         "ModelNotFound": 404, "QueueFull": 429, "DeadlineExpired": 504, "NotServing": 503,
-        "Unauthenticated": 401, "RuntimeFailure": 500, "VersionRefused": 409,
+        "Unauthenticated": 401, "RuntimeFailure": 500, "VersionRefused": 409, "Forbidden": 403,
     }  # fmt: skip

@@ -66,10 +66,10 @@ def test_repository_parameters_are_checked_by_name_and_kind() -> None:
 
 
 def test_a_configuration_gives_its_version_policy_and_nothing_else() -> None:
-    assert policy_of('{"version_policy": {"specific": {"versions": [2]}}}') == VersionPolicy(
+    assert policy_of('{"version_policy": {"specific": {"versions": [2]}}}', "sentiment") == VersionPolicy(
         "specific", listed=(2,)
     )
-    assert policy_of('{"name": "sentiment"}') is None
+    assert policy_of('{"name": "sentiment"}', "sentiment") is None
     for wrong in (
         "not json",
         "[]",
@@ -78,7 +78,7 @@ def test_a_configuration_gives_its_version_policy_and_nothing_else() -> None:
         '{"version_policy": ' + "9" * 5000 + "}",
     ):
         with pytest.raises(InvalidInput):
-            policy_of(wrong)
+            policy_of(wrong, "sentiment")
 
 
 def test_load_and_unload_only_in_explicit_mode() -> None:

@@ -1,0 +1,107 @@
+"""JSON request bodies read as a hostile caller may write them: how many values a body holds is
+bounded before any is built, and whatever json.loads would fail on or build wrongly (a number of
+thousands of digits, a lone surrogate escape, nesting past the recursion limit) is an InvalidInput
+naming the problem, never an internal error.
+
+Building Python objects holds the interpreter lock, so a body of millions of tiny values would stall
+the event loop (and every other caller) even when parsed in a worker thread; counting them first,
+with byte scans that hold it only briefly, keeps every step short.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInput
+
+# a body up to this size is parsed where it arrives: at most some thousands of values, a millisecond
+SMALL_BODY_BYTES = 64 * 1024
+STRUCTURAL = (b",", b":", b"[", b"{")  # each value past the first follows one of these
+NOT_BACKSLASH = re.compile(rb"[^\\]")
+CHUNK_BYTES = 1 << 20  # a slice counted at once: each step holds the interpreter lock briefly
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    """`data` in slices of about CHUNK_BYTES, none cut inside or just after a run of backslashes
+    (so an escape and what it escapes stay in one slice)."""
+    start = 0
+    while start < len(data):
+        end = min(start + CHUNK_BYTES, len(data))
+        if data[end - 1] == 0x5C:
+            found = NOT_BACKSLASH.search(data, end)
+            end = len(data) if found is None else found.end()
+        yield data[start:end]
+        start = end
+
+
+def count_values(data: bytes) -> int:
+    """An upper bound on the JSON values in `data`: one, plus the separators and openings that lie
+    outside strings (exact for valid JSON). Read in slices, each a short step."""
+    count, inside = 1, 0  # inside: whether the slice starts inside a string
+    for piece in _pieces(data):
+        if b'"' not in piece:
+            count += 0 if inside else sum(piece.count(mark) for mark in STRUCTURAL)
+            continue
+        # drop escaped backslashes (pairs, left to right, as JSON reads them), then escaped quotes:
+        # every quote left opens or closes a string
+        plain = np.frombuffer(piece.replace(b"\\\\", b"").replace(b'\\"', b""), np.uint8)
+        if not len(plain):
+            continue
+        quotes = np.cumsum(plain == 0x22, dtype=np.uint8)  # wraps at 256: its parity stays right
+        outside = ((quotes + inside) & 1) == 0
+        marks = (plain == 0x2C) | (plain == 0x3A) | (plain == 0x5B) | (plain == 0x7B)
+        count += int(np.count_nonzero(marks & outside))
+        inside = (inside + int(quotes[-1])) & 1
+    return count
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """Where a string of `value` holds a lone UTF-16 surrogate (which no UTF-8 text can hold), or None."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return f"{where or 'a string'} (character {err.start})"
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                stack.append((f"a member name of {where or 'the body'}", key))
+                stack.append((f"{where}.{key[:40]}" if where else key[:40], member))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{index}]", member) for index, member in enumerate(item))
+    return None
+
+
+def parse_json(data: bytes, what: str, max_values: int) -> dict[str, Any]:
+    """The JSON object in `data`, holding at most `max_values` values; else InvalidInput saying what
+    is wrong and where."""
+    values = count_values(data)
+    if values > max_values:
+        raise InvalidInput(
+            f"{what} holds about {values} JSON values; at most {max_values} are read "
+            "(no request of this API needs more: see --max-texts-per-request)"
+        )
+    try:
+        value = json.loads(data)
+    except UnicodeDecodeError as err:
+        raise InvalidInput(f"{what} is not UTF-8 (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        where = f"line {err.lineno} column {err.colno}"
+        raise InvalidInput(f"{what} is not valid JSON: {err.msg} at {where}") from None
+    except RecursionError:
+        raise InvalidInput(f"{what} nests too deeply") from None
+    except ValueError as err:  # a whole number longer than the interpreter converts (4300 digits)
+        raise InvalidInput(f"{what} holds a number that cannot be read: {str(err)[:120]}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object, got {type(value).__name__}")
+    lone = _lone_surrogate(value)
+    if lone is not None:
+        raise InvalidInput(f"{what} holds a lone surrogate escape (such as \\ud800) in {lone}: not text")
+    return value
