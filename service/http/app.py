@@ -215,7 +215,10 @@ class Front:
                 response = await (self._watched(request, handler) if watch else handler(request))
             except ServiceError as err:
                 state["code"] = status_of(err).grpc.name
-                return error_response(err, close=request.method == "POST" and "body" not in state)
+                unread = request.method == "POST" and "body" not in state
+                if unread:
+                    await self._discard(request)
+                return error_response(err, close=unread)
             except HTTPException:
                 raise
             except ClientDisconnect:
@@ -229,6 +232,19 @@ class Front:
             return response
 
         return answer
+
+    async def _discard(self, request: Request) -> None:
+        """Read and drop what the caller still sends of a body that is refused (for at most 5 s and
+        four times the body limit): the connection then closes with nothing left unread, so the
+        caller is not reset before it reads its answer (a lingering close, as nginx does)."""
+        cap, seen = 4 * self.limits.max_body_bytes, 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(self.limits.read_timeout_s, 5.0)):
+                while seen <= cap:
+                    message = await request.receive()
+                    seen += len(message.get("body", b""))
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        return
 
     def check_browser(self, request: Request, changes: bool) -> None:
         """Forbidden for a browser's POST from another site's page (which a page may send without
