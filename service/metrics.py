@@ -286,6 +286,13 @@ class Metrics:
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a scraper that hangs never holds shutdown
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """An accepted scrape with TCP_NODELAY: the answer's head and body are written apart, and
+        the body would otherwise wait on the scraper's delayed acknowledgement."""
+        conn, address = super().get_request()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, address
+
 
 class _ThreadingWSGIServer6(_ThreadingWSGIServer):
     address_family = socket.AF_INET6

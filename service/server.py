@@ -95,7 +95,10 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
 def bind(host: str, port: int, option: int, flag: str = "--port") -> socket.socket:
     """A TCP socket with the socket option `option` on, bound to host:port; StartupError naming the
     flags (`flag` for the port) when the address is taken or is not this machine's."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # named TCP, not protocol 0: asyncio sets TCP_NODELAY only on sockets it recognises as TCP, and
+    # without it an answer's head and body wait on the caller's delayed acknowledgement (Nagle)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, option, 1)
         sock.bind((host, port))
