@@ -125,6 +125,8 @@ class BoundedHead(HttpToolsProtocol):
             return
         if waiting:
             self._unset_keepalive_if_required()  # the head timer times the next request
+            if self._in_head:
+                self._start_head_timer()
         else:
             self._become_idle()
 
@@ -165,9 +167,13 @@ class BoundedHead(HttpToolsProtocol):
         self.idle_since = None
         self._unset_keepalive_if_required()
         self._in_head, self._head_bytes = True, 0
+        if self.cycle is None or self.cycle.response_complete:  # else timed once the answer is out
+            self._start_head_timer()
+        super().on_message_begin()
+
+    def _start_head_timer(self) -> None:
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
-        super().on_message_begin()
 
     def _count(self, size: int) -> None:
         self._head_bytes += size
