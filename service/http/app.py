@@ -290,23 +290,11 @@ class Front:
 
     @staticmethod
     async def _hung_up(request: Request) -> None:
-        """Returns once the caller has closed its connection (or its sending half: a caller that
-        waits for an answer keeps it open, as nginx expects too), after its body was read."""
-        state = request.scope["state"]
-        await state.setdefault("body_read", asyncio.Event()).wait()
-
-        async def disconnected() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-
-        waits = [asyncio.ensure_future(disconnected())]
-        if "peer_done" in state:
-            waits.append(asyncio.ensure_future(state["peer_done"].wait()))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
+        """Returns once the caller has closed its connection, after its body was read (a caller that
+        only half-closed is waiting for its answer: service/http/front.py tells the two apart)."""
+        await request.scope["state"].setdefault("body_read", asyncio.Event()).wait()
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
 
     @staticmethod
     def check_type(request: Request, types: tuple[str, ...], optional_type: bool = False) -> None:

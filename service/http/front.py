@@ -16,7 +16,8 @@ from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import is_ssl
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class BoundedHead(HttpToolsProtocol):
       byte (408) and be at most `max_head_bytes` (431); pipelined requests each have their own.
     - A request the parser refuses (bad bytes, a URL it cannot read) gets 400, not silence.
     - A caller that half-closes after a complete request gets its answer, then the connection ends;
-      an endpoint that stops work for callers who hang up (a FIN looks the same) may stop it.
+      one that closed is told apart by a probe (_probe), and its connection dropped.
     """
 
     max_head_bytes = 16 * 1024
@@ -159,9 +160,30 @@ class BoundedHead(HttpToolsProtocol):
         if last is None or last.response_complete or last.more_body or self._in_head:
             return None  # nothing whole is waiting for an answer: close now
         last.keep_alive = False
-        for cycle in (self.cycle, *(queued for queued, _ in self.pipeline)):
-            cycle.scope["state"]["peer_done"].set()  # the endpoints that watch take it as a hang-up
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started and not is_ssl(self.transport):
+            if cycle.scope["http_version"] == "1.1":  # no 1xx to an HTTP/1.0 caller
+                self._probe(cycle)
         return True
+
+    def _probe(self, cycle: RequestResponseCycle) -> None:
+        """A caller that half-closed and waits for its answer, and one that closed and left, both send
+        just a FIN; only data tells them apart. An interim `100 Continue` (which every HTTP/1.1 client
+        reads past) draws a reset from a socket that was closed, and a reset drops the connection, so
+        that the work of an endpoint that watches for callers who leave stops."""
+        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock = self.transport.get_extra_info("socket")
+
+        def check(delay_s: float) -> None:
+            if self.transport.is_closing() or cycle.response_complete:
+                return
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):  # reset: nobody is there
+                _drop(self.transport)
+                return
+            self.loop.call_later(delay_s, check, min(2 * delay_s, 1.0))
+
+        # the reset comes within a round trip; checked at once and then less and less often
+        self.loop.call_later(0.005, check, 0.02)
 
     def on_message_begin(self) -> None:
         self.idle_since = None
@@ -196,7 +218,6 @@ class BoundedHead(HttpToolsProtocol):
         # the stream endpoint drops a connection whose caller stopped reading its answers
         transport = self.transport
         self.scope["state"]["drop"] = lambda: _drop(transport)
-        self.scope["state"]["peer_done"] = asyncio.Event()  # set when the caller sends no more
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
