@@ -164,3 +164,28 @@ def test_a_sampler_the_sdk_does_not_know_stops_the_start(model_root: Path, tmp_p
     )
     assert result.returncode != 0
     assert "OTEL_TRACES_SAMPLER" in result.stderr and "garbage" in result.stderr, result.stderr[-2000:]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.long
+def test_refused_loads_give_their_memory_back(model_root: Path, tmp_path: Path) -> None:
+    root = model_copy(model_root, tmp_path)
+    running = launch(root, tmp_path, "--model-control", "explicit")
+    try:
+        publish(root, 2, lie("n_heads", 1))  # refused once its sessions are built
+        load = "/v2/repository/models/sentiment/load"
+        assert call(running, load, b"{}")[0] == 409  # the first one's allocations stay: the baseline
+        before = rss_mib(running.process.pid)
+        for _ in range(15):
+            assert call(running, load, b"{}")[0] == 409
+        grown = rss_mib(running.process.pid) - before
+        print(f"RSS after 15 more refused loads: {grown:+.1f} MiB")
+        assert grown < 30
+    finally:
+        running.stop()
