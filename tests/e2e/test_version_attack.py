@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import PATIENCE_S, RunningServer, launch, wait_until
-from tests.e2e.test_versions import events, model_copy, publish
+from tests.e2e.test_versions import events, model_copy, publish, swap_labels
 
 
 def call(server: RunningServer, path: str, body: bytes | None = None, **headers: str) -> tuple[int, dict]:
@@ -178,7 +178,7 @@ def test_refused_loads_give_their_memory_back(model_root: Path, tmp_path: Path) 
     root = model_copy(model_root, tmp_path)
     running = launch(root, tmp_path, "--model-control", "explicit")
     try:
-        publish(root, 2, lie("n_heads", 1))  # refused once its sessions are built
+        publish(root, 2, swap_labels)  # refused once its sessions are built
         load = "/v2/repository/models/sentiment/load"
         assert call(running, load, b"{}")[0] == 409  # the first one's allocations stay: the baseline
         before = rss_mib(running.process.pid)
