@@ -11,7 +11,6 @@ with byte scans that hold it only briefly, keeps every step short.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,19 +21,20 @@ from service.errors import InvalidInput
 # a body up to this size is parsed where it arrives: at most some thousands of values, a millisecond
 SMALL_BODY_BYTES = 64 * 1024
 STRUCTURAL = (b",", b":", b"[", b"{")  # each value past the first follows one of these
-NOT_BACKSLASH = re.compile(rb"[^\\]")
 CHUNK_BYTES = 1 << 20  # a slice counted at once: each step holds the interpreter lock briefly
 
 
 def _pieces(data: bytes) -> Iterator[bytes]:
-    """`data` in slices of about CHUNK_BYTES, none cut inside or just after a run of backslashes
-    (so an escape and what it escapes stay in one slice)."""
+    """`data` in slices of about CHUNK_BYTES; a slice cut inside a run of backslashes holds an even
+    number of them (whole escapes), so an escape and what it escapes stay in one slice."""
     start = 0
     while start < len(data):
         end = min(start + CHUNK_BYTES, len(data))
-        if data[end - 1] == 0x5C:
-            found = NOT_BACKSLASH.search(data, end)
-            end = len(data) if found is None else found.end()
+        if end < len(data) and data[end - 1] == 0x5C:
+            piece = data[start:end]
+            run = len(piece) - len(piece.rstrip(b"\\"))  # backslashes ending this slice
+            if run % 2:  # the odd one goes to the next slice, with what it escapes
+                end = end - 1 if end - 1 > start else end + 1
         yield data[start:end]
         start = end
 
