@@ -89,14 +89,24 @@ def quoted(value: object, limit: int = 40) -> str:
     """`value` for an error message: its repr, or, when longer than `limit` characters, the start of
     it and its length, so that a message never echoes a caller's input whole. A list or tuple is
     quoted element by element, its first few only."""
+    return _quoted(value, limit, LISTED_DEPTH)
+
+
+def _quoted(value: object, limit: int, depth: int) -> str:
     if isinstance(value, list | tuple):
-        shown = [quoted(element, limit) for element in value[:LISTED]]
+        if depth == 0:
+            return "[...]"
+        shown = [_quoted(element, limit, depth - 1) for element in value[:LISTED]]
         more = f", and {len(value) - LISTED} more" if len(value) > LISTED else ""
         return f"[{', '.join(shown)}{more}]"
-    text = value if isinstance(value, str) else repr(value)
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except (RecursionError, ValueError):  # nested past the recursion limit; an integer of 4300+ digits
+        return f"a {type(value).__name__} too large to show"
     if len(text) <= limit:
         return repr(text) if isinstance(value, str) else text
     return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 LISTED = 4  # elements of a list that an error message quotes
+LISTED_DEPTH = 3  # levels of nested lists it opens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -40,3 +41,19 @@ def test_http_statuses_are_the_documented_ones() -> None:
         "ModelNotFound": 404, "QueueFull": 429, "DeadlineExpired": 504, "NotServing": 503,
         "Unauthenticated": 401, "RuntimeFailure": 500, "VersionRefused": 409, "Forbidden": 403,
     }  # fmt: skip
+
+
+def test_a_message_quotes_any_value_a_caller_can_send() -> None:
+    deep: list[object] = []
+    inner = deep
+    for _ in range(5000):  # past the recursion limit
+        inner.append([])
+        inner = inner[0]  # type: ignore[assignment]
+    assert errors.quoted(deep) == "[[[[...]]]]"
+    nested: dict[str, object] = {}
+    member = nested
+    for _ in range(5000):
+        member["a"] = member = {}
+    assert errors.quoted(nested) == "a dict too large to show"
+    assert errors.quoted(json.loads("1" * 4300)).endswith("(4300 characters)")
+    assert errors.quoted([1, "two", [3]]) == "[1, 'two', [3]]"
