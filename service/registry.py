@@ -360,10 +360,9 @@ class ModelRegistry:
                 log.info("version %d is now %s", version, "a shadow" if shadow else "serving")
                 self._settle_default()
                 return True
-            if version not in versions(self.root):
-                raise ModelNotFound(
-                    f"the model directory has no version {version}; it has {versions(self.root)}"
-                )
+            available = versions(self.root)
+            if version not in available:
+                raise ModelNotFound(f"the model directory has no version {version}; it has {available}")
             began = time.monotonic()
             # what the files were when read: a copy that finishes after a failed read is tried again
             seen = await asyncio.to_thread(fingerprint, self.root, version)

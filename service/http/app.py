@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from google.protobuf import json_format
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from service.tracing import Tracing
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SENTIMENT = "sentiment.v1.SentimentService/"
 INFERENCE = "inference.GRPCInferenceService/"
@@ -83,8 +84,8 @@ class Limits:
 
     max_body_bytes: int
     read_timeout_s: float
-    max_json_values: int = 5120
-    allowed_hosts: tuple[str, ...] = ()
+    max_json_values: int
+    allowed_hosts: tuple[str, ...]
 
 
 def header(request: Request, name: str) -> str | None:
@@ -96,11 +97,15 @@ def header(request: Request, name: str) -> str | None:
     return values[0].encode("latin-1").decode("utf-8", "replace") if values else None
 
 
-def local_host(host: str) -> bool:
-    """Whether a Host header's name is an IP address or localhost: names no one else can point at
-    this server (DNS rebinding needs a name)."""
+def host_name(host: str) -> str:
+    """A Host header's name, without its port or an IPv6 address's brackets, in lower case."""
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower()
+    return name.strip("[]").lower()
+
+
+def local_host(name: str) -> bool:
+    """Whether a host name is an IP address or localhost: names no one else can point at this
+    server (DNS rebinding needs a name)."""
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
@@ -264,8 +269,8 @@ class Front:
                 f"a browser request from another site ({quoted(origin or site)}) is refused: this server "
                 "takes POSTs from its own pages only"
             )
-        allowed = self.limits.allowed_hosts
-        if changes and not (local_host(host) or "*" in allowed or host.rsplit(":", 1)[0].lower() in allowed):
+        allowed, name = self.limits.allowed_hosts, host_name(host)
+        if changes and not (local_host(name) or "*" in allowed or name in allowed):
             raise Forbidden(
                 f"a browser may change the served models only under this machine's address or a name in "
                 f"--http-allowed-hosts, not Host {quoted(host)}"
@@ -352,6 +357,12 @@ class Front:
                 name = message.DESCRIPTOR.full_name
                 raise InvalidInput(f"the request is not a valid {name}: {str(err)[:300]}") from None
 
+        return await self.parsed(data, parse)
+
+    @staticmethod
+    async def parsed(data: bytes, parse: Callable[[], T]) -> T:
+        """parse() of a request body: where the body arrived when it is small, else in a worker
+        thread, off the event loop that serves every other caller."""
         return await asyncio.to_thread(parse) if len(data) > SMALL_BODY_BYTES else parse()
 
     def check_answer(self, size: int) -> None:
@@ -497,10 +508,7 @@ class Front:
         # tritonclient sends no content type; a browser's form content types are refused
         data = await self.body(request, types, optional_type=True)
         max_values = self.limits.max_json_values
-        if len(data) > SMALL_BODY_BYTES:  # parsed off the event loop
-            call = await asyncio.to_thread(kserve.parse_infer, data, length, max_values)
-        else:
-            call = kserve.parse_infer(data, length, max_values)
+        call = await self.parsed(data, lambda: kserve.parse_infer(data, length, max_values))
         name, version = self._model(request)
         call.request.model_name, call.request.model_version = name, version
         answer = await self.inference.infer(call.request, None, json=True)
@@ -526,7 +534,8 @@ class Front:
         data = await self.body(request, ("application/json",), optional_type=True)
         if not data.strip():
             return {}
-        return parse_json(data, "the request body", self.limits.max_json_values)
+        max_values = self.limits.max_json_values
+        return await self.parsed(data, lambda: parse_json(data, "the request body", max_values))
 
     def _parameters(self, body: dict[str, Any]) -> dict[str, Any]:
         parameters = body.get("parameters", {})

@@ -76,7 +76,8 @@ class BoundedHead(HttpToolsProtocol):
 
     @staticmethod
     def refused(reason: str) -> None:
-        """Called with a REFUSALS reason each time the door refuses or closes a connection."""
+        """Called with a reason (service/metrics.py, HTTP_REFUSALS) each time the door refuses or
+        closes a connection."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
