@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,17 @@ def lie(field: str, value: int):
     return change
 
 
+@pytest.fixture
+def explicit(model_root: Path, tmp_path: Path) -> Iterator[tuple[Path, RunningServer]]:
+    """A model root of its own (version 1) and a server over it that loads and unloads on request."""
+    root = model_copy(model_root, tmp_path)
+    running = launch(root, tmp_path, "--model-control", "explicit")
+    try:
+        yield root, running
+    finally:
+        running.stop()
+
+
 def test_names_that_are_not_version_numbers_are_not_versions(model_root: Path, tmp_path: Path) -> None:
     root = model_copy(model_root, tmp_path)
     for name in ("99999999999999999999", "0001", "00"):  # past int64, leading zeros
@@ -65,32 +77,22 @@ def test_names_that_are_not_version_numbers_are_not_versions(model_root: Path, t
     ],
     ids=["layers", "heads", "vocabulary"],
 )
-def test_a_config_that_lies_about_its_graph_is_refused(
-    model_root: Path, tmp_path: Path, change, said
-) -> None:
-    root = model_copy(model_root, tmp_path)
-    running = launch(root, tmp_path, "--model-control", "explicit")
-    try:
-        publish(root, 2, change)
-        status, answer = call(running, "/v2/repository/models/sentiment/load", b"{}")
-        assert status == 409 and said in answer["error"], answer
-        assert str(root) not in answer["error"] and str(tmp_path) not in answer["error"], answer
-        assert call(running, "/v1/model")[1]["defaultVersion"] == "1"
-    finally:
-        running.stop()
+def test_a_config_that_lies_about_its_graph_is_refused(explicit, tmp_path: Path, change, said) -> None:
+    root, running = explicit
+    publish(root, 2, change)
+    status, answer = call(running, "/v2/repository/models/sentiment/load", b"{}")
+    assert status == 409 and said in answer["error"], answer
+    assert str(root) not in answer["error"] and str(tmp_path) not in answer["error"], answer
+    assert call(running, "/v1/model")[1]["defaultVersion"] == "1"
 
 
-def test_a_graph_over_2_gib_is_refused_before_it_is_read(model_root: Path, tmp_path: Path) -> None:
-    root = model_copy(model_root, tmp_path)
-    running = launch(root, tmp_path, "--model-control", "explicit")
-    try:
-        publish(root, 2)
-        with (root / "2" / "model.onnx").open("r+b") as graph:
-            graph.truncate(8 << 30)  # sparse: 8 GiB that take no room
-        status, answer = call(running, "/v2/repository/models/sentiment/load", b"{}")
-        assert status == 409 and "2 GiB" in answer["error"], answer
-    finally:
-        running.stop()
+def test_a_graph_over_2_gib_is_refused_before_it_is_read(explicit) -> None:
+    root, running = explicit
+    publish(root, 2)
+    with (root / "2" / "model.onnx").open("r+b") as graph:
+        graph.truncate(8 << 30)  # sparse: 8 GiB that take no room
+    status, answer = call(running, "/v2/repository/models/sentiment/load", b"{}")
+    assert status == 409 and "2 GiB" in answer["error"], answer
 
 
 def test_a_copy_under_way_is_waited_for_not_refused(model_root: Path, tmp_path: Path) -> None:
@@ -114,28 +116,22 @@ def test_a_copy_under_way_is_waited_for_not_refused(model_root: Path, tmp_path: 
         running.stop()
 
 
-def test_browsers_of_other_sites_cannot_change_the_models(model_root: Path, tmp_path: Path) -> None:
-    root = model_copy(model_root, tmp_path)
-    running = launch(root, tmp_path, "--model-control", "explicit")
-    try:
-        port = running.http_port
-        unload = "/v2/repository/models/sentiment/unload"
-        status, _ = call(
-            running, unload, b"{}", Origin="http://evil.example", **{"Content-Type": "text/plain"}
-        )
-        assert status == 403
-        rebound = {"Origin": f"http://evil.example:{port}", "Host": f"evil.example:{port}"}
-        status, answer = call(running, unload, b"{}", **rebound)  # DNS rebinding: same origin, strange name
-        assert status == 403 and "--http-allowed-hosts" in answer["error"], answer
-        assert call(running, "/v1/model")[1]["loadedVersions"] == ["1"]
-        other = json.dumps({"parameters": {"config": json.dumps({"name": "other"})}}).encode()
-        status, answer = call(running, "/v2/repository/models/sentiment/load", other)
-        assert status == 400 and "other" in answer["error"], answer
-        status, _ = call(running, unload, b'{"parameters": {"version": "0001"}}')
-        assert status == 400
-        assert call(running, "/v1/model")[1]["loadedVersions"] == ["1"]
-    finally:
-        running.stop()
+def test_browsers_of_other_sites_cannot_change_the_models(explicit) -> None:
+    root, running = explicit
+    port = running.http_port
+    unload = "/v2/repository/models/sentiment/unload"
+    status, _ = call(running, unload, b"{}", Origin="http://evil.example", **{"Content-Type": "text/plain"})
+    assert status == 403
+    rebound = {"Origin": f"http://evil.example:{port}", "Host": f"evil.example:{port}"}
+    status, answer = call(running, unload, b"{}", **rebound)  # DNS rebinding: same origin, strange name
+    assert status == 403 and "--http-allowed-hosts" in answer["error"], answer
+    assert call(running, "/v1/model")[1]["loadedVersions"] == ["1"]
+    other = json.dumps({"parameters": {"config": json.dumps({"name": "other"})}}).encode()
+    status, answer = call(running, "/v2/repository/models/sentiment/load", other)
+    assert status == 400 and "other" in answer["error"], answer
+    status, _ = call(running, unload, b'{"parameters": {"version": "0001"}}')
+    assert status == 400
+    assert call(running, "/v1/model")[1]["loadedVersions"] == ["1"]
 
 
 def test_the_api_document_needs_the_token(model_root: Path, tmp_path: Path) -> None:
@@ -174,18 +170,14 @@ def rss_mib(pid: int) -> float:
 
 
 @pytest.mark.long
-def test_refused_loads_give_their_memory_back(model_root: Path, tmp_path: Path) -> None:
-    root = model_copy(model_root, tmp_path)
-    running = launch(root, tmp_path, "--model-control", "explicit")
-    try:
-        publish(root, 2, swap_labels)  # refused once its sessions are built
-        load = "/v2/repository/models/sentiment/load"
-        assert call(running, load, b"{}")[0] == 409  # the first one's allocations stay: the baseline
-        before = rss_mib(running.process.pid)
-        for _ in range(15):
-            assert call(running, load, b"{}")[0] == 409
-        grown = rss_mib(running.process.pid) - before
-        print(f"RSS after 15 more refused loads: {grown:+.1f} MiB")
-        assert grown < 30
-    finally:
-        running.stop()
+def test_refused_loads_give_their_memory_back(explicit) -> None:
+    root, running = explicit
+    publish(root, 2, swap_labels)  # refused once its sessions are built
+    load = "/v2/repository/models/sentiment/load"
+    assert call(running, load, b"{}")[0] == 409  # the first one's allocations stay: the baseline
+    before = rss_mib(running.process.pid)
+    for _ in range(15):
+        assert call(running, load, b"{}")[0] == 409
+    grown = rss_mib(running.process.pid) - before
+    print(f"RSS after 15 more refused loads: {grown:+.1f} MiB")
+    assert grown < 30
