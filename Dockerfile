@@ -66,5 +66,5 @@ EXPOSE 50051 8080 9100
 STOPSIGNAL SIGTERM
 # asks grpc.health.v1 on 127.0.0.1:$SENTIMENT_PORT: SERVING only once the model is loaded and warm
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "service.probe", "--quiet"]
+    CMD ["python", "-m", "service.ops.probe", "--quiet"]
 ENTRYPOINT ["python", "-m", "service"]

@@ -19,7 +19,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from model_contract import pad
-from service.runtime import OnnxModel
+from service.core.runtime import OnnxModel
 
 
 def batches(ids: list[list[int]], mode: str) -> list[tuple[np.ndarray, np.ndarray]]:

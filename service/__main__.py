@@ -10,9 +10,9 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from service.config import LogFormat, Settings
-from service.errors import StartupError, quoted
-from service.server import Server
+from service.core.errors import StartupError, quoted
+from service.ops.server import Server
+from service.ops.settings import LogFormat, Settings
 
 log = logging.getLogger("service")
 
@@ -36,7 +36,7 @@ async def serve(settings: Settings) -> int:
     server = Server(settings)
     try:
         if settings.parent_pid:
-            from service.workers import follow_parent
+            from service.ops.workers import follow_parent
 
             follow_parent(settings.parent_pid)
         await server.start()
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     configure_logging(settings)
     if settings.workers > 1:
-        from service.workers import run_group
+        from service.ops.workers import run_group
 
         try:
             sys.exit(run_group(settings, args))

@@ -27,6 +27,6 @@ def test_versions_are_integer_directories_in_order(tmp_path: Path) -> None:
 
 
 def test_the_server_loads_without_the_exporter_or_torch() -> None:
-    code = "import sys, service.server; print(sorted({'torch', 'model_export'} & set(sys.modules)))"
+    code = "import sys, service.ops.server; print(sorted({'torch', 'model_export'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

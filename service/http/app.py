@@ -2,7 +2,7 @@
 HTTP, the OpenAPI document and the playground page.
 
 Each endpoint is a boundary like the gRPC servicers and calls the same servicer methods, so
-validation and limits exist once; service/status.py maps the same errors to HTTP statuses. Every
+validation and limits exist once; service/calls/status.py maps the same errors to HTTP statuses. Every
 request is counted in the same metrics as gRPC calls (label protocol="http"), under the name of the
 gRPC method it stands for, and holds the server's drain open until its answer is sent.
 """
@@ -34,9 +34,9 @@ from starlette.types import Message as AsgiMessage
 from model_contract import version_number
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
-from service.access import AccessLog
-from service.auth import bearer_refusal
-from service.errors import (
+from service.calls import repository
+from service.calls.status import status_of
+from service.core.errors import (
     Forbidden,
     InvalidInput,
     PayloadTooLarge,
@@ -47,18 +47,19 @@ from service.errors import (
     UnsupportedMediaType,
     quoted,
 )
+from service.grpc.boundary import INTERNAL_MESSAGE, Malformed
+from service.grpc.inference import InferenceServicer, server_metadata
+from service.grpc.interceptors import CARRIED, DrainInterceptor
+from service.grpc.sentiment import SentimentServicer
 from service.http import kserve
 from service.http.bodies import SMALL_BODY_BYTES, parse_json
 from service.http.openapi import openapi_document
-from service.interceptors import CARRIED, DrainInterceptor
-from service.metrics import Metrics
-from service.servicers import InferenceServicer, SentimentServicer, repository
-from service.servicers._boundary import INTERNAL_MESSAGE, Malformed
-from service.servicers.inference import server_metadata
-from service.status import status_of
+from service.ops.access import AccessLog
+from service.ops.auth import bearer_refusal
+from service.ops.metrics import Metrics
 
 if TYPE_CHECKING:
-    from service.tracing import Tracing
+    from service.ops.tracing import Tracing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -662,7 +663,7 @@ class Observed:
                 self.access.end(opened, rpc, code, "http", peer_of(scope.get("client")), elapsed)
 
     async def _traced(self, tracing: Tracing, scope: Scope, receive: Receive, send: Send) -> None:
-        """The request in a server span (service/tracing), named by HTTP method and route."""
+        """The request in a server span (service/ops/tracing), named by HTTP method and route."""
         carrier = {}
         for key, value in scope["headers"]:
             name = key.decode("latin-1").lower()

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import InvalidInput
+from service.core.errors import InvalidInput
 
 # a body up to this size is parsed where it arrives: at most some thousands of values, a millisecond
 SMALL_BODY_BYTES = 64 * 1024

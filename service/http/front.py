@@ -76,7 +76,7 @@ class BoundedHead(HttpToolsProtocol):
 
     @staticmethod
     def refused(reason: str) -> None:
-        """Called with a reason (service/metrics.py, HTTP_REFUSALS) each time the door refuses or
+        """Called with a reason (service/ops/metrics.py, HTTP_REFUSALS) each time the door refuses or
         closes a connection."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

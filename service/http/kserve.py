@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
-from service.errors import InvalidInput, quoted
+from service.calls.tensors import parse_bytes_tensor
+from service.core.errors import InvalidInput, quoted
 from service.http.bodies import parse_json
-from service.servicers._tensors import parse_bytes_tensor
 
 HEADER_LENGTH = "inference-header-content-length"
 # request parameters of the binary extension: they say how the HTTP body is laid out, and the

@@ -44,7 +44,7 @@ def test_compose_file_is_valid_and_keeps_its_promises() -> None:
     assert server["deploy"]["replicas"] >= 2 and "limits" in server["deploy"]["resources"]
     assert "ports" not in server, "replicas are reached through the balancer only"
     assert any(v["target"] == "/models" and v["read_only"] for v in server["volumes"])
-    assert server["healthcheck"]["test"][-3:] == ["-m", "service.probe", "--quiet"]
+    assert server["healthcheck"]["test"][-3:] == ["-m", "service.ops.probe", "--quiet"]
     assert server["environment"]["SENTIMENT_GRACE_PERIOD_S"] == str(GRACE_PERIOD_S)
     # the drain delay outlasts haproxy's detection: two failed checks, one a second
     assert float(server["environment"]["SENTIMENT_DRAIN_DELAY_S"]) > 2
@@ -259,7 +259,7 @@ def test_dockerfile_server_image_is_slim_non_root_and_health_checked() -> None:
     )
     assert re.search(r"^USER sentiment$", server, re.MULTILINE)
     assert re.search(r"^STOPSIGNAL SIGTERM$", server, re.MULTILINE)
-    assert re.search(r'^\s+CMD \["python", "-m", "service.probe", "--quiet"\]', server, re.MULTILINE)
+    assert re.search(r'^\s+CMD \["python", "-m", "service.ops.probe", "--quiet"\]', server, re.MULTILINE)
     assert f"SENTIMENT_GRACE_PERIOD_S={GRACE_PERIOD_S}" in server
     assert 'VOLUME ["/models"]' in server
     ignored = (ROOT / ".dockerignore").read_text().split()

@@ -74,8 +74,8 @@ class Load:
 
 
 def probe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The image's HEALTHCHECK command, `python -m service.probe`, with these arguments."""
-    command = [sys.executable, "-m", "service.probe", *args]
+    """The image's HEALTHCHECK command, `python -m service.ops.probe`, with these arguments."""
+    command = [sys.executable, "-m", "service.ops.probe", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False, env=env)
 
 

@@ -241,8 +241,8 @@ async def in_process(
     """A server in this event loop (no metrics endpoint: its registry is `server.metrics.registry`)
     and the Runtime standing before its model; stopped, and the runtime released, however the
     test ends."""
-    from service.config import Settings
-    from service.server import Server
+    from service.ops.server import Server
+    from service.ops.settings import Settings
 
     server = Server(
         Settings(

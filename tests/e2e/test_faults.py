@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
-from service.servicers._streams import WINDOW
+from service.calls.streams import WINDOW
 from tests.e2e.conftest import PATIENCE_S, PREDICT, codes, eventually, in_process, launch, sample, scrape
 
 LONG = " ".join("the film was a great sad brilliant dull story with moving acting".split() * 10)

@@ -13,7 +13,7 @@ import pytest
 from model_export.classifier import OnnxClassifier
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
-from service.config import Settings
+from service.ops.settings import Settings
 from tests.e2e.conftest import RunningServer
 
 WORDS = "the film was a great sad brilliant dull story with moving acting and awful plot twists".split()

@@ -28,8 +28,8 @@ from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
-from service.errors import StartupError
-from service.tracing import exporter_from_env
+from service.core.errors import StartupError
+from service.ops.tracing import exporter_from_env
 from tests.e2e.conftest import PATIENCE_S, RunningServer, launch
 
 PREDICT = "sentiment.v1.SentimentService/Predict"

@@ -109,9 +109,9 @@ def test_user_data_trains_next_version_with_int8(model_root: Path, tmp_path: Pat
     assert not any(p.name.startswith(".staging") for p in root.iterdir())
     # the server would take both variants of the new version: each passes the parity run it checks
     # versions with before they serve (texts alone and padded in a batch agree)
-    from service.assembly import build_engine
-    from service.config import Settings
-    from service.registry import PARITY_TOLERANCE, parity
+    from service.ops.settings import Settings
+    from service.versions.assembly import build_engine
+    from service.versions.registry import PARITY_TOLERANCE, parity
 
     for variant in ("fp32", "int8"):
         parity(build_engine(Settings(model_dir=root, variant=variant), version=2), PARITY_TOLERANCE[variant])

@@ -1,0 +1,169 @@
+"""The request path both APIs call: check the version, admit, tokenize, batch, and turn each row
+into a prediction."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from service.core.answer_size import AnswerSizePolicy
+from service.core.batcher import Batcher
+from service.core.errors import NotServing
+from service.core.preprocess import Encoded, Preprocessor
+from service.core.results import AttentionMode, AttentionView, PredictionObserver, RowResult, TextResult
+from service.core.runtime import OnnxModel
+from service.versions.store import ModelSpec
+
+if TYPE_CHECKING:
+    from service.ops.tracing import Tracing
+
+# requests up to this many characters are tokenized on the event loop: cheaper than a thread hop
+INLINE_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How the server uses the machine, as chosen at start (flags, or sized from the CPUs)."""
+
+    workers: int
+    max_concurrent_batches: int
+    intra_op_threads: int
+    lone_batch_threads: int
+    available_cpus: int
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the APIs say about the model and the server: the model directory's spec, the runtime's
+    provider, the request limits and how the machine is used."""
+
+    spec: ModelSpec
+    provider: str
+    max_texts: int
+    max_chars: int
+    sizing: Sizing
+
+
+class Engine:
+    """One loaded model version behind its batcher (assembly.build_engine makes one from settings)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        model: OnnxModel,
+        preprocessor: Preprocessor,
+        batcher: Batcher,
+        answer_size: AnswerSizePolicy,
+        sizing: Sizing,
+        observer: PredictionObserver | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.preprocessor = preprocessor
+        self.batcher = batcher
+        self.answer_size = answer_size
+        self.observer = observer
+        self.tracing = tracing
+        self._info = EngineInfo(spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing)
+        self.ready = False
+
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def warm_up(self) -> None:
+        """Run the shapes calls will bring once, so that the first callers do not pay for allocation."""
+        self.model.warm_up(self.spec.max_length, self.batcher.limits.max_batch_size)
+
+    async def start(self, warm: bool = True) -> None:
+        """Warm the runtime up in a worker thread (unless it was: warm=False), then start batching."""
+        if warm:
+            await asyncio.to_thread(self.warm_up)
+        self.batcher.start()
+        self.ready = True
+
+    def stop_accepting(self) -> None:
+        """Refuse new work from now on (UNAVAILABLE); what was accepted is still answered."""
+        self.ready = False
+
+    async def stop(self) -> None:
+        """Answer everything queued, then stop."""
+        self.stop_accepting()
+        await self.batcher.stop()
+
+    def step(self, name: str) -> AbstractContextManager[Any]:
+        """A span for one step of the current call when it is traced (service/ops/tracing), else
+        nothing; `as` gives the span or None."""
+        return nullcontext() if self.tracing is None else self.tracing.step(name)
+
+    def check_count(self, count: int) -> None:
+        """Refuse a request of `count` texts before reading them (InvalidInput)."""
+        self.preprocessor.check_count(count)
+
+    def check_sent_size(self, size: int) -> None:
+        """Refuse an answer of `size` bytes that the transport could not send (AnswerSizePolicy)."""
+        self.answer_size.check_sent(size)
+
+    async def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """Tokenize; a large request in a worker thread, so that other callers keep being served."""
+        if sum(map(len, texts)) <= INLINE_CHARS:
+            return self.preprocessor.encode(texts)
+        return await asyncio.to_thread(self.preprocessor.encode, texts)
+
+    async def predict(
+        self,
+        texts: Sequence[str],
+        mode: AttentionMode,
+        deadline: float | None,
+        padded: bool = False,
+        json: bool = False,
+    ) -> list[TextResult]:
+        """Predictions in the order of `texts`. padded: the answer pads attention to the longest
+        text (KServe tensors); json: it is sent as JSON; the size check counts both."""
+        if not self.ready:
+            raise NotServing("the server is starting up or shutting down; retry (another replica)")
+        self.check_count(len(texts))
+        self.batcher.admit(len(texts))  # refuse an overload before paying for tokenizing
+        with self.step("tokenize") as span:
+            encoded = await self.encode(texts)
+            lengths = [len(e.ids) for e in encoded]
+            if span is not None:
+                truncated = sum(e.truncated for e in encoded)
+                span.set_attributes(
+                    {"call.texts": len(texts), "call.tokens": sum(lengths), "call.truncated": truncated}
+                )
+        self.answer_size.check_request(lengths, mode, padded, json)
+        tracing = self.tracing
+        call = tracing.current() if tracing is not None else None
+        queued = time.monotonic()
+        futures = self.batcher.submit([e.ids for e in encoded], mode, deadline, call)
+        served = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
+        if call is not None and tracing is not None:
+            tracing.served(queued, [item.trace for item in served if item.trace is not None])
+        results = []
+        for enc, item in zip(encoded, served, strict=True):
+            row: RowResult = item.value
+            probabilities = row.probabilities
+            best = int(probabilities.argmax())
+            view = None
+            if row.cls_attention is not None and row.rollout is not None:
+                view = AttentionView(enc.tokens, row.cls_attention, row.rollout, row.weights)
+            results.append(
+                TextResult(
+                    self.spec.labels[best],
+                    float(probabilities[best]),
+                    probabilities,
+                    enc.truncated,
+                    len(enc.ids),
+                    item,
+                    view,
+                    enc.unknown,
+                )
+            )
+        if self.observer is not None:
+            self.observer.predicted(texts, results, self.spec.version)
+        return results

@@ -1,0 +1,107 @@
+"""Request texts checked against the limits and tokenized with the model's fast tokenizer.
+
+Tokenizing reads only as much of a text as max_length can use: a prefix of CHARS_PER_TOKEN
+characters per token, cut at whitespace so that no word is split, is encoded first; only a text
+whose prefix yields fewer than max_length tokens (long runs of spaces, say) is read further, twice
+as far each time. The result is the same as encoding the whole text, at a bounded cost: 256 texts
+of 20,000 characters cost what 256 texts of about 2,000 do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Encoding, Tokenizer
+
+from service.core.errors import InvalidInput
+
+CHARS_PER_TOKEN = 16  # words average 5 or 6 characters with their space; room for long ones
+WHITESPACE = " \t\n\r\f\v"
+
+UNKNOWN_TOKEN = "[UNK]"  # WordPiece's token for what the vocabulary does not hold
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One text as the model reads it."""
+
+    ids: list[int]
+    tokens: list[str]
+    truncated: bool
+    unknown: int = 0  # tokens the vocabulary did not know ([UNK])
+
+
+def _prefix(text: str, chars: int) -> str:
+    """The first `chars` characters of `text`, ending at whitespace when there is one in the second half."""
+    if len(text) <= chars:
+        return text
+    cut = max(text.rfind(space, chars // 2, chars) for space in WHITESPACE)
+    return text[: cut if cut > 0 else chars]
+
+
+class Preprocessor:
+    """Validates and tokenizes; holds the limits so every API applies the same ones."""
+
+    def __init__(self, tokenizer_path: Path, max_length: int, max_texts: int, max_chars: int) -> None:
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.tokenizer.no_padding()  # the batcher pads per batch
+        self.tokenizer.enable_truncation(max_length=max_length)
+        self.specials = self.tokenizer.num_special_tokens_to_add(False)  # [CLS] and [SEP]
+        self.unknown_id = self.tokenizer.token_to_id(UNKNOWN_TOKEN)
+        self.max_length = max_length
+        self.max_texts = max_texts
+        self.max_chars = max_chars
+
+    def check_count(self, count: int) -> None:
+        """Raise InvalidInput when a request of `count` texts breaks the per-request limits."""
+        if count == 0:
+            raise InvalidInput("the request has no texts; send at least one")
+        if count > self.max_texts:
+            raise InvalidInput(f"the request has {count} texts; the limit is {self.max_texts} per request")
+
+    def validate(self, texts: Sequence[str]) -> None:
+        """Raise InvalidInput naming the first text that breaks a limit."""
+        self.check_count(len(texts))
+        for index, text in enumerate(texts):
+            if len(text) > self.max_chars:
+                raise InvalidInput(f"text {index} has {len(text)} characters; the limit is {self.max_chars}")
+            if not text.strip():
+                raise InvalidInput(f"text {index} is empty or only whitespace")
+
+    def _encode_all(self, texts: Sequence[str]) -> list[Encoding]:
+        return (
+            [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(list(texts))
+        )
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """Validate, then tokenize: [CLS] ... [SEP], truncated at max_length, unpadded.
+
+        Runs in well under a millisecond for a few short texts; callers move large requests off
+        the event loop (Engine.predict).
+        """
+        self.validate(texts)
+        chars = self.max_length * CHARS_PER_TOKEN
+        read = [_prefix(text, chars) for text in texts]
+        encodings = self._encode_all(read)
+        # a prefix that did not fill max_length says nothing of what follows it: read further
+        short = [i for i, e in enumerate(encodings) if len(read[i]) < len(texts[i]) and not e.overflowing]
+        while short:
+            chars *= 2
+            for i in short:
+                read[i] = _prefix(texts[i], chars)
+            for i, encoding in zip(short, self._encode_all([read[i] for i in short]), strict=True):
+                encodings[i] = encoding
+            short = [i for i in short if len(read[i]) < len(texts[i]) and not encodings[i].overflowing]
+        for index, encoding in enumerate(encodings):
+            if len(encoding.ids) <= self.specials:
+                raise InvalidInput(
+                    f"text {index} has no word the model can read (only spaces, control or "
+                    "zero-width characters)"
+                )
+        unknown = self.unknown_id
+        return [
+            Encoded(e.ids, e.tokens, bool(e.overflowing), 0 if unknown is None else e.ids.count(unknown))
+            for e in encodings
+        ]

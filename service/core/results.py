@@ -1,0 +1,69 @@
+"""What the engine answers for each text: the result types the worker thread, the engine and the
+API boundaries share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.core.fair_queue import ItemResult
+
+
+class AttentionMode(StrEnum):
+    NONE = "none"
+    SUMMARY = "summary"  # tokens, [CLS] attention of the last layer, rollout
+    FULL = "full"  # the summary and every layer's and head's weights
+
+
+@dataclass(frozen=True)
+class AttentionView:
+    tokens: list[str]
+    cls_attention: NDArray[np.float32]
+    rollout: NDArray[np.float32]
+    weights: NDArray[np.float32] | None  # (layers, heads, T, T) in FULL mode
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What the worker thread makes of one text's row: probabilities, and attention when asked."""
+
+    probabilities: NDArray[np.float32]
+    cls_attention: NDArray[np.float32] | None = None
+    rollout: NDArray[np.float32] | None = None
+    weights: NDArray[np.float32] | None = None  # its own small array, cropped: never a view of the batch
+
+
+@dataclass(frozen=True)
+class TextResult:
+    label: str
+    score: float
+    probabilities: NDArray[np.float32]
+    truncated: bool
+    num_tokens: int
+    served: ItemResult
+    attention: AttentionView | None
+    unknown_tokens: int = (
+        0  # tokens the vocabulary did not know ([UNK]), [CLS] and [SEP] included in num_tokens
+    )
+
+
+class PredictionObserver(Protocol):
+    """Watches the model's answers (service/ops/metrics.py: model monitoring; service/ops/access.py)."""
+
+    def predicted(self, texts: Sequence[str], results: Sequence[TextResult], version: int) -> None: ...
+
+
+class PredictionObservers:
+    """Several observers as one, called in order."""
+
+    def __init__(self, *observers: PredictionObserver) -> None:
+        self.observers = observers
+
+    def predicted(self, texts: Sequence[str], results: Sequence[TextResult], version: int) -> None:
+        for observer in self.observers:
+            observer.predicted(texts, results, version)

@@ -1,0 +1,96 @@
+"""The engine over the tiny model: answers sized before any work, heavy requests off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from service.core.answer_size import response_bytes
+from service.core.engine import Engine
+from service.core.errors import InvalidInput
+from service.core.postprocess import make_run_fn
+from service.core.results import AttentionMode
+from service.ops.settings import Settings
+from service.versions.assembly import build_engine
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def engine(model_root: Path) -> AsyncIterator[Engine]:
+    running = build_engine(Settings(model_dir=model_root, max_message_bytes=256 * 1024))
+    await running.start()
+    yield running
+    await running.stop()
+
+
+def test_full_attention_size_grows_with_tokens_squared_and_padding() -> None:
+    alone = response_bytes([64], AttentionMode.FULL, layers=6, heads=12, padded=False)
+    assert 6 * 12 * 64 * 64 * 4 < alone < 6 * 12 * 64 * 64 * 4 * 1.1
+    summary = response_bytes([64], AttentionMode.SUMMARY, layers=6, heads=12, padded=False)
+    assert summary < alone / 100
+    # KServe pads each text's attention to the longest one's
+    mixed = [64] + [4] * 7
+    assert response_bytes(mixed, AttentionMode.FULL, 6, 12, padded=True) > 7 * response_bytes(
+        mixed, AttentionMode.FULL, 6, 12, padded=False
+    )
+
+
+async def test_an_answer_that_cannot_fit_is_refused_before_queueing(engine: Engine) -> None:
+    long_text = "word " * 200
+    with pytest.raises(
+        InvalidInput, match=r"would take about 1\.1 MiB .* the message limit is 0\.2 MiB"
+    ) as caught:
+        await engine.predict([long_text] * 32, AttentionMode.FULL, None)
+    fitting = int(re.search(r"send at most (\d+) such texts", caught.value.message).group(1))  # type: ignore[union-attr]
+    assert engine.batcher.depth == 0
+    # the advice is exact: that many texts are answered, one more is refused
+    results = await engine.predict([long_text] * fitting, AttentionMode.FULL, None)
+    assert all(r.attention is not None and r.attention.weights is not None for r in results)
+    with pytest.raises(InvalidInput):
+        await engine.predict([long_text] * (fitting + 1), AttentionMode.FULL, None)
+    # without full attention the same request is small
+    assert len(await engine.predict([long_text] * 32, AttentionMode.SUMMARY, None)) == 32
+
+
+async def test_large_requests_are_tokenized_off_the_event_loop(engine: Engine, monkeypatch) -> None:
+    threads: list[threading.Thread] = []
+    encode = engine.preprocessor.encode
+
+    def spy(texts):
+        threads.append(threading.current_thread())
+        return encode(texts)
+
+    monkeypatch.setattr(engine.preprocessor, "encode", spy)
+    await engine.predict(["short and sweet"], AttentionMode.NONE, None)
+    await engine.predict(["a rather long review " * 900] * 8, AttentionMode.NONE, None)
+    loop_thread = threading.current_thread()
+    assert threads[0] is loop_thread  # a few characters: cheaper than a thread hop
+    assert threads[1] is not loop_thread
+
+
+async def test_rows_carry_only_the_attention_their_caller_asked_for(engine: Engine) -> None:
+    run = make_run_fn(engine.model)
+    ids = np.array([[2, 40, 41, 3, 0, 0], [2, 50, 51, 52, 53, 3]], dtype=np.int64)
+    mask = (ids != 0).astype(np.int64)
+    gone, full = run(ids, mask, [None, AttentionMode.FULL], False)
+    assert gone.cls_attention is None and gone.weights is None  # the caller left: no attention work
+    assert full.weights is not None and full.weights.shape == (1, 2, 6, 6)
+    assert full.weights.base is None  # its own array, not a view keeping the batch's alive
+    summary, none = run(ids, mask, [AttentionMode.SUMMARY, AttentionMode.NONE], True)
+    assert summary.rollout is not None and summary.rollout.shape == (4,) and summary.weights is None
+    assert none.cls_attention is None
+    np.testing.assert_allclose(summary.probabilities, gone.probabilities, atol=1e-6)
+
+
+async def test_probabilities_do_not_depend_on_the_event_loop(engine: Engine) -> None:
+    texts = ["good", "bad film"]
+    first = await engine.predict(texts, AttentionMode.NONE, None)
+    second = await asyncio.gather(*(engine.predict([t], AttentionMode.NONE, None) for t in texts))
+    for a, (b,) in zip(first, second, strict=True):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
