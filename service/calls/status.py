@@ -33,6 +33,7 @@ class Status:
 
 
 INTERNAL = Status(grpc.StatusCode.INTERNAL, 500)
+INTERNAL_MESSAGE = "internal error; the server logged the details"  # what a caller hears of a bug
 
 STATUS: dict[type[ServiceError], Status] = {
     InvalidInput: Status(grpc.StatusCode.INVALID_ARGUMENT, 400),

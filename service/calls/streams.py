@@ -5,10 +5,14 @@ UNAVAILABLE). Shared by sentiment.v1 PredictStream and KServe/Triton ModelStream
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from service.core.errors import NotServing
+from service.calls.status import INTERNAL, INTERNAL_MESSAGE, Status, status_of
+from service.core.errors import InvalidInput, NotServing, ServiceError
+
+log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -80,3 +84,42 @@ async def answer_stream(
             "the server is shutting down: every request it took on this stream was answered; "
             "send the others again on a new stream"
         )
+
+
+class Malformed:
+    """Stands in for a request message that could not be parsed (text that is not UTF-8, JSON that is
+    not the message): the stream answers it with an error and goes on."""
+
+    def __init__(self, message_name: str, error: Exception) -> None:
+        self.description = f"the request is not a valid {message_name}: {error}"
+
+
+def failure_of(err: BaseException) -> tuple[Status, str]:
+    """The status and message a failed request inside a stream reports."""
+    if isinstance(err, ServiceError):
+        return status_of(err), err.message
+    log.error("unexpected error in a stream request", exc_info=err)
+    return INTERNAL, INTERNAL_MESSAGE
+
+
+async def answer_each(
+    requests: AsyncIterator[Req | Malformed],
+    handle: Callable[[Req], Awaitable[Resp]],
+    failed: Callable[[Req | Malformed, Status, str], Resp],
+    draining: asyncio.Event,
+) -> AsyncIterator[Resp]:
+    """A bidirectional stream's answers (answer_stream): handle(request) for each request, or,
+    when that request is malformed or fails, failed(request, status, message), and the stream goes
+    on."""
+
+    async def answer(request: Req | Malformed) -> Resp:
+        try:
+            if isinstance(request, Malformed):
+                raise InvalidInput(request.description)
+            return await handle(request)
+        except Exception as err:
+            status, text = failure_of(err)
+            return failed(request, status, text)
+
+    async for response in answer_stream(requests, answer, draining):
+        yield response

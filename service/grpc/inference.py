@@ -1,122 +1,27 @@
-"""inference.GRPCInferenceService: the KServe v2 / Open Inference Protocol over the same engine.
-
-Model `sentiment` takes one input, `text` (BYTES, shape [N]); it answers `label` (BYTES [N]) and
-`probabilities` (FP32 [N, labels]). Request parameter `attention` ("none", "summary", "full") adds
-`num_tokens` (INT32 [N]), `tokens` (BYTES [N, T]), `cls_attention` and `rollout` (FP32 [N, T]) and,
-for "full", `attention_weights` (FP32 [N, layers, heads, T, T]); T is the longest text's token
-count and each row i is zero-padded beyond num_tokens[i]. Outputs are raw (raw_output_contents)
-unless request parameter `typed_output` is true. Triton's `priority` is accepted and `timeout`
-(microseconds) is a deadline; any other request parameter is refused with INVALID_ARGUMENT.
-"""
+"""inference.GRPCInferenceService over gRPC: KServe v2 and Triton's repository extension, each a call
+of calls/infer.py."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import Counter
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from model_contract import version_number
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.calls import repository
-from service.calls.repository import check_name
-from service.calls.tensors import INPUT, fill_outputs, parse_bytes_tensor
-from service.core.errors import InvalidInput, ModelNotFound, quoted
-from service.core.results import AttentionMode
-from service.grpc.boundary import Malformed, answer_each, deadline_of, streaming, unary
-from service.ops.settings import ModelControl
-from service.versions.registry import ModelRegistry
+from service.calls.infer import InferenceCalls, parameters_of, server_metadata
+from service.calls.streams import Malformed
+from service.grpc.boundary import deadline_of, streaming, unary
 
 Context = grpc.aio.ServicerContext[Any, Any]
-DEFAULT_OUTPUTS = ("label", "probabilities")
-SUMMARY_OUTPUTS = ("num_tokens", "tokens", "cls_attention", "rollout")
-FULL_OUTPUTS = ("attention_weights",)
-MODES = {"none": AttentionMode.NONE, "summary": AttentionMode.SUMMARY, "full": AttentionMode.FULL}
-
-try:
-    SERVER_VERSION = version("sentiment-service")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    SERVER_VERSION = "0"
-
-
-# request parameters this endpoint understands, and the kinds of value each may carry
-PARAMETERS: dict[str, tuple[str, ...]] = {
-    "attention": ("string_param",),  # none, summary or full
-    "typed_output": ("bool_param",),  # answers in typed contents instead of raw_output_contents
-    "priority": ("int64_param", "uint64_param"),  # Triton's; accepted, every request has the same
-    "timeout": ("int64_param", "uint64_param"),  # Triton's, microseconds: a deadline for this call
-}
-
-
-def parameters_of(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> dict[str, Any]:
-    """A repository request's parameters as plain values."""
-    values = {}
-    for key, parameter in parameters.items():
-        kind = parameter.WhichOneof("parameter_choice")
-        values[key] = None if kind is None else getattr(parameter, kind)
-    return values
-
-
-@dataclass(frozen=True)
-class Options:
-    """What a ModelInfer request's parameters ask for."""
-
-    mode: AttentionMode
-    typed: bool
-    timeout_s: float | None
-
-
-def parse_parameters(request: pb.ModelInferRequest) -> Options:
-    """Check every request parameter by name and by kind; an unknown one is refused, not ignored."""
-    values: dict[str, Any] = {}
-    for name, parameter in request.parameters.items():
-        kinds = PARAMETERS.get(name)
-        if kinds is None:
-            raise InvalidInput(f"request parameter {quoted(name)} is unknown; known: {sorted(PARAMETERS)}")
-        kind = parameter.WhichOneof("parameter_choice")
-        if kind not in kinds:
-            wanted = " or ".join(k.removesuffix("_param") for k in kinds)
-            got = (kind or "nothing").removesuffix("_param")
-            raise InvalidInput(f"request parameter {quoted(name)} must be a {wanted}, got {got}")
-        values[name] = getattr(parameter, kind)
-    mode_name = values.get("attention", "none")
-    mode = MODES.get(mode_name)
-    if mode is None:
-        raise InvalidInput(f"parameter attention={quoted(mode_name)} is unknown; use none, summary or full")
-    timeout_us = values.get("timeout")
-    if timeout_us is not None and timeout_us <= 0:
-        raise InvalidInput(f"parameter timeout={timeout_us} must be a positive number of microseconds")
-    return Options(mode, values.get("typed_output", False), None if timeout_us is None else timeout_us / 1e6)
-
-
-def server_metadata() -> pb.ServerMetadataResponse:
-    return pb.ServerMetadataResponse(name="sentiment-service", version=SERVER_VERSION, extensions=[])
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Thin: converts tensors to texts, calls the engine of the version asked for, converts
-    predictions to tensors; the repository extension over the registry."""
+    """Thin: the caller's deadline, the call, the status table."""
 
-    def __init__(self, models: ModelRegistry, control: ModelControl = ModelControl.NONE) -> None:
-        self.models = models
-        self.control = control
-
-    def check_model(self, name: str, version_text: str) -> int:
-        """The version asked for (0: the default); ModelNotFound unless it is loaded here."""
-        check_name(self.models, name)
-        if not version_text:
-            return 0
-        version = version_number(version_text)
-        if version is None:
-            raise ModelNotFound(f"model version {quoted(version_text)} is not a version number (1, 2, ...)")
-        self.models.check_version(version)
-        return version
+    def __init__(self, calls: InferenceCalls) -> None:
+        self.calls = calls
 
     @unary
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
@@ -124,12 +29,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.models.ready)
+        return pb.ServerReadyResponse(ready=self.calls.models.ready)
 
     @unary
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
-        self.check_model(request.name, request.version)
-        return pb.ModelReadyResponse(ready=self.models.ready)
+        return pb.ModelReadyResponse(ready=self.calls.model_ready(request.name, request.version))
 
     @unary
     async def ServerMetadata(
@@ -141,154 +45,37 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
-        return self.model_metadata(request)
+        return self.calls.model_metadata(request)
+
+    @unary
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+        return await self.calls.infer(request, deadline_of(context))
+
+    @streaming
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest | Malformed], context: Context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async for response in self.calls.infer_each(request_iterator, deadline_of(context)):
+            yield response
 
     @unary
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
         entry = pb.RepositoryIndexResponse.ModelIndex
-        rows = repository.index(self.models, request.ready)
+        rows = self.calls.repository_index(request.ready)
         return pb.RepositoryIndexResponse(models=[entry(**row) for row in rows])
 
     @unary
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
-        parameters = parameters_of(request.parameters)
-        await repository.load(self.models, self.control, request.model_name, parameters)
+        await self.calls.load(request.model_name, parameters_of(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @unary
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
-        parameters = parameters_of(request.parameters)
-        await repository.unload(self.models, self.control, request.model_name, parameters)
+        await self.calls.unload(request.model_name, parameters_of(request.parameters))
         return pb.RepositoryModelUnloadResponse()
-
-    def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
-        version = self.check_model(request.name, request.version)
-        spec = self.models.info(version).spec
-        tensor = pb.ModelMetadataResponse.TensorMetadata
-        return pb.ModelMetadataResponse(
-            name=spec.name,
-            versions=[str(v) for v in self.models.loaded()],  # those calls may name
-            platform="onnxruntime_onnx",
-            inputs=[tensor(name=INPUT, datatype="BYTES", shape=[-1])],
-            outputs=[
-                tensor(name="label", datatype="BYTES", shape=[-1]),
-                tensor(name="probabilities", datatype="FP32", shape=[-1, len(spec.labels)]),
-                tensor(name="num_tokens", datatype="INT32", shape=[-1]),
-                tensor(name="tokens", datatype="BYTES", shape=[-1, -1]),
-                tensor(name="cls_attention", datatype="FP32", shape=[-1, -1]),
-                tensor(name="rollout", datatype="FP32", shape=[-1, -1]),
-                tensor(
-                    name="attention_weights",
-                    datatype="FP32",
-                    shape=[-1, spec.num_layers, spec.num_heads, -1, -1],
-                ),
-            ],
-        )
-
-    def _texts(self, request: pb.ModelInferRequest) -> list[str]:
-        if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
-            names = [i.name for i in request.inputs]
-            raise InvalidInput(f"expected exactly one input tensor named {INPUT!r}, got {quoted(names)}")
-        tensor = request.inputs[0]
-        if tensor.datatype != "BYTES":
-            raise InvalidInput(f"input {INPUT!r} must have datatype BYTES, got {quoted(tensor.datatype)}")
-        shape = list(tensor.shape)
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 0:
-            raise InvalidInput(f"input {INPUT!r} must have shape [N] (or [N, 1]), got {quoted(shape)}")
-        count = shape[0]
-        # the declared count is checked before anything is parsed: a huge raw buffer costs nothing
-        self.models.check_count(count)
-        if request.raw_input_contents:
-            if len(request.raw_input_contents) != 1:
-                raise InvalidInput(
-                    f"raw_input_contents has {len(request.raw_input_contents)} entries for 1 input tensor"
-                )
-            if tensor.contents.bytes_contents:
-                raise InvalidInput(f"input {INPUT!r} has both raw and typed contents; send one")
-            elements = parse_bytes_tensor(request.raw_input_contents[0], count)
-        else:
-            elements = list(tensor.contents.bytes_contents)
-            if len(elements) != count:
-                raise InvalidInput(f"input {INPUT!r} holds {len(elements)} elements; its shape says {count}")
-        texts = []
-        for index, element in enumerate(elements):
-            try:
-                texts.append(element.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                raise InvalidInput(
-                    f"element {index} of {INPUT!r} is not valid UTF-8 (byte {err.start})"
-                ) from err
-        return texts
-
-    @unary
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
-        return await self.infer(request, deadline_of(context))
-
-    @streaming
-    async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest | Malformed], context: Context
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        deadline = deadline_of(context)
-
-        async def handle(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
-            return pb.ModelStreamInferResponse(infer_response=await self.infer(request, deadline))
-
-        def failed(
-            request: pb.ModelInferRequest | Malformed, code: grpc.StatusCode, text: str
-        ) -> pb.ModelStreamInferResponse:
-            # Triton reports only a message; the id tells which request failed
-            request_id = "" if isinstance(request, Malformed) else request.id
-            return pb.ModelStreamInferResponse(
-                error_message=f"{code.name}: {text}", infer_response=pb.ModelInferResponse(id=request_id)
-            )
-
-        async for response in answer_each(request_iterator, handle, failed, self.models.draining):
-            yield response
-
-    async def infer(
-        self, request: pb.ModelInferRequest, deadline: float | None, json: bool = False
-    ) -> pb.ModelInferResponse:
-        """The answer to one inference request; ServiceError when it cannot be answered (the gRPC
-        methods and, with json for the answer's size, the HTTP endpoints both call this)."""
-        version = self.check_model(request.model_name, request.model_version)
-        options = parse_parameters(request)
-        mode, typed = options.mode, options.typed
-        if options.timeout_s is not None:
-            own = time.monotonic() + options.timeout_s
-            deadline = own if deadline is None else min(deadline, own)
-        available = list(DEFAULT_OUTPUTS)
-        if mode is not AttentionMode.NONE:
-            available += SUMMARY_OUTPUTS
-        if mode is AttentionMode.FULL:
-            available += FULL_OUTPUTS
-        wanted = [o.name for o in request.outputs] or available
-        twice = sorted(name for name, count in Counter(wanted).items() if count > 1)
-        if twice:
-            raise InvalidInput(f"outputs {quoted(twice)} are asked for more than once; name each once")
-        unknown = [name for name in wanted if name not in available]
-        if unknown:
-            raise InvalidInput(
-                f"unknown or unavailable outputs {quoted(unknown)}; with attention={mode.value} use "
-                f"{available}"
-            )
-        texts = self._texts(request)
-        async with self.models.use(version) as engine:  # the version answers it all
-            results = await engine.predict(texts, mode, deadline, padded=True, json=json)
-            with engine.step("answer"):
-                spec = engine.info().spec
-                response = pb.ModelInferResponse(
-                    model_name=spec.name, model_version=str(spec.version), id=request.id
-                )
-                if mode is AttentionMode.FULL or typed:  # megabytes to copy: not on the event loop
-                    await asyncio.to_thread(fill_outputs, response, wanted, results, typed)
-                else:
-                    fill_outputs(response, wanted, results, typed)
-                if mode is not AttentionMode.NONE:
-                    engine.check_sent_size(response.ByteSize())
-        return response

@@ -1,24 +1,21 @@
-"""Server interceptors: request metrics by method and status code, and the bearer-token check."""
+"""The gRPC door's interceptors: every call observed (calls/observe.py: metrics, drain, access log,
+tracing) and, when a token is set, the bearer-token check."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import inspect
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from service.calls.observe import CARRIED, CallObserver, Opened
 from service.core.fair_queue import DEADLINE_SLACK_S
-from service.ops.access import AccessLog
 from service.ops.auth import bearer_refusal
-from service.ops.metrics import Metrics
 
 if TYPE_CHECKING:
-    from service.ops.tracing import Tracing
-
     HandlerFactory = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
     Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -27,7 +24,6 @@ OPEN_METHODS = frozenset(
     {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
 )
 WATCH_METHOD = "/grpc.health.v1.Health/Watch"
-CARRIED = frozenset({"traceparent", "tracestate", "baggage"})  # the W3C context a caller may send
 
 
 def _rebuild(
@@ -110,14 +106,15 @@ def _code_name(context: Context, error: BaseException | None) -> str:
     return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= DEADLINE_SLACK_S else "CANCELLED"
 
 
-class _Cached(grpc.aio.ServerInterceptor):
-    """Wraps each distinct handler once: handlers are the same objects call after call."""
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Every call through the call observer, as the HTTP door's calls are. Health probes are not
+    traced (they would be most of the spans and explain nothing), and an open health watch does
+    not hold the drain: it is ended once the drain closes."""
 
-    def __init__(self) -> None:
+    def __init__(self, observer: CallObserver) -> None:
+        self.observer = observer
+        # handlers are the same objects call after call: each distinct one is wrapped once
         self._wrapped: dict[tuple[str, grpc.RpcMethodHandler[Any, Any]], grpc.RpcMethodHandler[Any, Any]] = {}
-
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        raise NotImplementedError
 
     async def intercept_service(
         self, continuation: HandlerFactory, handler_call_details: grpc.HandlerCallDetails
@@ -131,71 +128,48 @@ class _Cached(grpc.aio.ServerInterceptor):
             wrapped = self._wrapped[key] = self.wrap(handler_call_details.method, handler)
         return wrapped
 
-
-class MetricsInterceptor(_Cached):
-    """Counts every RPC by method and status code, times it, and tracks how many are in flight."""
-
-    def __init__(self, metrics: Metrics, access: AccessLog | None = None) -> None:
-        super().__init__()
-        self.metrics = metrics
-        self.access = access
-
     def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        observer = self.observer
         name = method.lstrip("/")
-        metrics = self.metrics
-        seconds = metrics.request_seconds.labels(name, "grpc")
-        counters: dict[str, Any] = {}
-
-        access = self.access
-
-        def begin(context: Context) -> tuple[float, Any]:
-            metrics.in_flight.inc()
-            return time.perf_counter(), access.begin() if access is not None else None
-
-        def end(begun: tuple[float, Any], context: Context, error: BaseException | None) -> None:
-            started, opened = begun
-            metrics.in_flight.dec()
-            code = _code_name(context, error)
-            counter = counters.get(code)
-            if counter is None:
-                counter = counters[code] = metrics.requests.labels(name, code, "grpc")
-            counter.inc()
-            elapsed = time.perf_counter() - started
-            seconds.observe(elapsed)
-            if opened is not None and access is not None:
-                access.end(opened, name, code, "grpc", context.peer(), elapsed)
-
-        return _observed(handler, begin, end)
-
-
-class TracingInterceptor(_Cached):
-    """A server span per call (service/ops/tracing), its parent the caller's traceparent; current while
-    the call runs, so that the engine's spans and the log lines of the call join it. Health probes
-    are not traced: they would be most of the spans and explain nothing."""
-
-    def __init__(self, tracing: Tracing) -> None:
-        super().__init__()
-        self.tracing = tracing
-
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        if method.startswith(OPEN_PREFIX) or method in OPEN_METHODS:
-            return handler
-        name = method.lstrip("/")
+        traced = observer.tracing is not None and not (
+            method.startswith(OPEN_PREFIX) or method in OPEN_METHODS
+        )
         service, _, rpc = name.partition("/")
         static = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
-        tracing = self.tracing
+        watch = method == WATCH_METHOD
+        if watch:
+            handler = self._until_closing(handler)
 
-        def begin(context: Context) -> Any:
+        def begin(context: Context) -> Opened:
+            if not traced:
+                return observer.begin("grpc", context.peer, holds_drain=not watch)
             metadata = context.invocation_metadata() or ()
             carrier = {key: value for key, value in metadata if key in CARRIED and isinstance(value, str)}
-            attributes = {**static, "network.peer.address": context.peer()}
-            return tracing.start_call(name, carrier, attributes)
+            return observer.begin("grpc", context.peer, name, carrier, static, holds_drain=not watch)
 
-        def end(opened: Any, context: Context, error: BaseException | None) -> None:
+        def end(opened: Opened, context: Context, error: BaseException | None) -> None:
             code = _code_name(context, error)
-            tracing.end_call(opened, code, {"rpc.grpc.status_code": grpc.StatusCode[code].value[0]})
+            status = {"rpc.grpc.status_code": grpc.StatusCode[code].value[0]} if traced else None
+            observer.end(opened, name, code, status)
 
         return _observed(handler, begin, end)
+
+    def _until_closing(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        """A health watch that ends once the drain closes (its last message said NOT_SERVING)."""
+        closing = self.observer.drain.closing
+
+        def wrap_watch(behaviour: Any) -> Any:
+            async def tracked(request: Any, context: Context) -> None:
+                watch = asyncio.ensure_future(behaviour(request, context))
+                drained = asyncio.ensure_future(closing.wait())
+                await asyncio.wait({watch, drained}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (watch, drained):
+                    task.cancel()
+                await asyncio.gather(watch, drained, return_exceptions=True)
+
+            return tracked
+
+        return _rebuild(handler, wrap_watch, wrap_watch)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -244,55 +218,3 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return deny
 
         return _rebuild(handler, wrap_unary, wrap_stream)
-
-
-class DrainInterceptor(_Cached):
-    """Knows when accepted work is done, so shutdown need not wait out open health watches."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._work = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._draining = asyncio.Event()
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
-
-    def begin(self) -> None:
-        """Accepted work starts (a gRPC call, or an HTTP request: service/http)."""
-        self._work += 1
-        self._idle.clear()
-
-    def end(self) -> None:
-        self._work -= 1
-        if not self._work:
-            self._idle.set()
-
-    def end_watches(self) -> None:
-        """Close every open health watch stream (their last message said NOT_SERVING)."""
-        self._draining.set()
-
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        if method == WATCH_METHOD:
-
-            def wrap_watch(behaviour: Any) -> Any:
-                async def tracked(request: Any, context: Context) -> None:
-                    watch = asyncio.ensure_future(behaviour(request, context))
-                    draining = asyncio.ensure_future(self._draining.wait())
-                    await asyncio.wait({watch, draining}, return_when=asyncio.FIRST_COMPLETED)
-                    for task in (watch, draining):
-                        task.cancel()
-                    await asyncio.gather(watch, draining, return_exceptions=True)
-
-                return tracked
-
-            return _rebuild(handler, wrap_watch, wrap_watch)
-
-        def begin(context: Context) -> None:
-            self.begin()
-
-        def end(_: None, context: Context, error: BaseException | None) -> None:
-            self.end()
-
-        return _observed(handler, begin, end)

@@ -1,10 +1,8 @@
-"""sentiment.v1.SentimentService: Predict, PredictStream, GetModelInfo over the engine."""
+"""sentiment.v1.SentimentService over gRPC: Predict, PredictStream, GetModelInfo, each a call of
+calls/predict.py."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,145 +10,32 @@ import grpc
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from service.core.engine import Engine
-from service.core.errors import InvalidInput
-from service.core.results import AttentionMode, TextResult
-from service.grpc.boundary import Malformed, answer_each, deadline_of, streaming, unary
-from service.versions.registry import ModelRegistry
-
-MODES: dict[int, AttentionMode] = {
-    pb.ATTENTION_MODE_UNSPECIFIED: AttentionMode.NONE,
-    pb.ATTENTION_MODE_NONE: AttentionMode.NONE,
-    pb.ATTENTION_MODE_SUMMARY: AttentionMode.SUMMARY,
-    pb.ATTENTION_MODE_FULL: AttentionMode.FULL,
-}
+from service.calls.predict import SentimentCalls
+from service.calls.streams import Malformed
+from service.grpc.boundary import deadline_of, streaming, unary
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# the model directory's fields that GetModelInfoResponse carries under the same names
-SPEC_FIELDS = (
-    "name", "version", "labels", "max_length", "num_layers", "num_heads", "hidden_size", "vocab_size",
-)  # fmt: skip
-
-
-def attention_mode(value: int) -> AttentionMode:
-    mode = MODES.get(value)
-    if mode is None:
-        raise InvalidInput(f"attention mode {value} is unknown; use NONE, SUMMARY or FULL")
-    return mode
-
-
-def to_prediction(result: TextResult) -> pb.Prediction:
-    served = result.served
-    prediction = pb.Prediction(
-        label=result.label,
-        score=result.score,
-        probabilities=result.probabilities.tolist(),
-        truncated=result.truncated,
-        num_tokens=result.num_tokens,
-        batch=pb.BatchStats(
-            queue_seconds=served.queue_seconds,
-            compute_seconds=served.compute_seconds,
-            batch_size=served.batch_size,
-            padded_length=served.padded_length,
-        ),
-    )
-    view = result.attention
-    if view is not None:
-        attention = pb.Attention(
-            tokens=view.tokens, cls_attention=view.cls_attention.tolist(), rollout=view.rollout.tolist()
-        )
-        if view.weights is not None:
-            attention.num_layers, attention.num_heads = view.weights.shape[:2]
-            attention.weights.extend(view.weights.ravel().tolist())
-        prediction.attention.CopyFrom(attention)
-    return prediction
-
 
 class SentimentServicer(pb_grpc.SentimentServiceServicer):
-    """Thin: converts messages and calls the engine."""
+    """Thin: the caller's deadline, the call, the status table."""
 
-    def __init__(self, models: ModelRegistry) -> None:
-        self.models = models
-
-    async def predict(
-        self, request: pb.PredictRequest, deadline: float | None, json: bool = False
-    ) -> pb.PredictResponse:
-        """The answer to one request; ServiceError when it cannot be answered (both front doors call
-        this: the gRPC methods below and, with json for the answer's size, the HTTP endpoints)."""
-        mode = attention_mode(request.attention)
-        async with self.models.use(request.model_version) as engine:  # the version answers it all
-            results = await engine.predict(list(request.texts), mode, deadline, json=json)
-            return await self._answer(engine, results, mode)
-
-    @staticmethod
-    async def _answer(engine: Engine, results: list[TextResult], mode: AttentionMode) -> pb.PredictResponse:
-        with engine.step("answer"):
-            if mode is AttentionMode.FULL:  # megabytes of floats to copy: not on the event loop
-                predictions = await asyncio.to_thread(lambda: [to_prediction(r) for r in results])
-            else:
-                predictions = [to_prediction(r) for r in results]
-            spec = engine.info().spec
-            response = pb.PredictResponse(
-                predictions=predictions, model_name=spec.name, model_version=spec.version
-            )
-            if mode is not AttentionMode.NONE:
-                engine.check_sent_size(response.ByteSize())
-        return response
+    def __init__(self, calls: SentimentCalls) -> None:
+        self.calls = calls
 
     @unary
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
-        return await self.predict(request, deadline_of(context))
+        return await self.calls.predict(request, deadline_of(context))
 
     @streaming
     async def PredictStream(
-        self, request_iterator: AsyncIterator[pb.PredictStreamRequest], context: Context
+        self, request_iterator: AsyncIterator[pb.PredictStreamRequest | Malformed], context: Context
     ) -> AsyncIterator[pb.PredictStreamResponse]:
-        async for response in self.predict_each(request_iterator, deadline_of(context)):
-            yield response
-
-    async def predict_each(
-        self,
-        requests: AsyncIterator[pb.PredictStreamRequest | Malformed],
-        deadline: float | None,
-        json: bool = False,
-    ) -> AsyncIterator[pb.PredictStreamResponse]:
-        """A stream's answers, each tagged with its request's id; a request that fails is answered with
-        its error and the stream goes on."""
-
-        async def handle(message: pb.PredictStreamRequest) -> pb.PredictStreamResponse:
-            response = await self.predict(message.request, deadline, json)
-            return pb.PredictStreamResponse(request_id=message.request_id, response=response)
-
-        def failed(
-            message: pb.PredictStreamRequest | Malformed, code: grpc.StatusCode, text: str
-        ) -> pb.PredictStreamResponse:
-            request_id = "" if isinstance(message, Malformed) else message.request_id
-            error = pb.StreamError(code=code.value[0], message=text)
-            return pb.PredictStreamResponse(request_id=request_id, error=error)
-
-        async for response in answer_each(requests, handle, failed, self.models.draining):
+        async for response in self.calls.predict_each(request_iterator, deadline_of(context)):
             yield response
 
     @unary
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: Context
     ) -> pb.GetModelInfoResponse:
-        return self.model_info(request)
-
-    def model_info(self, request: pb.GetModelInfoRequest) -> pb.GetModelInfoResponse:
-        models = self.models
-        info = models.info(request.model_version)
-        spec = info.spec
-        return pb.GetModelInfoResponse(
-            **{name: getattr(spec, name) for name in SPEC_FIELDS},
-            **dataclasses.asdict(info.sizing),  # workers, batches at once, threads, CPUs: same names
-            metrics_json=json.dumps(spec.metrics.get("test", {})),
-            max_texts_per_request=info.max_texts,
-            max_text_chars=info.max_chars,
-            execution_provider=info.provider,
-            available_versions=models.available(),
-            loaded_versions=models.loaded(),
-            default_version=models.default_version,
-            shadow_versions=models.shadows(),
-        )
+        return self.calls.model_info(request)

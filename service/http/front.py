@@ -12,12 +12,17 @@ import http
 import json
 import logging
 import socket
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import is_ssl
+
+from service.ops.settings import Settings
+from service.ops.sockets import bind
 
 log = logging.getLogger(__name__)
 
@@ -276,3 +281,27 @@ class HttpFront:
         if self._loop_task is not None:
             await self._loop_task
         await self._server.shutdown(sockets=[self._sock])
+
+
+def http_door(settings: Settings, app: Any, refused: Callable[[str], None]) -> HttpFront:
+    """The HTTP door where the settings say, under the same connection limits, head limits and TLS as
+    gRPC; refused(reason) counts each connection or request refused at this level."""
+    # a worker joins its group's port; any other bind fails beside a listener (check_port_free)
+    option = socket.SO_REUSEPORT if settings.reuse_port else socket.SO_REUSEADDR
+    sock = bind(settings.host, settings.http_port, option, "--http-port")
+    sock.listen(2048)
+    sock.setblocking(False)
+    # the protocol counts connections itself: idle ones make room rather than lock callers out
+    config: dict[str, object] = {"timeout_keep_alive": settings.http_keepalive_timeout_s}
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        config.update(ssl_certfile=str(settings.tls_cert_file), ssl_keyfile=str(settings.tls_key_file))
+        if settings.tls_client_ca_file is not None:
+            config.update(ssl_ca_certs=str(settings.tls_client_ca_file), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    head = {
+        "max_head_bytes": settings.max_metadata_bytes,
+        "head_timeout_s": settings.handshake_timeout_s,
+        "idle_timeout_s": float(settings.http_keepalive_timeout_s),
+        "max_connections": settings.max_connections,
+        "refused": staticmethod(refused),
+    }
+    return HttpFront(app, sock, config, head)

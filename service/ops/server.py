@@ -1,37 +1,25 @@
-"""Assembles the gRPC server: servicers, health, reflection, interceptors, TLS, metrics endpoint."""
+"""The process: the model versions, the call layer, both doors (gRPC and HTTP), health, the metrics
+endpoint and tracing, started in order and drained in order."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import socket
-import ssl
-from typing import Any
 
 import grpc
-from google.protobuf import symbol_database
-from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 
-from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
-from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from service.calls.infer import SERVER_VERSION, InferenceCalls
+from service.calls.observe import CallObserver, Drain
+from service.calls.predict import SentimentCalls
 from service.core.batcher import BatchObserver
 from service.core.engine import Engine
-from service.core.errors import StartupError
 from service.core.results import PredictionObserver, PredictionObservers
-from service.grpc.boundary import lenient
-from service.grpc.inference import SERVER_VERSION, InferenceServicer
-from service.grpc.interceptors import (
-    AuthInterceptor,
-    DrainInterceptor,
-    MetricsInterceptor,
-    TracingInterceptor,
-)
-from service.grpc.sentiment import SentimentServicer
-from service.http.app import Front, Limits, build_app
-from service.http.front import HttpFront
+from service.grpc.server import SERVICES, build_server, listen
+from service.http.app import build_app
+from service.http.bodies import Limits
+from service.http.front import HttpFront, http_door
 from service.ops.access import AccessLog
 from service.ops.metrics import Metrics, MetricsEndpoint
 from service.ops.settings import ModelControl, Settings
@@ -41,87 +29,6 @@ from service.versions.assembly import build_engine
 from service.versions.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-
-SENTIMENT_SERVICE = pb.DESCRIPTOR.services_by_name["SentimentService"]
-INFERENCE_SERVICE = inference_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-
-
-def generic_handler(servicer: Any, service: ServiceDescriptor) -> grpc.GenericRpcHandler:
-    """Handlers for every method of `service`, with deserializers that report malformed input."""
-    database = symbol_database.Default()
-    handlers = {}
-    for method in service.methods:
-        request_class = database.GetSymbol(method.input_type.full_name)
-        kwargs = {
-            "request_deserializer": lenient(request_class),
-            "response_serializer": lambda message: message.SerializeToString(),
-        }
-        behaviour = getattr(servicer, method.name)
-        if method.client_streaming and method.server_streaming:
-            handlers[method.name] = grpc.stream_stream_rpc_method_handler(behaviour, **kwargs)
-        elif method.client_streaming:
-            handlers[method.name] = grpc.stream_unary_rpc_method_handler(behaviour, **kwargs)
-        elif method.server_streaming:
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(behaviour, **kwargs)
-        else:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(behaviour, **kwargs)
-    return grpc.method_handlers_generic_handler(service.full_name, handlers)
-
-
-def transport_options(settings: Settings) -> list[tuple[str, int]]:
-    """gRPC core's channel arguments for the server's transport limits."""
-    ms = 1000
-    return [
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", int(settings.reuse_port)),
-        ("grpc.max_allowed_incoming_connections", settings.max_connections),
-        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
-        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_s * ms)),
-        ("grpc.max_connection_idle_ms", int(settings.idle_timeout_s * ms)),
-        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * ms)),
-        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * ms)),
-        ("grpc.max_metadata_size", settings.max_metadata_bytes),
-        ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
-    ]
-
-
-def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
-        return None
-    pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
-    if settings.tls_client_ca_file is None:
-        return grpc.ssl_server_credentials([pair])
-    return grpc.ssl_server_credentials(
-        [pair], root_certificates=settings.tls_client_ca_file.read_bytes(), require_client_auth=True
-    )
-
-
-def bind(host: str, port: int, option: int, flag: str = "--port") -> socket.socket:
-    """A TCP socket with the socket option `option` on, bound to host:port; StartupError naming the
-    flags (`flag` for the port) when the address is taken or is not this machine's."""
-    # named TCP, not protocol 0: asyncio sets TCP_NODELAY only on sockets it recognises as TCP, and
-    # without it an answer's head and body wait on the caller's delayed acknowledgement (Nagle)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, option, 1)
-        sock.bind((host, port))
-    except OSError as err:
-        sock.close()
-        raise StartupError(
-            f"--host {host} {flag} {port}: {err.strerror or err} (another server, or another group of "
-            "workers, already serves it?)"
-        ) from err
-    return sock
-
-
-def check_port_free(host: str, port: int, flag: str = "--port") -> None:
-    """StartupError when something listens on host:port already (port 0 is always free): a bind
-    without SO_REUSEPORT fails beside any listener, SO_REUSEPORT ones included; SO_REUSEADDR lets
-    it past connections of an earlier server still in TIME_WAIT."""
-    if port:
-        bind(host, port, socket.SO_REUSEADDR, flag).close()
 
 
 class Server:
@@ -143,9 +50,9 @@ class Server:
         self._server: grpc.aio.Server | None = None
         self._endpoint: MetricsEndpoint | None = None
         self._transport: TransportStats | None = None
-        self._drain = DrainInterceptor()
+        self._drain = Drain()
+        self.observer: CallObserver | None = None
         self.tracing: Tracing | None = None
-        self.services = [SENTIMENT_SERVICE.full_name, INFERENCE_SERVICE.full_name]
 
     def _models_changed(self) -> None:
         """Health follows the registry while serving: NOT_SERVING once no version is loaded (all
@@ -167,7 +74,7 @@ class Server:
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         self.serving = status == health_pb2.HealthCheckResponse.SERVING
-        for service in ("", *self.services):
+        for service in ("", *SERVICES):
             await self.health.set(service, status)
 
     async def start(self) -> None:
@@ -190,51 +97,20 @@ class Server:
         )
         models.load_at_start()
         models.on_change = self._models_changed
-        interceptors: list[grpc.aio.ServerInterceptor] = [
-            MetricsInterceptor(self.metrics, self.access),
-            self._drain,
-        ]
-        if tracing is not None:  # outermost: the call's metrics and its access line are inside its span
+        observer = self.observer = CallObserver(self.metrics, self._drain, self.access, tracing)
+        if tracing is not None:
             tracing.log_ids()
-            interceptors.insert(0, TracingInterceptor(tracing))
-        if settings.auth_token is not None:
-            interceptors.append(AuthInterceptor(settings.auth_token.get_secret_value()))
+        sentiment, inference = SentimentCalls(models), InferenceCalls(models, settings.model_control)
         before = server_ids()
-        server = grpc.aio.server(
-            interceptors=interceptors,
-            options=transport_options(settings),
-        )
+        server = build_server(settings, sentiment, inference, observer, self.health)
         (server_id,) = server_ids() - before
         transport = self._transport = TransportStats(server_id, self.metrics)
-        sentiment, inference = SentimentServicer(models), InferenceServicer(models, settings.model_control)
-        server.add_generic_rpc_handlers(
-            [generic_handler(sentiment, SENTIMENT_SERVICE), generic_handler(inference, INFERENCE_SERVICE)]
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if settings.reflection:
-            names = [
-                *self.services,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ]
-            reflection.enable_server_reflection(names, server)
-        credentials = _credentials(settings)
-        if not settings.reuse_port:  # a worker of --workers joins its group's port on purpose
-            check_port_free(settings.host, settings.port)
-        if credentials is None:
-            self.port = server.add_insecure_port(settings.address)
-        else:
-            self.port = server.add_secure_port(settings.address, credentials)
-        if self.port == 0:
-            raise StartupError(
-                f"--host {settings.host} --port {settings.port}: could not listen there (in use by "
-                "another process, or not an address of this machine)"
-            )
+        self.port = listen(server, settings)
         self._server = server
         await server.start()
         if settings.http_port >= 0:
-            self._http = self._http_front(sentiment, inference)
+            self._http = self._http_door(sentiment, inference, observer)
             await self._http.start()
             self.http_port = self._http.port
         if settings.metrics_port >= 0:
@@ -265,8 +141,10 @@ class Server:
             self.metrics_port,
         )
 
-    def _http_front(self, sentiment: SentimentServicer, inference: InferenceServicer) -> HttpFront:
-        """The HTTP front door over the same servicers, limits, token, TLS and drain as gRPC."""
+    def _http_door(
+        self, sentiment: SentimentCalls, inference: InferenceCalls, observer: CallObserver
+    ) -> HttpFront:
+        """The HTTP door over the same calls, limits, token, TLS and drain as gRPC."""
         settings = self.settings
         token = None if settings.auth_token is None else settings.auth_token.get_secret_value()
         limits = Limits(
@@ -275,27 +153,9 @@ class Server:
             8 * settings.max_texts_per_request + 4096,
             tuple(name.strip().lower() for name in settings.http_allowed_hosts.split(",") if name.strip()),
         )
-        front = Front(sentiment, inference, self.metrics, self._drain, limits, token, lambda: self.serving)
-        # a worker joins its group's port; any other bind fails beside a listener (check_port_free)
-        option = socket.SO_REUSEPORT if settings.reuse_port else socket.SO_REUSEADDR
-        sock = bind(settings.host, settings.http_port, option, "--http-port")
-        sock.listen(2048)
-        sock.setblocking(False)
-        # the protocol counts connections itself: idle ones make room rather than lock callers out
-        config: dict[str, object] = {"timeout_keep_alive": settings.http_keepalive_timeout_s}
-        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
-            config.update(ssl_certfile=str(settings.tls_cert_file), ssl_keyfile=str(settings.tls_key_file))
-            if settings.tls_client_ca_file is not None:
-                config.update(ssl_ca_certs=str(settings.tls_client_ca_file), ssl_cert_reqs=ssl.CERT_REQUIRED)
+        app = build_app(sentiment, inference, observer, limits, token, lambda: self.serving)
         refusals = self.metrics.http_refusals
-        head = {
-            "max_head_bytes": settings.max_metadata_bytes,
-            "head_timeout_s": settings.handshake_timeout_s,
-            "idle_timeout_s": float(settings.http_keepalive_timeout_s),
-            "max_connections": settings.max_connections,
-            "refused": staticmethod(lambda reason: refusals.labels(reason).inc()),
-        }
-        return HttpFront(build_app(front, self.access, self.tracing), sock, config, head)
+        return http_door(settings, app, lambda reason: refusals.labels(reason).inc())
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls (UNAVAILABLE), answer accepted ones, then stop.
@@ -324,7 +184,7 @@ class Server:
                 await self._drain.wait_idle()
         except TimeoutError:
             log.warning("accepted calls still running after the %.1f s grace period", grace)
-        self._drain.end_watches()  # health watchers would otherwise hold shutdown open
+        self._drain.close()  # health watchers would otherwise hold shutdown open
         if self._http is not None:
             await self._http.stop()
         if self._server is not None:

@@ -34,8 +34,8 @@ from service.core.errors import StartupError
 from service.ops.cpus import available_cpus
 from service.ops.memory import memory_limit_bytes, process_bytes, processes_that_fit
 from service.ops.metrics import MetricsEndpoint
-from service.ops.server import bind, check_port_free
 from service.ops.settings import Settings
+from service.ops.sockets import bind, check_port_free
 from service.versions.store import load_spec
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
 from service.core.errors import StartupError
 from service.ops.memory import memory_limit_bytes
-from service.ops.server import check_port_free
 from service.ops.settings import Settings
+from service.ops.sockets import check_port_free
 from service.ops.workers import check_capacity
 from tests.e2e.conftest import PATIENCE_S, descendants, kill, launch, wait_until
 
