@@ -10,7 +10,7 @@ without the exporter and the exporter without the server.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +76,45 @@ def pad(sequences: Sequence[Sequence[int]]) -> tuple[NDArray[np.int64], NDArray[
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return ids, mask
+
+
+def graph_mismatch(session: ort.InferenceSession) -> str | None:
+    """How a graph breaks the contract (its inputs and outputs by name and type, attentions of rank 5),
+    or None when it keeps it."""
+    inputs = {i.name: i.type for i in session.get_inputs()}
+    outputs = {o.name: o.type for o in session.get_outputs()}
+    if inputs != INPUTS or outputs != OUTPUTS:
+        return f"inputs {inputs} (want {INPUTS}), outputs {outputs} (want {OUTPUTS})"
+    attentions = next(o for o in session.get_outputs() if o.name == "attentions")
+    if len(attentions.shape) != 5:
+        return f"attentions have {len(attentions.shape)} axes; [batch, layers, heads, seq, seq] has 5"
+    return None
+
+
+def sha256_mismatch(onnx_path: Path, expected: str) -> str | None:
+    """How a graph file differs from the one config.json names by its sha256, or None."""
+    actual = sha256_file(onnx_path)
+    if actual == expected:
+        return None
+    return (
+        f"{onnx_path} has sha256 {actual} but config.json expects {expected}: the file is corrupt or was "
+        "replaced"
+    )
+
+
+Outputs = tuple[NDArray[np.float32], NDArray[np.float32] | None]  # logits, and attentions when asked
+
+
+def padding_runs(
+    run: Callable[[NDArray[np.int64], NDArray[np.int64]], Outputs], sequences: Sequence[Sequence[int]]
+) -> tuple[Outputs, list[Outputs]]:
+    """The graph's outputs (run(input_ids, attention_mask)) for `sequences` padded together in one
+    batch, and for each alone (its row, without the batch axis). The mask's contract is that they
+    agree; the exporter and the server each judge by their own measure and tolerance."""
+    ids, mask = pad(sequences)
+    together = run(ids, mask)
+    alone: list[Outputs] = []
+    for sequence in sequences:
+        logits, attentions = run(*pad([sequence]))
+        alone.append((logits[0], None if attentions is None else attentions[0]))
+    return together, alone

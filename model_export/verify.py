@@ -12,9 +12,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from model_contract import pad, sha256_file
+from model_contract import OUTPUTS, Outputs, graph_mismatch, pad, padding_runs, sha256_mismatch
 from model_export.classifier import session
-from model_export.export import INPUTS, OUTPUTS
 from model_export.tokenizer import encode, load_tokenizer
 
 PROBE_TEXTS = (
@@ -36,14 +35,9 @@ class VerificationError(RuntimeError):
 
 
 def check_contract(sess: ort.InferenceSession) -> None:
-    inputs = {i.name: i.type for i in sess.get_inputs()}
-    outputs = {o.name: o.type for o in sess.get_outputs()}
-    expected_in = dict.fromkeys(INPUTS, "tensor(int64)")
-    expected_out = dict.fromkeys(OUTPUTS, "tensor(float)")
-    if inputs != expected_in or outputs != expected_out:
-        raise VerificationError(
-            f"graph inputs {inputs} / outputs {outputs} differ from {expected_in} / {expected_out}"
-        )
+    broken = graph_mismatch(sess)
+    if broken is not None:
+        raise VerificationError(f"the graph breaks the model contract: {broken}")
 
 
 def verify(
@@ -52,15 +46,21 @@ def verify(
     """Run every check on a model directory; returns the measured differences, raises on failure."""
     config = json.loads((model_dir / "config.json").read_text())
     onnx_path = model_dir / "model.onnx"
-    if (actual := sha256_file(onnx_path)) != config["sha256"]["model.onnx"]:
-        raise VerificationError(f"model.onnx has sha256 {actual}, config.json says otherwise")
+    corrupt = sha256_mismatch(onnx_path, config["sha256"]["model.onnx"])
+    if corrupt is not None:
+        raise VerificationError(corrupt)
     sess = session(onnx_path)  # every graph optimisation on
     check_contract(sess)
     tokenizer = load_tokenizer(model_dir / "tokenizer.json", config["max_length"])
     ids = encode(tokenizer, texts)
     input_ids, mask = pad(ids)
-    feed = {"input_ids": input_ids, "attention_mask": mask}
-    logits, attentions = sess.run(list(OUTPUTS), feed)
+
+    def run(batch_ids: np.ndarray, batch_mask: np.ndarray) -> Outputs:
+        logits, attentions = sess.run(list(OUTPUTS), {"input_ids": batch_ids, "attention_mask": batch_mask})
+        return logits, attentions
+
+    (logits, attentions), alone = padding_runs(run, ids)
+    assert attentions is not None
     report: dict[str, Any] = {"probe_texts": len(texts), "padded_length": int(input_ids.shape[1])}
     layers, heads = attentions.shape[1:3]
     if logits.shape != (len(texts), len(config["labels"])):
@@ -81,16 +81,11 @@ def verify(
                 f"(limit {TORCH_TOLERANCE:.0e} x the largest logit, {scale:.1f})"
             )
     worst_logit = worst_attention = 0.0
-    for row, seq in enumerate(ids):
-        alone_ids, alone_mask = pad([seq])
-        alone_logits, alone_att = sess.run(
-            list(OUTPUTS), {"input_ids": alone_ids, "attention_mask": alone_mask}
-        )
+    for row, (seq, (alone_logits, alone_att)) in enumerate(zip(ids, alone, strict=True)):
+        assert alone_att is not None
         n = len(seq)
-        worst_logit = max(worst_logit, float(np.abs(alone_logits[0] - logits[row]).max()))
-        worst_attention = max(
-            worst_attention, float(np.abs(alone_att[0] - attentions[row, :, :, :n, :n]).max())
-        )
+        worst_logit = max(worst_logit, float(np.abs(alone_logits - logits[row]).max()))
+        worst_attention = max(worst_attention, float(np.abs(alone_att - attentions[row, :, :, :n, :n]).max()))
         padded_keys = attentions[row, :, :, :n, n:]
         if padded_keys.size and float(np.abs(padded_keys).max()) != 0.0:
             raise VerificationError(f"text {row}: padded keys get attention weight above 0")

@@ -29,6 +29,7 @@ from service.core.engine import Engine
 from service.core.errors import InvalidInput, ModelNotFound, quoted
 from service.core.results import AttentionMode
 from service.ops.settings import ModelControl
+from service.versions.changes import VersionChanges
 from service.versions.registry import ModelRegistry
 
 DEFAULT_OUTPUTS = ("label", "probabilities")
@@ -153,8 +154,9 @@ def server_metadata() -> pb.ServerMetadataResponse:
 class InferenceCalls:
     """KServe v2's calls over the model versions, and Triton's repository extension."""
 
-    def __init__(self, models: ModelRegistry, control: ModelControl = ModelControl.NONE) -> None:
-        self.models = models
+    def __init__(self, changes: VersionChanges, control: ModelControl = ModelControl.NONE) -> None:
+        self.models: ModelRegistry = changes.models
+        self.changes = changes
         self.control = control
 
     def check_model(self, name: str, version_text: str) -> int:
@@ -245,10 +247,10 @@ class InferenceCalls:
             yield response
 
     def repository_index(self, ready_only: bool) -> list[dict[str, str]]:
-        return repository.index(self.models, ready_only)
+        return repository.index(self.changes, ready_only)
 
     async def load(self, name: str, parameters: Mapping[str, Any]) -> None:
-        await repository.load(self.models, self.control, name, parameters)
+        await repository.load(self.changes, self.control, name, parameters)
 
     async def unload(self, name: str, parameters: Mapping[str, Any]) -> None:
-        await repository.unload(self.models, self.control, name, parameters)
+        await repository.unload(self.changes, self.control, name, parameters)

@@ -1,5 +1,5 @@
-"""Triton's model repository extension over the registry (service/versions/registry.py), for both front doors:
-the index of versions, and loading and unloading while serving (--model-control explicit only).
+"""What Triton's model repository extension means, for both doors: the index of versions, and loading
+and unloading while serving (--model-control explicit only), through versions/changes.py.
 
 Load reads the model's version policy from Triton's configuration JSON ("config" parameter:
 {"version_policy": {"specific": {"versions": [3]}}} and the like), so that tritonclient's load_model
@@ -17,6 +17,7 @@ from typing import Any
 from model_contract import version_number
 from service.core.errors import InvalidInput, ModelNotFound, VersionRefused, quoted
 from service.ops.settings import ModelControl
+from service.versions.changes import VersionChanges
 from service.versions.policy import VersionPolicy
 from service.versions.registry import ModelRegistry
 
@@ -77,15 +78,16 @@ def policy_of(config: str, name: str) -> VersionPolicy | None:
 
 
 async def load(
-    models: ModelRegistry, control: ModelControl, name: str, parameters: Mapping[str, Any]
+    changes: VersionChanges, control: ModelControl, name: str, parameters: Mapping[str, Any]
 ) -> None:
     """Load `name` as its (possibly new) version policy chooses; ServiceError on failure."""
+    models = changes.models
     check_name(models, name)
     check_control(control)
     check_parameters(parameters, LOAD_PARAMETERS)
     config = parameters.get("config")
     policy = policy_of(config, models.name) if config is not None else None
-    chosen = policy or models.policy
+    chosen = policy or changes.policy
     available = models.available()
     missing = chosen.missing(available)
     if missing:
@@ -95,34 +97,34 @@ async def load(
         for version in chosen.choose(available):
             if version not in models.loaded():
                 try:
-                    await models.load(version, shadow=True)
+                    await changes.load(version, shadow=True)
                 except VersionRefused as err:
                     failures.append(err.message)
     else:
-        failures = await models.apply(chosen)
+        failures = await changes.apply(chosen)
     if failures:
         raise VersionRefused("; ".join(failures))
 
 
 async def unload(
-    models: ModelRegistry, control: ModelControl, name: str, parameters: Mapping[str, Any]
+    changes: VersionChanges, control: ModelControl, name: str, parameters: Mapping[str, Any]
 ) -> None:
-    check_name(models, name)
+    check_name(changes.models, name)
     check_control(control)
     check_parameters(parameters, UNLOAD_PARAMETERS)
     version = parameters.get("version")
     if version is None:
-        await models.unload_all()
+        await changes.unload_all()
         return
     number = version_number(version) if isinstance(version, str) else version
     if number is None or number < 1:
         raise InvalidInput(f"parameter version {quoted(version)} is not a version number (1, 2, ...)")
-    await models.unload(number)
+    await changes.unload(number)
 
 
-def index(models: ModelRegistry, ready_only: bool) -> list[dict[str, str]]:
+def index(changes: VersionChanges, ready_only: bool) -> list[dict[str, str]]:
     return [
-        {"name": models.name, "version": str(version), "state": state, "reason": reason}
-        for version, state, reason in models.index()
+        {"name": changes.models.name, "version": str(version), "state": state, "reason": reason}
+        for version, state, reason in changes.index()
         if state == "READY" or not ready_only
     ]

@@ -4,15 +4,20 @@ into a prediction."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from model_contract import padding_runs
 from service.core.answer_size import AnswerSizePolicy
 from service.core.batcher import Batcher
-from service.core.errors import NotServing
+from service.core.errors import NotServing, VersionRefused
+from service.core.postprocess import softmax
 from service.core.preprocess import Encoded, Preprocessor
 from service.core.results import AttentionMode, AttentionView, PredictionObserver, RowResult, TextResult
 from service.core.runtime import OnnxModel
@@ -94,6 +99,56 @@ class Engine:
         """Answer everything queued, then stop."""
         self.stop_accepting()
         await self.batcher.stop()
+
+    @property
+    def idle(self) -> bool:
+        """No round running and no text waiting: a moment work off the callers' path may take."""
+        return self.batcher.idle
+
+    def observe(self, observer: PredictionObserver | None) -> None:
+        """Whom the engine tells of its answers from now on (None: nobody, as for a shadow)."""
+        self.observer = observer
+
+    def vet(self, texts: Sequence[str], tolerance: float) -> None:
+        """VersionRefused unless the graph is what the model's config claims (its attention as many
+        layers and heads deep; its vocabulary as large as the tokenizer's and the config's: metadata,
+        the answer-size policy and the tokenizer's ids trust these figures) and it gives `texts` the
+        same probabilities (within `tolerance`) alone and padded in one batch, probabilities that are
+        finite and sum to 1."""
+        spec = self.spec
+        vocab = self.preprocessor.tokenizer.get_vocab_size()
+        if vocab != spec.vocab_size:
+            raise VersionRefused(
+                f"config.json claims a vocabulary of {spec.vocab_size}; tokenizer.json holds {vocab}"
+            )
+        ids = np.array([[1, spec.vocab_size - 1, 1]], dtype=np.int64)
+        try:
+            _, attentions = self.model.run(ids, np.ones_like(ids), with_attention=True)
+        except Exception as err:  # ONNX Runtime's own error: an id past the graph's embedding table
+            raise VersionRefused(
+                f"the graph cannot read token id {spec.vocab_size - 1} of the claimed vocabulary of "
+                f"{spec.vocab_size}: {str(err)[:200]}"
+            ) from None
+        assert attentions is not None
+        depth = tuple(attentions.shape[1:3])
+        if depth != (spec.num_layers, spec.num_heads):
+            raise VersionRefused(
+                f"config.json claims {spec.num_layers} layers x {spec.num_heads} heads; the graph's "
+                f"attention has {depth[0]} x {depth[1]}"
+            )
+        sequences = [e.ids for e in self.preprocessor.encode(list(texts))]
+        together, alone = padding_runs(functools.partial(self.model.run, with_attention=False), sequences)
+        probabilities = softmax(together[0])
+        for row, (logits, _) in enumerate(alone):
+            one = softmax(logits[np.newaxis])[0]
+            if not np.all(np.isfinite(one)) or abs(float(one.sum()) - 1) > 1e-3:
+                raise VersionRefused(f"its outputs for a parity text are not probabilities: {one.tolist()}")
+            gap = float(np.abs(one - probabilities[row]).max())
+            if gap > tolerance:
+                raise VersionRefused(
+                    f"a text padded in a batch gets probabilities {gap:.4f} away from the same text alone "
+                    f"(at most {tolerance} allowed): the graph does not honour the padding mask"
+                )
 
     def step(self, name: str) -> AbstractContextManager[Any]:
         """A span for one step of the current call when it is traced (service/ops/tracing), else

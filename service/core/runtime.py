@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from model_contract import INPUTS, OUTPUTS, session_options
+from model_contract import graph_mismatch, session_options
 from service.core.errors import ModelDirectoryError
 
 log = logging.getLogger(__name__)
@@ -69,15 +69,9 @@ class OnnxModel:
             )
 
     def _check_contract(self, path: Path) -> None:
-        inputs = {i.name: i.type for i in self.session.get_inputs()}
-        outputs = {o.name: o.type for o in self.session.get_outputs()}
-        if inputs != INPUTS or outputs != OUTPUTS:
-            raise ModelDirectoryError(
-                f"{path} breaks the model contract: inputs {inputs} (want {INPUTS}), "
-                f"outputs {outputs} (want {OUTPUTS})"
-            )
-        if len(self.session.get_outputs()[1].shape) != 5:
-            raise ModelDirectoryError(f"{path}: attentions must be [batch, layers, heads, seq, seq]")
+        broken = graph_mismatch(self.session)
+        if broken is not None:
+            raise ModelDirectoryError(f"{path} breaks the model contract: {broken}")
 
     def run(
         self, input_ids: Int64Array, attention_mask: Int64Array, with_attention: bool, wide: bool = False

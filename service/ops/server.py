@@ -26,6 +26,7 @@ from service.ops.settings import ModelControl, Settings
 from service.ops.tracing import Tracing
 from service.ops.transport import TransportStats, server_ids
 from service.versions.assembly import build_engine
+from service.versions.changes import VersionChanges
 from service.versions.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Server:
         self.metrics = Metrics()
         self.access = AccessLog(settings.access_log_sample, settings.access_log_texts)
         self.models: ModelRegistry | None = None
+        self.changes: VersionChanges | None = None
         self._follow: asyncio.Task[None] | None = None
         self._following_models = False
         self.health = health.aio.HealthServicer()
@@ -86,21 +88,21 @@ class Server:
             return build_engine(settings, batches, predictions, tracing, version)
 
         models = self.models = ModelRegistry(
-            build,
             settings.model_dir,
             settings.model_name,
-            settings.version_policy(),
             self.metrics,
             PredictionObservers(self.metrics, self.access),
             settings.shadow_share,
-            settings.variant.value,
         )
-        models.load_at_start()
+        changes = self.changes = VersionChanges(
+            models, build, settings.version_policy(), settings.variant.value
+        )
+        changes.load_at_start()
         models.on_change = self._models_changed
         observer = self.observer = CallObserver(self.metrics, self._drain, self.access, tracing)
         if tracing is not None:
             tracing.log_ids()
-        sentiment, inference = SentimentCalls(models), InferenceCalls(models, settings.model_control)
+        sentiment, inference = SentimentCalls(models), InferenceCalls(changes, settings.model_control)
         before = server_ids()
         server = build_server(settings, sentiment, inference, observer, self.health)
         (server_id,) = server_ids() - before
@@ -121,18 +123,18 @@ class Server:
         self.metrics.queue_capacity.set(settings.max_queue_size)
         self.metrics.connections_limit.set(settings.max_connections)
         transport.start()
-        await models.start()
+        await changes.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._following_models = True
         if settings.model_control is ModelControl.POLL:
-            self._follow = asyncio.get_running_loop().create_task(models.follow(settings.poll_interval_s))
+            self._follow = asyncio.get_running_loop().create_task(changes.follow(settings.poll_interval_s))
         log.info(
             "serving %s versions %s (default %d, policy %s, model control %s) on %s:%d (%s, HTTP port %s, "
             "metrics port %s)",
             settings.model_name,
             models.loaded(),
             models.default_version,
-            models.policy,
+            changes.policy,
             settings.model_control.value,
             settings.host,
             self.port,
@@ -191,8 +193,8 @@ class Server:
             await self._server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         if self._transport is not None:
             await self._transport.stop()
-        if self.models is not None:
-            await self.models.stop()
+        if self.changes is not None:
+            await self.changes.stop()
         if self._endpoint is not None:
             self._endpoint.close()
         if self.tracing is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_contract import sha256_file, versions
+from model_contract import sha256_mismatch, versions
 from service.core.errors import ModelDirectoryError
 
 REQUIRED = ("config.json", "tokenizer.json")
@@ -84,10 +84,7 @@ def load_spec(root: Path, name: str, version: int | None, variant: str = "fp32")
             f"{spec.onnx_path} is {size / 2**30:.1f} GiB; an ONNX file holds at most 2 GiB (a protobuf "
             "message's limit)"
         )
-    actual = sha256_file(spec.onnx_path)
-    if actual != expected:
-        raise ModelDirectoryError(
-            f"{spec.onnx_path} has sha256 {actual} but config.json expects {expected}: "
-            "the file is corrupt or was replaced"
-        )
+    corrupt = sha256_mismatch(spec.onnx_path, expected)
+    if corrupt is not None:
+        raise ModelDirectoryError(corrupt)
     return spec

@@ -111,7 +111,7 @@ def test_user_data_trains_next_version_with_int8(model_root: Path, tmp_path: Pat
     # versions with before they serve (texts alone and padded in a batch agree)
     from service.ops.settings import Settings
     from service.versions.assembly import build_engine
-    from service.versions.registry import PARITY_TOLERANCE, parity
+    from service.versions.vetting import PARITY_TOLERANCE, parity
 
     for variant in ("fp32", "int8"):
         parity(build_engine(Settings(model_dir=root, variant=variant), version=2), PARITY_TOLERANCE[variant])
