@@ -7,7 +7,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 import torch
@@ -20,8 +20,10 @@ from model_contract import OUTPUTS as CONTRACT_OUTPUTS
 from model_contract import sha256_file, versions
 from model_export import mpnet
 from model_export.config import LABELS, Preset, Recipe
-from model_export.data import Source, Splits
-from model_export.train import History
+
+if TYPE_CHECKING:
+    from model_export.data import Source, Splits
+    from model_export.train import History
 
 OPSET = 17
 INPUTS = tuple(CONTRACT_INPUTS)  # names, in the graph's order

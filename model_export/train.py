@@ -8,14 +8,16 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from model_contract import pad as pad_ids
-from model_export.config import TrainConfig
+
+if TYPE_CHECKING:
+    from model_export.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,7 @@ labels]). Request parameter `attention` ("none", "summary", "full") adds `num_to
 `attention_weights` (FP32 [N, layers, heads, T, T]); T is the longest text's token count and each
 row i is zero-padded beyond num_tokens[i]. Outputs are raw (raw_output_contents) unless request
 parameter `typed_output` is true. Triton's `priority` is accepted and `timeout` (microseconds) is a
-deadline; any other request parameter is refused with INVALID_ARGUMENT. Triton's model repository
-extension is calls/repository.py.
+deadline; any other request parameter is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -14,23 +13,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_contract import version_number
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
-from service.calls import repository
-from service.calls.status import Status
 from service.calls.streams import Malformed, answer_each
 from service.calls.tensors import INPUT, fill_outputs, parse_bytes_tensor
-from service.core.engine import Engine
 from service.core.errors import InvalidInput, ModelNotFound, quoted
 from service.core.results import AttentionMode
-from service.ops.settings import ModelControl
-from service.versions.changes import VersionChanges
-from service.versions.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from service.calls.status import Status
+    from service.core.engine import Engine
+    from service.versions.registry import ModelRegistry
 
 DEFAULT_OUTPUTS = ("label", "probabilities")
 SUMMARY_OUTPUTS = ("num_tokens", "tokens", "cls_attention", "rollout")
@@ -50,15 +48,6 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "priority": ("int64_param", "uint64_param"),  # Triton's; accepted, every request has the same
     "timeout": ("int64_param", "uint64_param"),  # Triton's, microseconds: a deadline for this call
 }
-
-
-def parameters_of(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> dict[str, Any]:
-    """A repository request's parameters as plain values."""
-    values = {}
-    for key, parameter in parameters.items():
-        kind = parameter.WhichOneof("parameter_choice")
-        values[key] = None if kind is None else getattr(parameter, kind)
-    return values
 
 
 @dataclass(frozen=True)
@@ -152,16 +141,14 @@ def server_metadata() -> pb.ServerMetadataResponse:
 
 
 class InferenceCalls:
-    """KServe v2's calls over the model versions, and Triton's repository extension."""
+    """KServe v2's calls over the model versions."""
 
-    def __init__(self, changes: VersionChanges, control: ModelControl = ModelControl.NONE) -> None:
-        self.models: ModelRegistry = changes.models
-        self.changes = changes
-        self.control = control
+    def __init__(self, models: ModelRegistry) -> None:
+        self.models = models
 
     def check_model(self, name: str, version_text: str) -> int:
         """The version asked for (0: the default); ModelNotFound unless it is loaded here."""
-        repository.check_name(self.models, name)
+        self.models.check_name(name)
         if not version_text:
             return 0
         number = version_number(version_text)
@@ -245,12 +232,3 @@ class InferenceCalls:
 
         async for response in answer_each(requests, handle, failed, self.models.draining):
             yield response
-
-    def repository_index(self, ready_only: bool) -> list[dict[str, str]]:
-        return repository.index(self.changes, ready_only)
-
-    async def load(self, name: str, parameters: Mapping[str, Any]) -> None:
-        await repository.load(self.changes, self.control, name, parameters)
-
-    async def unload(self, name: str, parameters: Mapping[str, Any]) -> None:
-        await repository.unload(self.changes, self.control, name, parameters)

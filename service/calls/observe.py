@@ -8,11 +8,12 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.ops.access import AccessLog
-from service.ops.metrics import Metrics
-from service.ops.tracing import Tracing
+if TYPE_CHECKING:
+    from service.ops.access import AccessLog
+    from service.ops.metrics import Metrics
+    from service.ops.tracing import Tracing
 
 CARRIED = frozenset({"traceparent", "tracestate", "baggage"})  # the W3C context a caller may send
 

@@ -9,14 +9,17 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
-from service.calls.status import Status
 from service.calls.streams import Malformed, answer_each
-from service.core.engine import Engine
 from service.core.errors import InvalidInput
 from service.core.results import AttentionMode, TextResult
-from service.versions.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from service.calls.status import Status
+    from service.core.engine import Engine
+    from service.versions.registry import ModelRegistry
 
 MODES: dict[int, AttentionMode] = {
     pb.ATTENTION_MODE_UNSPECIFIED: AttentionMode.NONE,

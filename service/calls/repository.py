@@ -12,25 +12,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_contract import version_number
 from service.core.errors import InvalidInput, ModelNotFound, VersionRefused, quoted
 from service.ops.settings import ModelControl
-from service.versions.changes import VersionChanges
 from service.versions.policy import VersionPolicy
-from service.versions.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from service.versions.changes import VersionChanges
 
 log = logging.getLogger(__name__)
 
 LOAD_PARAMETERS = {"config": str, "shadow": bool}
 UNLOAD_PARAMETERS = {"version": (int, str), "unload_dependents": bool}  # dependents: Triton's; none here
 CONFIG_KEYS = {"name", "version_policy"}
-
-
-def check_name(models: ModelRegistry, name: str) -> None:
-    if name != models.name:
-        raise ModelNotFound(f"unknown model {quoted(name)}; this server serves {models.name!r}")
 
 
 def check_control(control: ModelControl) -> None:
@@ -77,54 +73,58 @@ def policy_of(config: str, name: str) -> VersionPolicy | None:
         raise InvalidInput(str(err)) from None
 
 
-async def load(
-    changes: VersionChanges, control: ModelControl, name: str, parameters: Mapping[str, Any]
-) -> None:
-    """Load `name` as its (possibly new) version policy chooses; ServiceError on failure."""
-    models = changes.models
-    check_name(models, name)
-    check_control(control)
-    check_parameters(parameters, LOAD_PARAMETERS)
-    config = parameters.get("config")
-    policy = policy_of(config, models.name) if config is not None else None
-    chosen = policy or changes.policy
-    available = models.available()
-    missing = chosen.missing(available)
-    if missing:
-        raise ModelNotFound(f"no version {missing} under the model directory; it has {available}")
-    if parameters.get("shadow", False):
-        failures = []
-        for version in chosen.choose(available):
-            if version not in models.loaded():
-                try:
-                    await changes.load(version, shadow=True)
-                except VersionRefused as err:
-                    failures.append(err.message)
-    else:
-        failures = await changes.apply(chosen)
-    if failures:
-        raise VersionRefused("; ".join(failures))
+class RepositoryCalls:
+    """The repository extension's calls over the version changes; control: how versions change here
+    (only --model-control explicit takes load and unload calls)."""
 
+    def __init__(self, changes: VersionChanges, control: ModelControl = ModelControl.NONE) -> None:
+        self.changes = changes
+        self.control = control
 
-async def unload(
-    changes: VersionChanges, control: ModelControl, name: str, parameters: Mapping[str, Any]
-) -> None:
-    check_name(changes.models, name)
-    check_control(control)
-    check_parameters(parameters, UNLOAD_PARAMETERS)
-    version = parameters.get("version")
-    if version is None:
-        await changes.unload_all()
-        return
-    number = version_number(version) if isinstance(version, str) else version
-    if number is None or number < 1:
-        raise InvalidInput(f"parameter version {quoted(version)} is not a version number (1, 2, ...)")
-    await changes.unload(number)
+    async def load(self, name: str, parameters: Mapping[str, Any]) -> None:
+        """Load `name` as its (possibly new) version policy chooses; ServiceError on failure."""
+        changes = self.changes
+        models = changes.models
+        models.check_name(name)
+        check_control(self.control)
+        check_parameters(parameters, LOAD_PARAMETERS)
+        config = parameters.get("config")
+        policy = policy_of(config, models.name) if config is not None else None
+        chosen = policy or changes.policy
+        available = models.available()
+        missing = chosen.missing(available)
+        if missing:
+            raise ModelNotFound(f"no version {missing} under the model directory; it has {available}")
+        if parameters.get("shadow", False):
+            failures = []
+            for version in chosen.choose(available):
+                if version not in models.loaded():
+                    try:
+                        await changes.load(version, shadow=True)
+                    except VersionRefused as err:
+                        failures.append(err.message)
+        else:
+            failures = await changes.apply(chosen)
+        if failures:
+            raise VersionRefused("; ".join(failures))
 
+    async def unload(self, name: str, parameters: Mapping[str, Any]) -> None:
+        self.changes.models.check_name(name)
+        check_control(self.control)
+        check_parameters(parameters, UNLOAD_PARAMETERS)
+        version = parameters.get("version")
+        if version is None:
+            await self.changes.unload_all()
+            return
+        number = version_number(version) if isinstance(version, str) else version
+        if number is None or number < 1:
+            raise InvalidInput(f"parameter version {quoted(version)} is not a version number (1, 2, ...)")
+        await self.changes.unload(number)
 
-def index(changes: VersionChanges, ready_only: bool) -> list[dict[str, str]]:
-    return [
-        {"name": changes.models.name, "version": str(version), "state": state, "reason": reason}
-        for version, state, reason in changes.index()
-        if state == "READY" or not ready_only
-    ]
+    def index(self, ready_only: bool) -> list[dict[str, str]]:
+        name = self.changes.models.name
+        return [
+            {"name": name, "version": str(version), "state": state, "reason": reason}
+            for version, state, reason in self.changes.index()
+            if state == "READY" or not ready_only
+        ]

@@ -7,12 +7,15 @@ are little-endian arrays, as Triton sends them.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from service.core.errors import InvalidInput, RuntimeFailure
-from service.core.results import TextResult
+
+if TYPE_CHECKING:
+    from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
+    from service.core.results import TextResult
 
 INPUT = "text"
 LENGTH = struct.Struct("<I")

@@ -19,10 +19,10 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,8 +39,25 @@ from service.core.fair_queue import (
     split_by_length,
 )
 
-if TYPE_CHECKING:
-    from service.ops.tracing import BatchTracing
+
+class BatchTracer(Protocol):
+    """What the batcher asks of tracing (ops/tracing.py's BatchTracing): a batch's span, linked to
+    the sampled calls whose texts rode in it, and the ride those texts record (None when none was
+    sampled)."""
+
+    def batch(
+        self,
+        calls: Iterable[Any],
+        round_started: float,
+        began: float,
+        seconds: float,
+        size: int,
+        padded_length: int,
+        tokens: int,
+        wide: bool,
+        failed: bool,
+    ) -> Any: ...
+
 
 # a lone round runs wide only once this many rounds before it also ran alone: a server this quiet
 # is serving one caller at a time; under load, even light, two narrow rounds side by side serve more
@@ -85,7 +102,7 @@ class Batcher:
         run: RunFn,
         limits: BatchLimits,
         observer: BatchObserver | None = None,
-        tracing: BatchTracing | None = None,
+        tracing: BatchTracer | None = None,
     ) -> None:
         self._run_fn = run
         self.limits = limits

@@ -9,25 +9,55 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from model_contract import padding_runs
-from service.core.answer_size import AnswerSizePolicy
-from service.core.batcher import Batcher
 from service.core.errors import NotServing, VersionRefused
 from service.core.postprocess import softmax
-from service.core.preprocess import Encoded, Preprocessor
 from service.core.results import AttentionMode, AttentionView, PredictionObserver, RowResult, TextResult
-from service.core.runtime import OnnxModel
-from service.versions.store import ModelSpec
 
 if TYPE_CHECKING:
-    from service.ops.tracing import Tracing
+    from service.core.answer_size import AnswerSizePolicy
+    from service.core.batcher import Batcher
+    from service.core.preprocess import Encoded, Preprocessor
+    from service.core.runtime import OnnxModel
+
+
+class CallTracer(Protocol):
+    """What the engine asks of tracing (ops/tracing.py's Tracing): a span per step of a sampled
+    call, the current call's span, and its queue and model spans once its texts were served."""
+
+    def step(self, name: str) -> AbstractContextManager[Any]: ...
+
+    def current(self) -> Any: ...
+
+    def served(self, enqueued: float, rides: Sequence[Any]) -> None: ...
+
 
 # requests up to this many characters are tokenized on the event loop: cheaper than a thread hop
 INLINE_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the engine knows of its model directory (versions/store.py checks it against the
+    contract)."""
+
+    name: str
+    version: int
+    path: Path
+    onnx_path: Path
+    labels: tuple[str, ...]
+    max_length: int
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    vocab_size: int
+    metrics: dict[str, Any]
+    available_versions: tuple[int, ...]  # every version under the model root
 
 
 @dataclass(frozen=True)
@@ -65,7 +95,7 @@ class Engine:
         answer_size: AnswerSizePolicy,
         sizing: Sizing,
         observer: PredictionObserver | None = None,
-        tracing: Tracing | None = None,
+        tracing: CallTracer | None = None,
     ) -> None:
         self.spec = spec
         self.model = model

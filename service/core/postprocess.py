@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from service.core.attention import cls_attention, rollout
-from service.core.batcher import RunFn
 from service.core.results import AttentionMode, RowResult
-from service.core.runtime import OnnxModel
+
+if TYPE_CHECKING:
+    from service.core.batcher import RunFn
+    from service.core.runtime import OnnxModel
 
 
 def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from service.core.fair_queue import ItemResult
+if TYPE_CHECKING:
+    from service.core.fair_queue import ItemResult
 
 
 class AttentionMode(StrEnum):

@@ -3,25 +3,38 @@ of calls/infer.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.calls.infer import InferenceCalls, parameters_of, server_metadata
-from service.calls.streams import Malformed
+from service.calls.infer import InferenceCalls, server_metadata
 from service.grpc.boundary import deadline_of, streaming, unary
 
+if TYPE_CHECKING:
+    from service.calls.repository import RepositoryCalls
+    from service.calls.streams import Malformed
+
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def parameters_of(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> dict[str, Any]:
+    """A repository request's parameters as plain values, as the HTTP door reads them from JSON."""
+    values = {}
+    for key, parameter in parameters.items():
+        kind = parameter.WhichOneof("parameter_choice")
+        values[key] = None if kind is None else getattr(parameter, kind)
+    return values
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Thin: the caller's deadline, the call, the status table."""
 
-    def __init__(self, calls: InferenceCalls) -> None:
+    def __init__(self, calls: InferenceCalls, repository: RepositoryCalls) -> None:
         self.calls = calls
+        self.repository = repository
 
     @unary
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
@@ -63,19 +76,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
         entry = pb.RepositoryIndexResponse.ModelIndex
-        rows = self.calls.repository_index(request.ready)
+        rows = self.repository.index(request.ready)
         return pb.RepositoryIndexResponse(models=[entry(**row) for row in rows])
 
     @unary
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
-        await self.calls.load(request.model_name, parameters_of(request.parameters))
+        await self.repository.load(request.model_name, parameters_of(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @unary
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
-        await self.calls.unload(request.model_name, parameters_of(request.parameters))
+        await self.repository.unload(request.model_name, parameters_of(request.parameters))
         return pb.RepositoryModelUnloadResponse()

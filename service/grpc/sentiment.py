@@ -4,15 +4,17 @@ calls/predict.py."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from service.calls.predict import SentimentCalls
-from service.calls.streams import Malformed
 from service.grpc.boundary import deadline_of, streaming, unary
+
+if TYPE_CHECKING:
+    from service.calls.predict import SentimentCalls
+    from service.calls.streams import Malformed
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

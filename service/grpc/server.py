@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import symbol_database
@@ -13,16 +13,16 @@ from grpc_reflection.v1alpha import reflection
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
-from service.calls.infer import InferenceCalls
-from service.calls.observe import CallObserver
-from service.calls.predict import SentimentCalls
 from service.core.errors import StartupError
 from service.grpc.boundary import lenient
 from service.grpc.inference import InferenceServicer
 from service.grpc.interceptors import AuthInterceptor, ObservingInterceptor
 from service.grpc.sentiment import SentimentServicer
-from service.ops.settings import Settings
 from service.ops.sockets import check_port_free
+
+if TYPE_CHECKING:
+    from service.calls.layer import Calls
+    from service.ops.settings import Settings
 
 SENTIMENT_SERVICE = pb.DESCRIPTOR.services_by_name["SentimentService"]
 INFERENCE_SERVICE = inference_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -81,21 +81,17 @@ def credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 def build_server(
-    settings: Settings,
-    sentiment: SentimentCalls,
-    inference: InferenceCalls,
-    observer: CallObserver,
-    health_servicer: health.aio.HealthServicer,
+    settings: Settings, calls: Calls, health_servicer: health.aio.HealthServicer
 ) -> grpc.aio.Server:
     """The server with every service on it, not yet listening (listen())."""
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(observer)]
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(calls.observer)]
     if settings.auth_token is not None:
         interceptors.append(AuthInterceptor(settings.auth_token.get_secret_value()))
     server = grpc.aio.server(interceptors=interceptors, options=transport_options(settings))
     server.add_generic_rpc_handlers(
         [
-            generic_handler(SentimentServicer(sentiment), SENTIMENT_SERVICE),
-            generic_handler(InferenceServicer(inference), INFERENCE_SERVICE),
+            generic_handler(SentimentServicer(calls.sentiment), SENTIMENT_SERVICE),
+            generic_handler(InferenceServicer(calls.inference, calls.repository), INFERENCE_SERVICE),
         ]
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,15 +16,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from service.calls.infer import InferenceCalls
-from service.calls.observe import CallObserver
-from service.calls.predict import SentimentCalls
-from service.http.bodies import Limits
 from service.http.boundary import Boundary, Handler
 from service.http.inference import InferenceEndpoints
 from service.http.observed import Observed
 from service.http.openapi import openapi_document
 from service.http.sentiment import SentimentEndpoints
+
+if TYPE_CHECKING:
+    from service.calls.layer import Calls
+    from service.http.bodies import Limits
 
 SENTIMENT = "sentiment.v1.SentimentService/"
 INFERENCE = "inference.GRPCInferenceService/"
@@ -86,19 +87,12 @@ async def _not_routed(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail, "code": code}, exc.status_code, exc.headers)
 
 
-def build_app(
-    sentiment: SentimentCalls,
-    inference: InferenceCalls,
-    observer: CallObserver,
-    limits: Limits,
-    token: str | None,
-    serving: Callable[[], bool],
-) -> ASGIApp:
+def build_app(calls: Calls, limits: Limits, token: str | None, serving: Callable[[], bool]) -> ASGIApp:
     """The door's ASGI application over the calls; serving(): what health says of the whole server."""
-    stalled = observer.metrics.http_refusals.labels("stream_stalled").inc
+    stalled = calls.observer.metrics.http_refusals.labels("stream_stalled").inc
     table = routes(
         Boundary(limits, token),
-        SentimentEndpoints(sentiment, limits, stalled),
-        InferenceEndpoints(inference, limits, serving),
+        SentimentEndpoints(calls.sentiment, limits, stalled),
+        InferenceEndpoints(calls.inference, calls.repository, limits, serving),
     )
-    return Observed(Starlette(routes=table, exception_handlers={HTTPException: _not_routed}), observer)
+    return Observed(Starlette(routes=table, exception_handlers={HTTPException: _not_routed}), calls.observer)

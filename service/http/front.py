@@ -14,15 +14,17 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import is_ssl
 
-from service.ops.settings import Settings
 from service.ops.sockets import bind
+
+if TYPE_CHECKING:
+    from service.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,13 +17,19 @@ from service.http import kserve
 from service.http.answers import check_answer
 from service.http.bodies import Limits, header, parse_json, parsed, read_body
 
+if TYPE_CHECKING:
+    from service.calls.repository import RepositoryCalls
+
 
 class InferenceEndpoints:
     """The endpoints of KServe v2 and the repository extension; serving(): what health says of the
     whole server (HTTP readiness follows it)."""
 
-    def __init__(self, calls: InferenceCalls, limits: Limits, serving: Callable[[], bool]) -> None:
+    def __init__(
+        self, calls: InferenceCalls, repository: RepositoryCalls, limits: Limits, serving: Callable[[], bool]
+    ) -> None:
         self.calls = calls
+        self.repository = repository
         self.limits = limits
         self._serving = serving
 
@@ -96,12 +102,12 @@ class InferenceEndpoints:
         ready = (await self._object(request)).get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidInput("ready must be true or false")
-        return JSONResponse(self.calls.repository_index(ready))
+        return JSONResponse(self.repository.index(ready))
 
     async def repository_load(self, request: Request) -> Response:
-        await self.calls.load(request.path_params["name"], await self._parameters(request))
+        await self.repository.load(request.path_params["name"], await self._parameters(request))
         return JSONResponse({})
 
     async def repository_unload(self, request: Request) -> Response:
-        await self.calls.unload(request.path_params["name"], await self._parameters(request))
+        await self.repository.unload(request.path_params["name"], await self._parameters(request))
         return JSONResponse({})

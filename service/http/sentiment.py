@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 from starlette.requests import ClientDisconnect, Request
@@ -13,12 +14,14 @@ from starlette.responses import Response
 
 from model_contract import version_number
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
-from service.calls.predict import SentimentCalls
 from service.calls.status import status_of
 from service.calls.streams import Malformed
 from service.core.errors import InvalidInput, PayloadTooLarge, ReadTimeout, ServiceError, quoted
 from service.http.answers import NDJSON, Lines, close_stream, json_answer, json_bytes
 from service.http.bodies import Limits, check_type, read_message
+
+if TYPE_CHECKING:
+    from service.calls.predict import SentimentCalls
 
 JSON_TYPES = ("application/json", NDJSON)
 

@@ -17,10 +17,12 @@ import random
 from collections.abc import Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
-from service.core.results import TextResult
+if TYPE_CHECKING:
+    from service.core.results import TextResult
 
 log = logging.getLogger("service.access")
 

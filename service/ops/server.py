@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from service.calls.infer import SERVER_VERSION, InferenceCalls
+from service.calls.infer import SERVER_VERSION
+from service.calls.layer import Calls
 from service.calls.observe import CallObserver, Drain
-from service.calls.predict import SentimentCalls
-from service.core.batcher import BatchObserver
-from service.core.engine import Engine
 from service.core.results import PredictionObserver, PredictionObservers
 from service.grpc.server import SERVICES, build_server, listen
 from service.http.app import build_app
@@ -28,6 +27,10 @@ from service.ops.transport import TransportStats, server_ids
 from service.versions.assembly import build_engine
 from service.versions.changes import VersionChanges
 from service.versions.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from service.core.batcher import BatchObserver
+    from service.core.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,6 @@ class Server:
         self._endpoint: MetricsEndpoint | None = None
         self._transport: TransportStats | None = None
         self._drain = Drain()
-        self.observer: CallObserver | None = None
         self.tracing: Tracing | None = None
 
     def _models_changed(self) -> None:
@@ -99,12 +101,12 @@ class Server:
         )
         changes.load_at_start()
         models.on_change = self._models_changed
-        observer = self.observer = CallObserver(self.metrics, self._drain, self.access, tracing)
+        observer = CallObserver(self.metrics, self._drain, self.access, tracing)
         if tracing is not None:
             tracing.log_ids()
-        sentiment, inference = SentimentCalls(models), InferenceCalls(changes, settings.model_control)
+        calls = Calls.over(changes, settings.model_control, observer)
         before = server_ids()
-        server = build_server(settings, sentiment, inference, observer, self.health)
+        server = build_server(settings, calls, self.health)
         (server_id,) = server_ids() - before
         transport = self._transport = TransportStats(server_id, self.metrics)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -112,7 +114,7 @@ class Server:
         self._server = server
         await server.start()
         if settings.http_port >= 0:
-            self._http = self._http_door(sentiment, inference, observer)
+            self._http = self._http_door(calls)
             await self._http.start()
             self.http_port = self._http.port
         if settings.metrics_port >= 0:
@@ -143,9 +145,7 @@ class Server:
             self.metrics_port,
         )
 
-    def _http_door(
-        self, sentiment: SentimentCalls, inference: InferenceCalls, observer: CallObserver
-    ) -> HttpFront:
+    def _http_door(self, calls: Calls) -> HttpFront:
         """The HTTP door over the same calls, limits, token, TLS and drain as gRPC."""
         settings = self.settings
         token = None if settings.auth_token is None else settings.auth_token.get_secret_value()
@@ -155,7 +155,7 @@ class Server:
             8 * settings.max_texts_per_request + 4096,
             tuple(name.strip().lower() for name in settings.http_allowed_hosts.split(",") if name.strip()),
         )
-        app = build_app(sentiment, inference, observer, limits, token, lambda: self.serving)
+        app = build_app(calls, limits, token, lambda: self.serving)
         refusals = self.metrics.http_refusals
         return http_door(settings, app, lambda reason: refusals.labels(reason).inc())
 

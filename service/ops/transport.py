@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
 from grpc_channelz.v1 import channelz, channelz_pb2
 
-from service.ops.metrics import Metrics
+if TYPE_CHECKING:
+    from service.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
@@ -34,9 +35,11 @@ from service.core.errors import StartupError
 from service.ops.cpus import available_cpus
 from service.ops.memory import memory_limit_bytes, process_bytes, processes_that_fit
 from service.ops.metrics import MetricsEndpoint
-from service.ops.settings import Settings
 from service.ops.sockets import bind, check_port_free
 from service.versions.store import load_spec
+
+if TYPE_CHECKING:
+    from service.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 

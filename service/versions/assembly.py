@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from service.core.answer_size import AnswerSizePolicy
 from service.core.batcher import Batcher, BatchObserver
@@ -11,12 +12,14 @@ from service.core.errors import ModelDirectoryError
 from service.core.fair_queue import BatchLimits
 from service.core.postprocess import make_run_fn
 from service.core.preprocess import Preprocessor
-from service.core.results import PredictionObserver
 from service.core.runtime import OnnxModel
 from service.ops.cpus import available_cpus
-from service.ops.settings import Settings
 from service.ops.tracing import BatchTracing, Tracing
 from service.versions.store import load_spec
+
+if TYPE_CHECKING:
+    from service.core.results import PredictionObserver
+    from service.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,19 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from model_contract import versions
 from service.core.engine import Engine
 from service.core.errors import ModelNotFound, StartupError, VersionRefused
 from service.core.results import PredictionObserver
 from service.versions.loaded import Loaded, VersionObserver
-from service.versions.policy import VersionPolicy
-from service.versions.registry import ModelRegistry
 from service.versions.store import no_versions
 from service.versions.vetting import PARITY_TOLERANCE, fingerprint, give_back_memory, in_background, parity
+
+if TYPE_CHECKING:
+    from service.versions.policy import VersionPolicy
+    from service.versions.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

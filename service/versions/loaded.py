@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from service.core.engine import Engine
-from service.ops.metrics import Metrics
+if TYPE_CHECKING:
+    from service.core.engine import Engine
+    from service.ops.metrics import Metrics
 
 
 class VersionObserver:

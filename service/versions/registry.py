@@ -15,14 +15,17 @@ import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model_contract import versions
-from service.core.engine import Engine, EngineInfo
-from service.core.errors import ModelNotFound, NotServing
-from service.core.results import PredictionObserver, TextResult
-from service.ops.metrics import Metrics
-from service.versions.loaded import Loaded
+from service.core.errors import ModelNotFound, NotServing, quoted
 from service.versions.shadows import Shadows
+
+if TYPE_CHECKING:
+    from service.core.engine import Engine, EngineInfo
+    from service.core.results import PredictionObserver, TextResult
+    from service.ops.metrics import Metrics
+    from service.versions.loaded import Loaded
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,11 @@ class ModelRegistry:
 
     def info(self, version: int = 0) -> EngineInfo:
         return self._resolve(version).engine.info()
+
+    def check_name(self, name: str) -> None:
+        """ModelNotFound unless `name` is the model this server serves."""
+        if name != self.name:
+            raise ModelNotFound(f"unknown model {quoted(name)}; this server serves {self.name!r}")
 
     def check_version(self, version: int) -> None:
         """ModelNotFound unless `version` (0: the default) answers calls here."""

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from service.core.results import AttentionMode, TextResult
-from service.ops.metrics import Metrics
 
 if TYPE_CHECKING:
+    from service.ops.metrics import Metrics
     from service.versions.registry import ModelRegistry
 
 log = logging.getLogger(__name__)

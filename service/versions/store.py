@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from model_contract import sha256_mismatch, versions
+from service.core.engine import ModelSpec
 from service.core.errors import ModelDirectoryError
 
 REQUIRED = ("config.json", "tokenizer.json")
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # by variant (config.Variant)
 MAX_ONNX_BYTES = 2**31  # a model.onnx is one protobuf message, which cannot be larger
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A checked model directory."""
-
-    name: str
-    version: int
-    path: Path
-    onnx_path: Path
-    labels: tuple[str, ...]
-    max_length: int
-    num_layers: int
-    num_heads: int
-    hidden_size: int
-    vocab_size: int
-    metrics: dict[str, Any]
-    available_versions: tuple[int, ...]  # every version under the model root
 
 
 def no_versions(root: Path) -> ModelDirectoryError:

@@ -11,9 +11,10 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from service.core.engine import Engine
+if TYPE_CHECKING:
+    from service.core.engine import Engine
 
 T = TypeVar("T")
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -15,7 +16,9 @@ import pytest
 from bench import peer
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as v2
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc
-from tests.e2e.conftest import RunningServer
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TEXTS = ["a warm and funny film", "dull, long and pointless", "not bad at all", "😀 loved it", "meh"]

@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import RunningServer
+if TYPE_CHECKING:
+    from tests.e2e.conftest import RunningServer
 
 SENTIMENT = str(Path(sys.executable).with_name("sentiment"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -14,7 +15,9 @@ from model_export.classifier import OnnxClassifier
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
 from service.ops.settings import Settings
-from tests.e2e.conftest import RunningServer
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import RunningServer
 
 WORDS = "the film was a great sad brilliant dull story with moving acting and awful plot twists".split()
 

@@ -12,15 +12,18 @@ import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
 
 from service.core.batcher import QUIET_ROUNDS, Batcher
 from service.core.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull, RuntimeFailure
-from service.core.fair_queue import BatchLimits
 from service.ops.settings import Settings
 from service.versions.assembly import batch_limits
+
+if TYPE_CHECKING:
+    from service.core.fair_queue import BatchLimits
 
 WAIT_S = 30  # bounded waits: only a hang reaches them
 

@@ -7,18 +7,21 @@ import re
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import pytest_asyncio
 
 from service.core.answer_size import response_bytes
-from service.core.engine import Engine
 from service.core.errors import InvalidInput
 from service.core.postprocess import make_run_fn
 from service.core.results import AttentionMode
 from service.ops.settings import Settings
 from service.versions.assembly import build_engine
+
+if TYPE_CHECKING:
+    from service.core.engine import Engine
 
 
 @pytest_asyncio.fixture(loop_scope="function")

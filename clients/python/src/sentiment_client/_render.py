@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from sentiment_client.types import Attention, Prediction
+if TYPE_CHECKING:
+    from sentiment_client.types import Attention, Prediction
 
 
 class ShownWord(NamedTuple):
