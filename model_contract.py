@@ -35,6 +35,16 @@ def version_number(text: str) -> int | None:
     return number if number <= MAX_VERSION else None
 
 
+def version_of(value: object) -> int | None:
+    """The version `value` names, as text (version_number) or as a whole number (JSON, protobuf's
+    int64), or None."""
+    if isinstance(value, str):
+        return version_number(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_VERSION:
+        return value
+    return None
+
+
 def versions(root: Path) -> list[int]:
     """Version directories under `root` (named by version_number), ascending; other names are not
     versions."""

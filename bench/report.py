@@ -37,6 +37,7 @@ from typing import Any
 from bench import peer
 from bench.run import READY as EMPTY_READY
 from bench.run import ROOT, measure, ort_latency, python, server_args, stop
+from model_contract import versions as model_versions
 
 CONCURRENCY = (1, 4, 16, 64)
 LOADS = (0.25, 0.5, 0.75, 0.9)
@@ -259,7 +260,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     from bench.run import sentences_file
 
-    versions = sorted(int(p.name) for p in args.model_dir.iterdir() if p.name.isdigit())
+    versions = model_versions(args.model_dir)
     version_dir = args.model_dir / str(versions[-1])
     results_dir = args.out / "results"
     results_dir.mkdir(parents=True, exist_ok=True)

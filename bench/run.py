@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from model_contract import versions as model_versions
+
 READY = re.compile(r"READY port=(\d+)")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    versions = sorted(int(p.name) for p in args.model_dir.iterdir() if p.name.isdigit())
+    versions = model_versions(args.model_dir)
     version = args.version or versions[-1]
     version_dir = args.model_dir / str(version)
     texts = sentences_file(out, args.cache_dir, args.sentences)

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.report import load
 from bench.run import ROOT, medians, sentences_file, stop
+from model_contract import versions as model_versions
 from sentiment_client import AsyncSentimentClient
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc
@@ -194,7 +195,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
     source = args.model_dir.resolve()
-    served = max(int(p.name) for p in source.iterdir() if p.name.isdigit())
+    served = model_versions(source)[-1]
     (args.out / "results").mkdir(parents=True, exist_ok=True)
     texts_file = sentences_file(args.out / "results", args.cache_dir, args.sentences)
     texts = json.loads(texts_file.read_text())

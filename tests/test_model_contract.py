@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model_contract import PAD_ID, pad, sha256_file, versions
+import pytest
+
+from model_contract import MAX_VERSION, PAD_ID, pad, sha256_file, version_of, versions
+from service.versions.policy import VersionPolicy
 
 
 def test_pad_right_pads_with_the_pad_id_and_masks_real_tokens() -> None:
@@ -30,3 +33,18 @@ def test_the_server_loads_without_the_exporter_or_torch() -> None:
     code = "import sys, service.ops.server; print(sorted({'torch', 'model_export'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_one_rule_names_a_version_in_text_and_in_numbers() -> None:
+    assert [version_of(v) for v in ("3", 3, str(MAX_VERSION), MAX_VERSION)] == [
+        3,
+        3,
+        MAX_VERSION,
+        MAX_VERSION,
+    ]
+    refused = ("03", "0", "", "3.0", "²", "-1", 0, -1, True, MAX_VERSION + 1, str(MAX_VERSION + 1), 3.0, None)
+    assert [version_of(v) for v in refused] == [None] * len(refused)
+    with pytest.raises(ValueError, match="version numbers"):
+        VersionPolicy.parse("0003,5")  # the same rule in a setting
+    with pytest.raises(ValueError, match="must list"):
+        VersionPolicy.from_triton({"specific": {"versions": [2**63]}})

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from model_contract import version_number
+from model_contract import version_of
 from service.core.errors import InvalidInput, ModelNotFound, VersionRefused, quoted
 from service.ops.settings import ModelControl
 from service.versions.policy import VersionPolicy
@@ -116,8 +116,8 @@ class RepositoryCalls:
         if version is None:
             await self.changes.unload_all()
             return
-        number = version_number(version) if isinstance(version, str) else version
-        if number is None or number < 1:
+        number = version_of(version)
+        if number is None:
             raise InvalidInput(f"parameter version {quoted(version)} is not a version number (1, 2, ...)")
         await self.changes.unload(number)
 

@@ -40,23 +40,28 @@ from service.core.fair_queue import (
 )
 
 
+@dataclass(frozen=True)
+class BatchFacts:
+    """What one batch was, for its span: when its round started, when it ran and for how long (time
+    .monotonic()), its shape and real tokens, whether it ran wide (alone, with every thread) and
+    whether the runtime failed on it."""
+
+    round_started: float
+    began: float
+    seconds: float
+    size: int
+    padded_length: int
+    tokens: int
+    wide: bool
+    failed: bool
+
+
 class BatchTracer(Protocol):
     """What the batcher asks of tracing (ops/tracing.py's BatchTracing): a batch's span, linked to
     the sampled calls whose texts rode in it, and the ride those texts record (None when none was
     sampled)."""
 
-    def batch(
-        self,
-        calls: Iterable[Any],
-        round_started: float,
-        began: float,
-        seconds: float,
-        size: int,
-        padded_length: int,
-        tokens: int,
-        wide: bool,
-        failed: bool,
-    ) -> Any: ...
+    def batch(self, calls: Iterable[Any], facts: BatchFacts) -> Any: ...
 
 
 # a lone round runs wide only once this many rounds before it also ran alone: a server this quiet
@@ -261,17 +266,10 @@ class Batcher:
             ride = None
             if tracing is not None:
                 calls = (item.trace for item in run.items)
-                ride = tracing.batch(
-                    calls,
-                    started,
-                    run.began,
-                    run.seconds,
-                    size,
-                    padded_length,
-                    tokens,
-                    wide,
-                    run.rows is None,
+                facts = BatchFacts(
+                    started, run.began, run.seconds, size, padded_length, tokens, wide, run.rows is None
                 )
+                ride = tracing.batch(calls, facts)
             if run.rows is None:
                 for item in run.items:
                     if not item.future.done():

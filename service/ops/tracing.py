@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
@@ -37,6 +37,9 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
 from service.core.errors import StartupError
+
+if TYPE_CHECKING:
+    from service.core.batcher import BatchFacts
 
 log = logging.getLogger(__name__)
 
@@ -278,18 +281,7 @@ class BatchTracing:
         self.tracer = tracing.tracer
         self.attributes = dict(attributes)  # the model's name, version and provider
 
-    def batch(
-        self,
-        calls: Iterable[SpanContext | None],
-        round_started: float,
-        began: float,
-        seconds: float,
-        size: int,
-        padded_length: int,
-        tokens: int,
-        wide: bool,
-        failed: bool,
-    ) -> Ride | None:
+    def batch(self, calls: Iterable[SpanContext | None], facts: BatchFacts) -> Ride | None:
         """The batch's span when a sampled call rode in it, stamped with when it ran, and the ride
         its texts' calls record (None when no sampled call rode in it)."""
         links, seen = [], set()
@@ -299,24 +291,24 @@ class BatchTracing:
                 links.append(Link(call))
         if not links:
             return None
-        padded = size * padded_length
+        padded = facts.size * facts.padded_length
         attributes = {
             **self.attributes,
-            "batch.size": size,
-            "batch.padded_length": padded_length,
-            "batch.tokens": tokens,
-            "batch.padding_share": round(1 - tokens / padded, 4) if padded else 0.0,
-            "batch.wide": wide,
+            "batch.size": facts.size,
+            "batch.padded_length": facts.padded_length,
+            "batch.tokens": facts.tokens,
+            "batch.padding_share": round(1 - facts.tokens / padded, 4) if padded else 0.0,
+            "batch.wide": facts.wide,
         }
         offset = _offset_ns()
-        start_ns, end_ns = _ns(began, offset), _ns(began + seconds, offset)
+        start_ns, end_ns = _ns(facts.began, offset), _ns(facts.began + facts.seconds, offset)
         span = self.tracer.start_span(
             "batch", links=links, attributes={**attributes, "batch.calls": len(links)}, start_time=start_ns
         )
-        if failed:
+        if facts.failed:
             span.set_status(Status(StatusCode.ERROR, "the runtime failed on this batch"))
         span.end(end_ns)
-        return Ride(round_started, BatchTrace(start_ns, end_ns, attributes, span.get_span_context()))
+        return Ride(facts.round_started, BatchTrace(start_ns, end_ns, attributes, span.get_span_context()))
 
 
 class TraceIds(logging.Filter):

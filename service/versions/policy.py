@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from model_contract import version_number, version_of
+
 MAX_LISTED = 64  # versions a list may name: a policy is read by people
-MAX_DIGITS = 18  # versions are int64, as in the APIs
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,11 @@ class VersionPolicy:
             ):
                 raise ValueError(f"latest:{count} must name 1 to {MAX_LISTED} versions")
             return cls("latest", int(count))
-        parts = [part.strip() for part in value.split(",")]
-        whole = all(p.isascii() and p.isdigit() and len(p) <= MAX_DIGITS and int(p) > 0 for p in parts if p)
-        if not whole or not any(parts):
-            raise ValueError("use latest:N, all, or versions like 3,5 (whole numbers from 1)")
-        listed = tuple(sorted({int(part) for part in parts if part}))
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        numbers = [version_number(part) for part in parts]
+        if not numbers or None in numbers:
+            raise ValueError("use latest:N, all, or versions like 3,5 (version numbers: 1, 2, ...)")
+        listed = tuple(sorted({n for n in numbers if n is not None}))
         if len(listed) > MAX_LISTED:
             raise ValueError(f"a list may name at most {MAX_LISTED} versions")
         return cls("specific", listed=listed)
@@ -66,7 +67,7 @@ class VersionPolicy:
                 not isinstance(listed, list)
                 or not listed
                 or len(listed) > MAX_LISTED
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in listed)
+                or not all(isinstance(v, int) and version_of(v) is not None for v in listed)
             ):
                 raise ValueError(f"version_policy.specific.versions must list 1 to {MAX_LISTED} versions")
             return cls("specific", listed=tuple(sorted(set(listed))))
