@@ -114,7 +114,7 @@ def texts_of(request: pb.ModelInferRequest, engine: Engine) -> list[str]:
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 0:
         raise InvalidInput(f"input {INPUT!r} must have shape [N] (or [N, 1]), got {quoted(shape)}")
     count = shape[0]
-    engine.check_count(count)
+    engine.admit(count)
     if request.raw_input_contents:
         if len(request.raw_input_contents) != 1:
             raise InvalidInput(

@@ -139,13 +139,23 @@ class Batcher:
 
     async def stop(self) -> None:
         """Stop taking items, run every item already queued, then release the worker threads."""
-        self._queue.close()
-        self._wakeup.set()
+        self.close()
         if self._loop_task is not None:
             await self._loop_task
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
         self._executor.shutdown(wait=True)
+
+    @property
+    def accepting(self) -> bool:
+        """Started and not closed: whether new texts may be queued."""
+        return self._loop_task is not None and not self._queue.closed
+
+    def close(self) -> None:
+        """Admit nothing more; what is queued still runs, without waiting for company (stop() waits
+        for it)."""
+        self._queue.close()
+        self._wakeup.set()
 
     def admit(self, count: int) -> None:
         """Raise unless `count` more texts may be queued now (FairQueue.admit): callers check before

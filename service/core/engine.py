@@ -105,7 +105,6 @@ class Engine:
         self.observer = observer
         self.tracing = tracing
         self._info = EngineInfo(spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing)
-        self.ready = False
 
     def info(self) -> EngineInfo:
         return self._info
@@ -119,11 +118,15 @@ class Engine:
         if warm:
             await asyncio.to_thread(self.warm_up)
         self.batcher.start()
-        self.ready = True
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new work may enter: started, and not stopping (the one flag: the batcher's)."""
+        return self.batcher.accepting
 
     def stop_accepting(self) -> None:
         """Refuse new work from now on (UNAVAILABLE); what was accepted is still answered."""
-        self.ready = False
+        self.batcher.close()
 
     async def stop(self) -> None:
         """Answer everything queued, then stop."""
@@ -185,9 +188,15 @@ class Engine:
         nothing; `as` gives the span or None."""
         return nullcontext() if self.tracing is None else self.tracing.step(name)
 
-    def check_count(self, count: int) -> None:
-        """Refuse a request of `count` texts before reading them (InvalidInput)."""
+    def admit(self, count: int) -> None:
+        """The one admission gate, before a request's texts are read or tokenized: NotServing unless
+        the engine accepts work, InvalidInput for more texts than a request may hold, QueueFull (or
+        InvalidInput) when the queue has no room for them. The answer's size is checked once the
+        texts are tokenized (predict)."""
+        if not self.accepting:
+            raise NotServing("the server is starting up or shutting down; retry (another replica)")
         self.preprocessor.check_count(count)
+        self.batcher.admit(count)
 
     def check_sent_size(self, size: int) -> None:
         """Refuse an answer of `size` bytes that the transport could not send (AnswerSizePolicy)."""
@@ -209,10 +218,7 @@ class Engine:
     ) -> list[TextResult]:
         """Predictions in the order of `texts`. padded: the answer pads attention to the longest
         text (KServe tensors); json: it is sent as JSON; the size check counts both."""
-        if not self.ready:
-            raise NotServing("the server is starting up or shutting down; retry (another replica)")
-        self.check_count(len(texts))
-        self.batcher.admit(len(texts))  # refuse an overload before paying for tokenizing
+        self.admit(len(texts))  # refuse before paying for tokenizing
         with self.step("tokenize") as span:
             encoded = await self.encode(texts)
             lengths = [len(e.ids) for e in encoded]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from model_contract import versions
 from service.core.engine import Engine
-from service.core.errors import ModelNotFound, StartupError, VersionRefused
+from service.core.errors import ModelNotFound, NotServing, StartupError, VersionRefused
 from service.core.results import PredictionObserver
 from service.versions.loaded import Loaded, VersionObserver
 from service.versions.store import no_versions
@@ -112,7 +112,6 @@ class VersionChanges:
         for held in self.models.entries():
             await held.engine.start()
             self._announce(held.engine, "loaded")
-        self.models.accepting = True
         self._pumping = asyncio.get_running_loop().create_task(self.models.shadow_tap.pump(), name="shadows")
         self._pumping.add_done_callback(_report_end)
 
@@ -133,6 +132,8 @@ class VersionChanges:
                 self._event(version, "shadow" if shadow else "promoted")
                 log.info("version %d is now %s", version, "a shadow" if shadow else "serving")
                 return True
+            if models.draining.is_set():
+                raise NotServing("the server is shutting down: it loads no version now")
             available = versions(self.root)
             if version not in available:
                 raise ModelNotFound(f"the model directory has no version {version}; it has {available}")

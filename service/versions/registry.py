@@ -51,14 +51,14 @@ class ModelRegistry:
         self._loaded: dict[int, Loaded] = {}
         self.on_change: Callable[[], None] | None = None  # called when the default comes or goes
         self.default_version = 0
-        self.accepting = False
         self.draining = asyncio.Event()  # set once new work is refused: open streams close
 
     # what calls see ------------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        return self.accepting and self.default_version in self._loaded
+        held = self._loaded.get(self.default_version)
+        return held is not None and held.engine.accepting and not self.draining.is_set()
 
     def loaded(self) -> list[int]:
         """Versions that answer calls, ascending (shadows are not among them)."""
@@ -108,8 +108,6 @@ class ModelRegistry:
     @asynccontextmanager
     async def use(self, version: int) -> AsyncIterator[Engine]:
         """The engine of `version` (0: the default), held until the block ends: unloading waits."""
-        if not self.accepting:
-            raise NotServing("the server is starting up or shutting down; retry (another replica)")
         with self._resolve(version).hold() as engine:
             yield engine
 
@@ -171,7 +169,7 @@ class ModelRegistry:
                 self.on_change()  # serving, or not: health follows
 
     def stop_accepting(self) -> None:
-        self.accepting = False
+        """Every version refuses new work (each engine's own gate) and open streams close."""
         self.draining.set()
         for held in self._loaded.values():
             held.engine.stop_accepting()

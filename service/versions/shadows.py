@@ -71,7 +71,7 @@ class Shadows:
             await asyncio.sleep(SHADOW_TICK_S)
             for version in models.shadows():
                 pending = self._pending.get(version)
-                if not pending or not models.accepting:
+                if not pending or models.draining.is_set():
                     continue
                 ripe = len(pending) >= SHADOW_BATCH or time.monotonic() - pending[0][2] >= SHADOW_MAX_WAIT_S
                 if not ripe or not models.serving_idle():
