@@ -77,6 +77,14 @@ def session_options(threads: int, spin: bool = False) -> ort.SessionOptions:
     return options
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of `batch_size`, sorted by length so that little of a batch is padding:
+    how every offline run of a model over many texts is cut (the exporter's checks and reports, the
+    teacher)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def pad(sequences: Sequence[Sequence[int]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Right-pad token ids with PAD_ID to the longest: (input_ids, attention_mask), int64."""
     length = max(len(s) for s in sequences)

@@ -15,27 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from model_export.train import pad_tensors
-
 BINS = 10
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.25, 4.0
-
-
-@torch.no_grad()
-def logits_of(model: nn.Module, ids: Sequence[Sequence[int]], batch_size: int = 64) -> Tensor:
-    """The model's logits for each sequence, in input order."""
-    model.eval()
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out: Tensor | None = None
-    for start in range(0, len(order), batch_size):
-        members = order[start : start + batch_size]
-        input_ids, mask = pad_tensors([ids[i] for i in members])
-        logits, _ = model(input_ids, mask)
-        if out is None:
-            out = torch.zeros(len(ids), logits.shape[-1])
-        out[members] = logits.float()
-    assert out is not None, "no sequences"
-    return out
 
 
 def fit_temperature(logits: Tensor, labels: Sequence[int]) -> float:

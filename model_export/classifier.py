@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from model_contract import pad, session_options
+from model_contract import length_batches, pad, session_options
 from model_export.tokenizer import encode, load_tokenizer
 
 
@@ -30,10 +30,8 @@ class OnnxClassifier:
 
     def logits_of_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64) -> NDArray[np.float32]:
         """Logits in input order; batches sorted by length so little is padding."""
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            members = order[start : start + batch_size]
+        for members in length_batches([len(s) for s in ids], batch_size):
             input_ids, mask = pad([ids[i] for i in members])
             (logits,) = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})
             out[members] = logits

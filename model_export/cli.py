@@ -201,7 +201,7 @@ def evaluate(
     from model_export.classifier import OnnxClassifier
     from model_export.data import DataError, load_file
     from model_export.quantize import INT8_FILE
-    from model_export.train import Scores
+    from model_export.scoring import Scores
 
     try:
         examples, _ = load_file(data)

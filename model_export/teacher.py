@@ -11,12 +11,10 @@ everything they depend on, so a rebuild with the same data pays for neither agai
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,18 +27,12 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from model_contract import length_batches
 from model_export import mpnet
-from model_export.calibrate import logits_of
 from model_export.config import LABELS, TrainConfig
+from model_export.scoring import DevScores, logits_of, pad_tensors
 from model_export.tokenizer import encode, load_tokenizer
-from model_export.train import (
-    BalancedEpochs,
-    DevScores,
-    History,
-    bucketed,
-    pad_tensors,
-    warmup_linear,
-)
+from model_export.train import BalancedEpochs, History, Schedule, fit
 
 if TYPE_CHECKING:
     from model_export.data import Example
@@ -115,8 +107,7 @@ def _frozen_states(model: SentimentTransformer, ids: Sequence[Sequence[int]], fr
     model.eval()
     out: list[Tensor] = [torch.empty(0)] * len(ids)
     lengths = [len(s) for s in ids]
-    batches = bucketed(lengths, range(len(ids)), 64, None)
-    for members in tqdm(batches, desc="teacher: frozen layers", disable=None):
+    for members in tqdm(length_batches(lengths, 64), desc="teacher: frozen layers", disable=None):
         input_ids, mask = pad_tensors([ids[i] for i in members])
         x, _ = model.run_layers(model.embed(input_ids), mask, 0, frozen)
         for row, i in enumerate(members):
@@ -134,7 +125,7 @@ def _top_logits(model: SentimentTransformer, states: Sequence[Tensor], frozen: i
 def _logits_from_states(model: SentimentTransformer, states: Sequence[Tensor], frozen: int) -> Tensor:
     model.eval()
     out = torch.zeros(len(states), len(LABELS))
-    for members in bucketed([s.size(0) for s in states], range(len(states)), 64, None):
+    for members in length_batches([s.size(0) for s in states], 64):
         out[members] = _top_logits(model, [states[i] for i in members], frozen)
     return out
 
@@ -147,7 +138,7 @@ def logits(teacher: Teacher, texts: Sequence[str]) -> Tensor:
 def _dev_scores(
     model: SentimentTransformer, dev: Sequence[tuple[list[Tensor], list[int]]], frozen: int
 ) -> DevScores:
-    """Each dev set scored from its frozen states, as train.mean_accuracy scores the served model."""
+    """Each dev set scored from its frozen states, as scoring.mean_accuracy scores the served model."""
     predicted = [_logits_from_states(model, states, frozen).argmax(-1).tolist() for states, _ in dev]
     return DevScores.of([labels for _, labels in dev], predicted, len(LABELS))
 
@@ -203,45 +194,22 @@ def fine_tune(
         lr=config.lr,
     )
     epochs = BalancedEpochs(labels, balanced, config.seed)
-    steps = -(-epochs.size() // config.batch_size) * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(steps, config.warmup_ratio))
     loss_fn = nn.CrossEntropyLoss()
-    rng = random.Random(config.seed)
-    lengths = [s.size(0) for s in states]
-    history = History()
-    best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(1, config.epochs + 1):
-        epoch_started = time.monotonic()
-        model.train()
-        total = 0.0
-        batches = bucketed(lengths, epochs.rows(epoch), config.batch_size, rng)
-        progress = tqdm(batches, desc=f"teacher epoch {epoch}/{config.epochs}", disable=None)
-        for step, members in enumerate(progress, start=1):
-            loss = loss_fn(
-                _top_logits(model, [states[i] for i in members], frozen),
-                torch.tensor([labels[i] for i in members]),
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(tuned + head, 1.0)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
-            progress.set_postfix(loss=f"{total / step:.4f}")
-        scores = _dev_scores(model, dev, frozen)
-        improved = history.record(total / max(1, len(batches)), scores, time.monotonic() - epoch_started)
-        log.info(
-            "teacher epoch %d: train loss %.4f, dev accuracy %s, balanced %.4f, %.0f s",
-            epoch,
-            history.train_loss[-1],
-            scores.each,
-            scores.selection,
-            history.epoch_seconds[-1],
+
+    def batch_loss(members: list[int]) -> Tensor:
+        loss: Tensor = loss_fn(
+            _top_logits(model, [states[i] for i in members], frozen),
+            torch.tensor([labels[i] for i in members]),
         )
-        if improved:
-            best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    model.eval()
+        return loss
+
+    schedule = Schedule(
+        config.epochs, config.batch_size, config.warmup_ratio, config.seed, name="teacher epoch"
+    )
+    lengths = [s.size(0) for s in states]
+    history = fit(
+        model, lengths, epochs, optimizer, batch_loss, lambda: _dev_scores(model, dev, frozen), schedule
+    )
     report = {
         "encoder": mpnet.PACKAGE,
         "config": dataclasses.asdict(config),

@@ -1,4 +1,5 @@
-"""The training loop: AdamW with warmup, length-bucketed batches, early stopping on dev accuracy."""
+"""Training: AdamW with warmup, length-bucketed batches, balanced epochs, distillation from a teacher, and
+the one loop (fit) that stops early on the dev sets' balanced accuracy."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from model_contract import pad as pad_ids
+from model_export.scoring import DevScores, DevSet, mean_accuracy, pad_tensors
 
 if TYPE_CHECKING:
     from model_export.config import TrainConfig
@@ -22,36 +23,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNLABELLED = -1  # the label of a training row that only a teacher's soft label speaks for
-
-
-@dataclass
-class Scores:
-    """Accuracy, macro-F1 and the confusion matrix (rows: true label, columns: predicted)."""
-
-    accuracy: float
-    macro_f1: float
-    confusion: list[list[int]]
-    count: int
-
-    def balanced_accuracy(self) -> float:
-        """The mean over labels of the share of that label's texts predicted right."""
-        recalls = [row[i] / sum(row) for i, row in enumerate(self.confusion) if sum(row)]
-        return sum(recalls) / len(recalls) if recalls else 0.0
-
-    @staticmethod
-    def from_predictions(truth: Sequence[int], predicted: Sequence[int], num_labels: int) -> Scores:
-        confusion = [[0] * num_labels for _ in range(num_labels)]
-        for t, p in zip(truth, predicted, strict=True):
-            confusion[t][p] += 1
-        f1s = []
-        for label in range(num_labels):
-            tp = confusion[label][label]
-            fp = sum(confusion[t][label] for t in range(num_labels)) - tp
-            fn = sum(confusion[label]) - tp
-            f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-        correct = sum(confusion[i][i] for i in range(num_labels))
-        total = max(len(truth), 1)
-        return Scores(correct / total, sum(f1s) / num_labels, confusion, len(truth))
 
 
 @dataclass
@@ -82,12 +53,6 @@ class History:
         return False
 
 
-def pad_tensors(sequences: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
-    """The contract's right-padding (model_contract.pad), as torch tensors."""
-    ids, mask = pad_ids(sequences)
-    return torch.from_numpy(ids), torch.from_numpy(mask)
-
-
 def bucketed(
     lengths: Sequence[int], rows: Sequence[int], batch_size: int, rng: random.Random | None
 ) -> list[list[int]]:
@@ -104,68 +69,6 @@ def bucketed(
     if rng is not None:
         rng.shuffle(batches)
     return batches
-
-
-@torch.no_grad()
-def predict(model: nn.Module, ids: Sequence[Sequence[int]], batch_size: int = 64) -> list[int]:
-    """Predicted label index of each sequence, in order."""
-    model.eval()
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    predicted = [0] * len(ids)
-    for start in range(0, len(order), batch_size):
-        members = order[start : start + batch_size]
-        input_ids, mask = pad_tensors([ids[i] for i in members])
-        logits, _ = model(input_ids, mask)
-        for i, label in zip(members, logits.argmax(-1).tolist(), strict=True):
-            predicted[i] = label
-    return predicted
-
-
-def evaluate(model: nn.Module, ids: Sequence[Sequence[int]], labels: Sequence[int], n: int) -> Scores:
-    return Scores.from_predictions(labels, predict(model, ids), n)
-
-
-DevSet = tuple[Sequence[Sequence[int]], Sequence[int]]  # token ids, labels
-
-
-@dataclass
-class DevScores:
-    """Scores of several dev sets: pooled, and each set's own."""
-
-    pooled: Scores
-    parts: list[Scores]
-
-    @staticmethod
-    def of(truth: Sequence[Sequence[int]], predicted: Sequence[Sequence[int]], n: int) -> DevScores:
-        """Each set's labels and predictions, in the same order of sets, scored."""
-        parts = [Scores.from_predictions(t, p, n) for t, p in zip(truth, predicted, strict=True)]
-        pooled = Scores.from_predictions([y for t in truth for y in t], [y for p in predicted for y in p], n)
-        return DevScores(pooled, parts)
-
-    @property
-    def accuracy(self) -> float:
-        """The mean of each set's accuracy: every corpus counts the same, however many texts it has."""
-        return sum(p.accuracy for p in self.parts) / len(self.parts)
-
-    @property
-    def each(self) -> list[float]:
-        return [round(p.accuracy, 4) for p in self.parts]
-
-    @property
-    def selection(self) -> float:
-        """What model selection compares: the mean of each set's balanced accuracy, so that a corpus
-        where one label is rare cannot reward a model for leaning towards the common one."""
-        return sum(p.balanced_accuracy() for p in self.parts) / len(self.parts)
-
-
-def mean_accuracy(model: nn.Module, dev_sets: Sequence[DevSet], n: int) -> DevScores:
-    """Every dev set predicted in one pass, scored pooled and one by one."""
-    predicted = predict(model, [x for set_ids, _ in dev_sets for x in set_ids])
-    per_set, start = [], 0
-    for set_ids, _ in dev_sets:
-        per_set.append(predicted[start : start + len(set_ids)])
-        start += len(set_ids)
-    return DevScores.of([labels for _, labels in dev_sets], per_set, n)
 
 
 class BalancedEpochs:
@@ -300,6 +203,83 @@ def parameter_groups(
     return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how fast a model trains: epochs of `batch_size` rows, the learning rate warmed up
+    over `warmup_ratio` of the steps then decayed to 0, and training stopped after `patience` epochs
+    without a better dev score (None: every epoch runs)."""
+
+    epochs: int
+    batch_size: int
+    warmup_ratio: float
+    seed: int
+    patience: int | None = None
+    name: str = "epoch"  # how the log and the progress bar call an epoch
+
+
+def fit(
+    model: nn.Module,
+    lengths: Sequence[int],
+    epochs: BalancedEpochs,
+    optimizer: torch.optim.Optimizer,
+    batch_loss: Callable[[list[int]], Tensor],
+    score: Callable[[], DevScores],
+    schedule: Schedule,
+) -> History:
+    """The one training loop: each epoch's rows (epochs.rows) in batches of similar lengths,
+    batch_loss(rows) minimised with gradients clipped at 1, the dev sets scored after each epoch
+    (score()), and on return `model` holds the weights of its best epoch. The trainer and the
+    teacher differ only in their loss and what they feed it."""
+    rng = random.Random(schedule.seed)
+    steps = -(-epochs.size() // schedule.batch_size) * schedule.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(steps, schedule.warmup_ratio))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    history = History()
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    for epoch in range(1, schedule.epochs + 1):
+        started = time.monotonic()
+        model.train()
+        total_loss = 0.0
+        batches = bucketed(lengths, epochs.rows(epoch), schedule.batch_size, rng)
+        desc = f"{schedule.name} {epoch}/{schedule.epochs}"
+        progress = tqdm(batches, desc=desc, unit="batch", disable=None)
+        for step, members in enumerate(progress, start=1):
+            loss = batch_loss(members)
+            optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item()
+            progress.set_postfix(loss=f"{total_loss / step:.4f}")
+        scores = score()
+        improved = history.record(total_loss / max(1, len(batches)), scores, time.monotonic() - started)
+        left = sum(history.epoch_seconds) / epoch * (schedule.epochs - epoch)
+        log.info(
+            "%s %d: train loss %.4f, dev accuracy %.4f %s, balanced %.4f, %.0f s (at most %.0f s left)",
+            schedule.name,
+            epoch,
+            history.train_loss[-1],
+            scores.accuracy,
+            scores.each,
+            scores.selection,
+            history.epoch_seconds[-1],
+            left,
+        )
+        if improved:
+            stale, best_state = 0, copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if schedule.patience is not None and stale >= schedule.patience and epoch < schedule.epochs:
+                history.stopped_early = True
+                log.info("no better dev score for %d epochs: stopping", stale)
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
 def train(
     model: nn.Module,
     train_ids: Sequence[Sequence[int]],
@@ -317,10 +297,8 @@ def train(
     a `distillation`, the loss is distillation_loss and rows labelled UNLABELLED train too."""
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
-    rng = random.Random(config.seed)
     for parameter in frozen:
         parameter.requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameter_groups(model, config, head), lr=config.lr)
     unlabelled = [i for i, label in enumerate(train_labels) if label == UNLABELLED]
     if unlabelled and distillation is None:
@@ -332,63 +310,27 @@ def train(
         rotating=unlabelled,
         per_epoch=distillation.unlabelled_per_epoch if distillation else 0,
     )
-    steps_per_epoch = -(-epochs.size() // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_linear(steps_per_epoch * config.epochs, config.warmup_ratio)
-    )
     loss_fn = nn.CrossEntropyLoss()
-    lengths = [len(ids) for ids in train_ids]
-    history = History()
-    best_state = copy.deepcopy(model.state_dict())
-    stale = 0
-    for epoch in range(1, config.epochs + 1):
-        started = time.monotonic()
-        model.train()
-        total_loss = 0.0
-        epoch_batches = bucketed(lengths, epochs.rows(epoch), config.batch_size, rng)
-        progress = tqdm(epoch_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=None)
-        for step, members in enumerate(progress, start=1):
-            input_ids, mask = pad_tensors([train_ids[i] for i in members])
-            labels = torch.tensor([train_labels[i] for i in members])
-            logits, _ = model(input_ids, mask)
-            if distillation is None:
-                loss = loss_fn(logits, labels)
-            else:
-                loss = distillation_loss(
-                    logits,
-                    labels,
-                    distillation.logits[members],
-                    distillation.temperature,
-                    distillation.weight,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item()
-            progress.set_postfix(loss=f"{total_loss / step:.4f}")
-        scores = mean_accuracy(model, dev_sets, num_labels)
-        improved = history.record(total_loss / max(1, len(epoch_batches)), scores, time.monotonic() - started)
-        left = sum(history.epoch_seconds) / epoch * (config.epochs - epoch)
-        log.info(
-            "epoch %d: train loss %.4f, dev accuracy %.4f %s, balanced %.4f, %.0f s (at most %.0f s left)",
-            epoch,
-            history.train_loss[-1],
-            scores.accuracy,
-            scores.each,
-            scores.selection,
-            history.epoch_seconds[-1],
-            left,
+
+    def batch_loss(members: list[int]) -> Tensor:
+        input_ids, mask = pad_tensors([train_ids[i] for i in members])
+        labels = torch.tensor([train_labels[i] for i in members])
+        logits, _ = model(input_ids, mask)
+        if distillation is None:
+            loss: Tensor = loss_fn(logits, labels)
+            return loss
+        return distillation_loss(
+            logits, labels, distillation.logits[members], distillation.temperature, distillation.weight
         )
-        if improved:
-            stale, best_state = 0, copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= config.patience and epoch < config.epochs:
-                history.stopped_early = True
-                log.info("no better dev score for %d epochs: stopping", stale)
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    return history
+
+    schedule = Schedule(config.epochs, config.batch_size, config.warmup_ratio, config.seed, config.patience)
+    lengths = [len(ids) for ids in train_ids]
+    return fit(
+        model,
+        lengths,
+        epochs,
+        optimizer,
+        batch_loss,
+        lambda: mean_accuracy(model, dev_sets, num_labels),
+        schedule,
+    )

@@ -1,5 +1,5 @@
-"""The service's errors. They know nothing of any transport: service/calls/status.py holds the one table
-from error to gRPC status code and HTTP status, which both front doors read.
+"""The service's errors. They know nothing of any transport: calls/status.py holds the one table from
+error to gRPC status code and HTTP status, which both doors read.
 
 ServiceError
 ├── InvalidInput       the request can never succeed as it is
@@ -7,12 +7,16 @@ ServiceError
 ├── PayloadTooLarge    a request body over the size limit (HTTP; gRPC's transport refuses its own)
 ├── ReadTimeout        the caller sent its request too slowly (HTTP)
 ├── ModelNotFound      no such model or version
+├── VersionRefused     a version cannot be loaded or unloaded as asked (its checks, the model control)
 ├── QueueFull          overloaded now: retry later
 ├── DeadlineExpired    the caller's deadline passed
 ├── NotServing         starting up or draining: retry elsewhere
 ├── Unauthenticated    no or wrong credentials
 ├── Forbidden          a browser request from another site, or under a Host name not allowed (HTTP)
 └── RuntimeFailure     the model failed on a batch
+
+StartupError           the server cannot start as configured (outside the tree: no caller hears it)
+└── ModelDirectoryError   a model directory breaks the contract
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,14 @@ def test_every_module_is_described_in_the_development_guide(package: str) -> Non
     ]
     missing = [name for name in names if name not in guide]
     assert not missing, f"modules of {package}/ not in docs/development.md: {missing}"
+
+
+def test_the_architecture_picture_is_drawn_from_the_code(tmp_path: Path) -> None:
+    """docs/architecture.svg is what docs/architecture.py draws from the packages now."""
+    drawn = tmp_path / "architecture.svg"
+    subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "architecture.py"), str(drawn)], check=True, capture_output=True
+    )
+    assert drawn.read_text() == (ROOT / "docs" / "architecture.svg").read_text(), (
+        "run python docs/architecture.py"
+    )
