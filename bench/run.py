@@ -58,15 +58,18 @@ def python(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
-def start(command: list[str]) -> tuple[subprocess.Popen[str], int]:
+def start(
+    command: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """A server process (its code from `cwd`, in `env`) once it printed its READY line; (process, port)."""
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd, env=env
     )
     assert process.stdout is not None
     match = READY.search(process.stdout.readline())
     if not match:
         process.kill()
-        raise RuntimeError(f"{command} did not start")
+        raise RuntimeError(f"{command} (in {cwd}) did not start")
     return process, int(match.group(1))
 
 

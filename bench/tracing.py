@@ -19,34 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench.otlp_receiver import OtlpReceiver
 from bench.report import load
-from bench.run import ROOT, medians, sentences_file, server_args, stop
+from bench.run import ROOT, medians, python, sentences_file, server_args, stop
+from bench.run import start as start_server
 
-READY = re.compile(r"READY port=(\d+)")
 CALLERS = (1, 64)
 
 
 def start(model_dir: Path, env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str], int]:
     """A server with the OTEL_* variables `env` adds, its code from `cwd`; (process, gRPC port)."""
-    command = [sys.executable, "-m", *server_args(model_dir, "--http-port", "-1")]
     clean = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd, env={**clean, **env}
-    )
-    assert process.stdout is not None
-    match = READY.search(process.stdout.readline())
-    if not match:
-        process.kill()
-        raise RuntimeError(f"{command} (in {cwd}, {env}) did not start")
-    return process, int(match.group(1))
+    return start_server(python(*server_args(model_dir, "--http-port", "-1")), cwd, {**clean, **env})
 
 
 def worktree(rev: str, into: Path) -> Path:
