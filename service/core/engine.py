@@ -16,12 +16,14 @@ import numpy as np
 
 from model_contract import padding_runs
 from service.core.errors import NotServing, VersionRefused
+from service.core.fair_queue import ItemResult
 from service.core.postprocess import softmax
 from service.core.results import AttentionMode, AttentionView, PredictionObserver, RowResult, TextResult
 
 if TYPE_CHECKING:
     from service.core.answer_size import AnswerSizePolicy
     from service.core.batcher import Batcher
+    from service.core.cache import AnswerCache
     from service.core.preprocess import Encoded, Preprocessor
     from service.core.runtime import OnnxModel
 
@@ -96,6 +98,7 @@ class Engine:
         sizing: Sizing,
         observer: PredictionObserver | None = None,
         tracing: CallTracer | None = None,
+        cache: AnswerCache | None = None,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -104,6 +107,7 @@ class Engine:
         self.answer_size = answer_size
         self.observer = observer
         self.tracing = tracing
+        self.cache = cache
         self._info = EngineInfo(spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing)
 
     def info(self) -> EngineInfo:
@@ -183,6 +187,21 @@ class Engine:
                     f"(at most {tolerance} allowed): the graph does not honour the padding mask"
                 )
 
+    async def _run(
+        self, encoded: list[Encoded], mode: AttentionMode, deadline: float | None
+    ) -> list[ItemResult]:
+        """Each text through the batcher; the call's queue and model spans when it is traced."""
+        if not encoded:
+            return []
+        tracing = self.tracing
+        call = tracing.current() if tracing is not None else None
+        queued = time.monotonic()
+        futures = self.batcher.submit([e.ids for e in encoded], mode, deadline, call)
+        served = [await futures[0]] if len(futures) == 1 else list(await asyncio.gather(*futures))
+        if call is not None and tracing is not None:
+            tracing.served(queued, [item.trace for item in served if item.trace is not None])
+        return served
+
     def step(self, name: str) -> AbstractContextManager[Any]:
         """A span for one step of the current call when it is traced (service/ops/tracing), else
         nothing; `as` gives the span or None."""
@@ -202,11 +221,16 @@ class Engine:
         """Refuse an answer of `size` bytes that the transport could not send (AnswerSizePolicy)."""
         self.answer_size.check_sent(size)
 
-    async def encode(self, texts: Sequence[str]) -> list[Encoded]:
+    async def encode(self, texts: Sequence[str], positions: Sequence[int] | None = None) -> list[Encoded]:
         """Tokenize; a large request in a worker thread, so that other callers keep being served."""
+        encode = (
+            self.preprocessor.encode
+            if positions is None
+            else functools.partial(self.preprocessor.encode, positions=positions)
+        )
         if sum(map(len, texts)) <= INLINE_CHARS:
-            return self.preprocessor.encode(texts)
-        return await asyncio.to_thread(self.preprocessor.encode, texts)
+            return encode(texts)
+        return await asyncio.to_thread(encode, texts)
 
     async def predict(
         self,
@@ -217,10 +241,33 @@ class Engine:
         json: bool = False,
     ) -> list[TextResult]:
         """Predictions in the order of `texts`. padded: the answer pads attention to the longest
-        text (KServe tensors); json: it is sent as JSON; the size check counts both."""
+        text (KServe tensors); json: it is sent as JSON; the size check counts both. With the
+        answer cache on, a text the cache holds is answered from it (its batch figures are 0: it
+        rode in no batch), and a text the request holds twice runs once."""
         self.admit(len(texts))  # refuse before paying for tokenizing
+        texts = list(texts)
+        cache = self.cache
+        kept = cache.get(texts, mode) if cache is not None else [None] * len(texts)
+        run_of: list[int] = []  # for each text, its place among the texts run (-1: from the cache)
+        to_run: list[int] = []  # the texts run, by their place in the request
+        first: dict[str, int] = {}
+        for position, (text, answer) in enumerate(zip(texts, kept, strict=True)):
+            if answer is not None:
+                run_of.append(-1)
+                continue
+            index = first.get(text) if cache is not None else None
+            if index is None:
+                index = first[text] = len(to_run)
+                to_run.append(position)
+            run_of.append(index)
         with self.step("tokenize") as span:
-            encoded = await self.encode(texts)
+            every = len(to_run) == len(texts)  # then the texts run are the request's, in order
+            run_texts = [texts[position] for position in to_run]
+            ran_encoded = await self.encode(run_texts, None if every else to_run) if to_run else []
+            encoded = [
+                ran_encoded[index] if answer is None else answer.encoded
+                for index, answer in zip(run_of, kept, strict=True)
+            ]
             lengths = [len(e.ids) for e in encoded]
             if span is not None:
                 truncated = sum(e.truncated for e in encoded)
@@ -228,13 +275,14 @@ class Engine:
                     {"call.texts": len(texts), "call.tokens": sum(lengths), "call.truncated": truncated}
                 )
         self.answer_size.check_request(lengths, mode, padded, json)
-        tracing = self.tracing
-        call = tracing.current() if tracing is not None else None
-        queued = time.monotonic()
-        futures = self.batcher.submit([e.ids for e in encoded], mode, deadline, call)
-        served = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
-        if call is not None and tracing is not None:
-            tracing.served(queued, [item.trace for item in served if item.trace is not None])
+        ran = await self._run(ran_encoded, mode, deadline)
+        if cache is not None:
+            for index, position in enumerate(to_run):
+                cache.put(texts[position], mode, ran_encoded[index], ran[index].value)
+        served = [
+            ran[index] if answer is None else ItemResult(answer.row, 0.0, 0.0, 0, 0)
+            for index, answer in zip(run_of, kept, strict=True)
+        ]
         results = []
         for enc, item in zip(encoded, served, strict=True):
             row: RowResult = item.value

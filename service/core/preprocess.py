@@ -61,27 +61,30 @@ class Preprocessor:
         if count > self.max_texts:
             raise InvalidInput(f"the request has {count} texts; the limit is {self.max_texts} per request")
 
-    def validate(self, texts: Sequence[str]) -> None:
-        """Raise InvalidInput naming the first text that breaks a limit."""
+    def validate(self, texts: Sequence[str], positions: Sequence[int] | None = None) -> None:
+        """Raise InvalidInput naming the first text that breaks a limit (by its place in the request:
+        positions[i] for texts[i] when the texts are some of a request's)."""
         self.check_count(len(texts))
         for index, text in enumerate(texts):
+            place = index if positions is None else positions[index]
             if len(text) > self.max_chars:
-                raise InvalidInput(f"text {index} has {len(text)} characters; the limit is {self.max_chars}")
+                raise InvalidInput(f"text {place} has {len(text)} characters; the limit is {self.max_chars}")
             if not text.strip():
-                raise InvalidInput(f"text {index} is empty or only whitespace")
+                raise InvalidInput(f"text {place} is empty or only whitespace")
 
     def _encode_all(self, texts: Sequence[str]) -> list[Encoding]:
         return (
             [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(list(texts))
         )
 
-    def encode(self, texts: Sequence[str]) -> list[Encoded]:
-        """Validate, then tokenize: [CLS] ... [SEP], truncated at max_length, unpadded.
+    def encode(self, texts: Sequence[str], positions: Sequence[int] | None = None) -> list[Encoded]:
+        """Validate, then tokenize: [CLS] ... [SEP], truncated at max_length, unpadded; errors name a
+        text by positions[i] when given (validate).
 
         Runs in well under a millisecond for a few short texts; callers move large requests off
         the event loop (Engine.predict).
         """
-        self.validate(texts)
+        self.validate(texts, positions)
         chars = self.max_length * CHARS_PER_TOKEN
         read = [_prefix(text, chars) for text in texts]
         encodings = self._encode_all(read)
@@ -96,8 +99,9 @@ class Preprocessor:
             short = [i for i in short if len(read[i]) < len(texts[i]) and not encodings[i].overflowing]
         for index, encoding in enumerate(encodings):
             if len(encoding.ids) <= self.specials:
+                place = index if positions is None else positions[index]
                 raise InvalidInput(
-                    f"text {index} has no word the model can read (only spaces, control or "
+                    f"text {place} has no word the model can read (only spaces, control or "
                     "zero-width characters)"
                 )
         unknown = self.unknown_id

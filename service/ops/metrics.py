@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the service, on its own registry, and the HTTP endpoint serving them.
+"""Every Prometheus metric of the service, on its own registry (ops/scrape.py serves them over HTTP).
 
 With --workers N every worker process writes its metrics into files under PROMETHEUS_MULTIPROC_DIR
 (prometheus-client's multiprocess mode) and the parent process serves their sum: counters and
@@ -8,20 +8,12 @@ histograms add up; gauges say how they combine (multiprocess_mode), and only liv
 from __future__ import annotations
 
 import collections
-import socket
-import threading
-from collections.abc import Iterable, Sequence
-from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-
-from service.ops.auth import bearer_refusal
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
     from service.core.results import TextResult
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -113,6 +105,14 @@ class Metrics:
         )
         for reason in DROP_REASONS:  # every series exists from the start, at 0, for rate() and alerts
             self.dropped_texts.labels(reason)
+        self.cache_texts = Counter(
+            "sentiment_cache_texts",
+            "Texts looked up in the answer cache (--cache-entries): hit, answered without the model; "
+            "miss, run (hit ratio: hits over both)",
+            ["result"],
+            registry=r,
+        )
+        self._cache_hits, self._cache_misses = self.cache_texts.labels("hit"), self.cache_texts.labels("miss")
         self.transport_calls = Counter(
             "sentiment_transport_calls",
             "Calls as gRPC's transport counted them (channelz), refused ones included: started minus "
@@ -283,60 +283,8 @@ class Metrics:
     def queue_depth(self, depth: int) -> None:
         self.queue_depth_texts.set(depth)
 
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a scraper that hangs never holds shutdown
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        """An accepted scrape with TCP_NODELAY: the answer's head and body are written apart, and
-        the body would otherwise wait on the scraper's delayed acknowledgement."""
-        conn, address = super().get_request()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, address
-
-
-class _ThreadingWSGIServer6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not worth a log line each."""
-
-
-def _guarded(app: WSGIApplication, token: str) -> WSGIApplication:
-    """`app` behind the bearer token: 401 with a short reason otherwise."""
-    expected = token.encode()
-
-    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        given = [environ["HTTP_AUTHORIZATION"]] if "HTTP_AUTHORIZATION" in environ else []
-        refusal = bearer_refusal(given, expected)
-        if refusal is None:
-            return app(environ, start_response)
-        headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("WWW-Authenticate", 'Bearer realm="metrics"'),
-        ]
-        start_response("401 Unauthorized", headers)
-        return [f"{refusal}\n".encode()]
-
-    return guarded
-
-
-class MetricsEndpoint:
-    """Prometheus text format over HTTP, in a daemon thread; behind the bearer token when one is given."""
-
-    def __init__(self, registry: CollectorRegistry, host: str, port: int, token: str | None = None) -> None:
-        app: WSGIApplication = make_wsgi_app(registry)
-        if token is not None:
-            app = _guarded(app, token)
-        server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
-        self._server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
-        self._thread.start()
-        self.port: int = self._server.server_port
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def cache_lookups(self, hits: int, misses: int) -> None:
+        if hits:
+            self._cache_hits.inc(hits)
+        if misses:
+            self._cache_misses.inc(misses)

@@ -20,16 +20,16 @@ from service.http.app import build_app
 from service.http.bodies import Limits
 from service.http.front import HttpFront, http_door
 from service.ops.access import AccessLog
-from service.ops.metrics import Metrics, MetricsEndpoint
+from service.ops.metrics import Metrics
+from service.ops.scrape import MetricsEndpoint
 from service.ops.settings import ModelControl, Settings
 from service.ops.tracing import Tracing
 from service.ops.transport import TransportStats, server_ids
-from service.versions.assembly import build_engine
+from service.versions.assembly import EngineObserver, build_engine
 from service.versions.changes import VersionChanges
 from service.versions.registry import ModelRegistry
 
 if TYPE_CHECKING:
-    from service.core.batcher import BatchObserver
     from service.core.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Server:
         settings = self.settings
         tracing = self.tracing = Tracing.from_env(SERVER_VERSION)
 
-        def build(version: int, batches: BatchObserver, predictions: PredictionObserver | None) -> Engine:
+        def build(version: int, batches: EngineObserver, predictions: PredictionObserver | None) -> Engine:
             return build_engine(settings, batches, predictions, tracing, version)
 
         models = self.models = ModelRegistry(

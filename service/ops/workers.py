@@ -34,7 +34,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from service.core.errors import StartupError
 from service.ops.cpus import available_cpus
 from service.ops.memory import memory_limit_bytes, process_bytes, processes_that_fit
-from service.ops.metrics import MetricsEndpoint
+from service.ops.scrape import MetricsEndpoint
 from service.ops.sockets import bind, check_port_free
 from service.versions.store import load_spec
 

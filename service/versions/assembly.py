@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from service.core.answer_size import AnswerSizePolicy
 from service.core.batcher import Batcher, BatchObserver
+from service.core.cache import AnswerCache, CacheObserver
 from service.core.engine import Engine, Sizing
 from service.core.errors import ModelDirectoryError
 from service.core.fair_queue import BatchLimits
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from service.ops.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class EngineObserver(BatchObserver, CacheObserver, Protocol):
+    """What watches one version's engine for the metrics: its batches and its cache."""
 
 
 def batch_limits(
@@ -41,7 +46,7 @@ def batch_limits(
 
 def build_engine(
     settings: Settings,
-    observer: BatchObserver | None = None,
+    observer: EngineObserver | None = None,
     predictions: PredictionObserver | None = None,
     tracing: Tracing | None = None,
     version: int | None = None,
@@ -105,4 +110,5 @@ def build_engine(
         sizing,
         predictions,
         tracing,
+        AnswerCache(settings.cache_entries, observer) if settings.cache_entries else None,
     )

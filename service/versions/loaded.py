@@ -39,6 +39,9 @@ class VersionObserver:
         if self.serving:
             self.metrics.dropped(reason, count)
 
+    def cache_lookups(self, hits: int, misses: int) -> None:
+        self.metrics.cache_lookups(hits, misses)
+
     def queue_depth(self, depth: int) -> None:
         self.depths[self.version] = depth if self.serving else 0
         self.metrics.queue_depth(sum(self.depths.values()))

@@ -97,6 +97,10 @@ def kill(process: subprocess.Popen[str]) -> None:
     process.wait(30)
 
 
+# the tests measure the model path: every text runs (tests/e2e/test_cache.py turns the cache on)
+NO_CACHE = {"SENTIMENT_CACHE_ENTRIES": "0"}
+
+
 def launch(model_root: Path, tmp_path: Path, *flags: str, env: dict[str, str] | None = None) -> RunningServer:
     """Start `python -m service` and wait for its READY line; fails with the server's log."""
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
@@ -120,7 +124,7 @@ def launch(model_root: Path, tmp_path: Path, *flags: str, env: dict[str, str] | 
     ]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})}
+            args, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **NO_CACHE, **(env or {})}
         )
     assert process.stdout is not None
     # the READY line, or the end of its output when it exits; a server that does neither in time is
@@ -246,7 +250,7 @@ async def in_process(
 
     server = Server(
         Settings(
-            **{"http_port": 0, **settings},
+            **{"http_port": 0, "cache_entries": 0, **settings},
             model_dir=model_root,
             host="127.0.0.1",
             port=0,

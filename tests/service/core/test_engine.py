@@ -65,9 +65,9 @@ async def test_large_requests_are_tokenized_off_the_event_loop(engine: Engine, m
     threads: list[threading.Thread] = []
     encode = engine.preprocessor.encode
 
-    def spy(texts):
+    def spy(texts, **named):
         threads.append(threading.current_thread())
-        return encode(texts)
+        return encode(texts, **named)
 
     monkeypatch.setattr(engine.preprocessor, "encode", spy)
     await engine.predict(["short and sweet"], AttentionMode.NONE, None)
@@ -97,3 +97,35 @@ async def test_probabilities_do_not_depend_on_the_event_loop(engine: Engine) -> 
     second = await asyncio.gather(*(engine.predict([t], AttentionMode.NONE, None) for t in texts))
     for a, (b,) in zip(first, second, strict=True):
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+
+
+async def test_a_repeat_is_answered_from_the_cache_and_a_request_runs_each_text_once(
+    model_root: Path, monkeypatch
+) -> None:
+    engine = build_engine(Settings(model_dir=model_root, cache_entries=64))
+    await engine.start()
+    try:
+        await repeats_run_once(engine, monkeypatch)
+    finally:
+        await engine.stop()
+
+
+async def repeats_run_once(engine: Engine, monkeypatch) -> None:
+    submitted: list[int] = []
+    submit = engine.batcher.submit
+
+    def spy(sequences, *rest):
+        submitted.append(len(sequences))
+        return submit(sequences, *rest)
+
+    monkeypatch.setattr(engine.batcher, "submit", spy)
+    first = await engine.predict(["Loved it.", "Loved it.", "Hated it."], AttentionMode.NONE, None)
+    assert submitted == [2]
+    assert np.array_equal(first[0].probabilities, first[1].probabilities)
+    second = await engine.predict(["Hated it.", "Something new."], AttentionMode.NONE, None)
+    assert submitted == [2, 1]
+    assert second[0].served.batch_size == 0 and second[1].served.batch_size > 0
+    assert np.array_equal(second[0].probabilities, first[2].probabilities)
+    # a bad text is named by its place in the request, whatever the cache answered before it
+    with pytest.raises(InvalidInput, match="text 2 is empty"):
+        await engine.predict(["Loved it.", "Something new.", "  "], AttentionMode.NONE, None)
