@@ -99,6 +99,26 @@ class BatchRun:
     seconds: float
 
 
+def same_once(round_: list[Item]) -> tuple[list[Item], dict[int, list[Item]]]:
+    """The round with each distinct text once (the same tokens, asking the same; a text whose caller
+    went away is left as it is), and for each text kept, by id, the others it stands for."""
+    kept: list[Item] = []
+    first: dict[tuple[tuple[int, ...], Any], Item] = {}
+    copies: dict[int, list[Item]] = {}
+    for item in round_:
+        if item.future.done():
+            kept.append(item)
+            continue
+        key = (tuple(item.ids), item.want)
+        twin = first.get(key)
+        if twin is None:
+            first[key] = item
+            kept.append(item)
+        else:
+            copies.setdefault(id(twin), []).append(item)
+    return kept, copies
+
+
 class Batcher:
     """The fair queue and the task that forms and runs its rounds."""
 
@@ -108,8 +128,12 @@ class Batcher:
         limits: BatchLimits,
         observer: BatchObserver | None = None,
         tracing: BatchTracer | None = None,
+        once: bool = False,
     ) -> None:
+        """once: identical texts (the same tokens, asking the same) in one round run once (the answer
+        cache's companion: --cache-entries)."""
         self._run_fn = run
+        self._once = once
         self.limits = limits
         self._observer = observer
         self._tracing = tracing
@@ -231,15 +255,27 @@ class Batcher:
 
     async def _run_and_answer(self, round_: list[Item], wide: bool) -> None:
         started = time.monotonic()
-        runs = await self._run(round_, wide)
-        self._answer(runs, started, time.monotonic() - started, wide)
+        copies: dict[int, list[Item]] = {}
+        if self._once:
+            round_, copies = same_once(round_)
+        runs = await self._run(round_, wide, copies)
+        self._answer(runs, started, time.monotonic() - started, wide, copies)
 
-    async def _run(self, round_: list[Item], wide: bool) -> list[BatchRun]:
+    async def _run(
+        self, round_: list[Item], wide: bool, copies: dict[int, list[Item]] | None = None
+    ) -> list[BatchRun]:
         """Run the round's batches back to back on one worker thread; a batch the runtime fails on
         has rows None, and the others still run."""
         parts = split_by_length(round_, self.limits)
         padded = [pad([item.ids for item in batch]) for batch in parts]
-        wants = [[None if item.future.done() else item.want for item in batch] for batch in parts]
+        copies = copies or {}
+
+        def want(item: Item) -> Any:
+            """What the row is for: nothing once every caller it answers has gone."""
+            waiting = [each for each in (item, *copies.get(id(item), ())) if not each.future.done()]
+            return item.want if waiting else None
+
+        wants = [[want(item) for item in batch] for batch in parts]
         run = self._run_fn
 
         def run_all() -> list[BatchRun]:
@@ -265,34 +301,44 @@ class Batcher:
                 for batch, (ids, mask) in zip(parts, padded, strict=True)
             ]
 
-    def _answer(self, runs: Sequence[BatchRun], started: float, seconds: float, wide: bool) -> None:
+    def _answer(
+        self,
+        runs: Sequence[BatchRun],
+        started: float,
+        seconds: float,
+        wide: bool,
+        copies: dict[int, list[Item]],
+    ) -> None:
         """Answer every text of a round that ran: its row, or RuntimeFailure for a failed batch;
-        callers that went away are skipped."""
+        callers that went away are skipped. copies: the texts each run text stood for too."""
         observer = self._observer
         tracing = self._tracing
         for run in runs:
             size, padded_length = run.ids.shape
             tokens = int(run.mask.sum())
             ride = None
+            answered = [(item, [item, *copies.get(id(item), ())]) for item in run.items]
             if tracing is not None:
-                calls = (item.trace for item in run.items)
+                calls = (each.trace for _, same in answered for each in same)
                 facts = BatchFacts(
                     started, run.began, run.seconds, size, padded_length, tokens, wide, run.rows is None
                 )
                 ride = tracing.batch(calls, facts)
             if run.rows is None:
-                for item in run.items:
-                    if not item.future.done():
-                        item.future.set_exception(
-                            RuntimeFailure("the model failed on the batch holding this text; retry")
-                        )
+                for _, same in answered:
+                    for item in same:
+                        if not item.future.done():
+                            item.future.set_exception(
+                                RuntimeFailure("the model failed on the batch holding this text; retry")
+                            )
                 continue
-            for item, row in zip(run.items, run.rows, strict=True):
-                if item.future.done():  # the caller went away while the round ran
-                    continue
-                waited = started - item.enqueued
-                item.future.set_result(ItemResult(row, waited, seconds, size, padded_length, ride))
-                if observer:
-                    observer.queue_wait(waited)
+            for (_, same), row in zip(answered, run.rows, strict=True):
+                for item in same:
+                    if item.future.done():  # the caller went away while the round ran
+                        continue
+                    waited = started - item.enqueued
+                    item.future.set_result(ItemResult(row, waited, seconds, size, padded_length, ride))
+                    if observer:
+                        observer.queue_wait(waited)
             if observer:
                 observer.batch_done(size, padded_length, tokens, run.seconds)

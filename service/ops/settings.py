@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     """Most texts waiting; beyond it requests fail at once with RESOURCE_EXHAUSTED."""
     cache_entries: int = Field(4096, ge=0, le=10_000_000)
     """Answers each model version keeps, so that a text asked again (same attention, full attention
-    aside, at most 2000 characters) is answered without running the model; 0 turns the cache off."""
+    aside, at most 2000 characters) is answered without running the model, and identical texts in
+    one request or one round run once; 0 turns both off."""
     workers: int = Field(1, ge=1, le=64)
     """Server processes sharing the gRPC port, each with its own batcher and ONNX Runtime sessions;
     metrics are summed. The kernel balances connections (not calls) among them."""

@@ -105,7 +105,7 @@ def build_engine(
         spec,
         model,
         preprocessor,
-        Batcher(make_run_fn(model), limits, observer, batch_tracing),
+        Batcher(make_run_fn(model), limits, observer, batch_tracing, once=settings.cache_entries > 0),
         AnswerSizePolicy(settings.max_message_bytes, spec.num_layers, spec.num_heads),
         sizing,
         predictions,

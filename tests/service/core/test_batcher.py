@@ -280,3 +280,23 @@ async def test_a_lone_batch_on_a_quiet_server_runs_wide_and_nothing_starts_besid
     # with work waiting, the round is shared and its parts run narrow, side by side
     await asyncio.gather(*batcher.submit([[5] * 4, [6] * 4, [7] * 9, [8] * 9], None, None))
     assert runtime.wide[-2:] == [False, False]
+
+
+async def test_identical_texts_in_one_round_run_once_and_each_caller_is_answered() -> None:
+    runtime = FakeRuntime()
+    batcher = Batcher(runtime, limits_of(max_concurrent_batches=1), once=True)
+    batcher.start()
+    try:
+        gate = runtime.hold(0)
+        first = batcher.submit([[1, 5, 2]], "none", None)  # runs at once, held
+        await until(lambda: runtime.started == 1)
+        # meanwhile three callers queue the same text: two asking the same, one asking more
+        same = batcher.submit([[1, 7, 2]], "none", None) + batcher.submit([[1, 7, 2]], "none", None)
+        more = batcher.submit([[1, 7, 2]], "summary", None)
+        gate.set()
+        results = await asyncio.wait_for(asyncio.gather(*first, *same, *more), WAIT_S)
+        assert runtime.batches[1] == (2, 3)  # a round of three texts ran two rows
+        assert results[1].value == results[2].value == (10, 3, "none")
+        assert results[3].value == (10, 3, "summary")
+    finally:
+        await asyncio.wait_for(batcher.stop(), WAIT_S)
