@@ -1,5 +1,5 @@
-"""The one table from the core's errors to what a caller receives, for both front doors: the gRPC
-servicers (service/grpc/boundary.py) and the HTTP endpoints (service/http) read it."""
+"""The one table from the core's errors to what a caller receives, for both doors: grpc/boundary.py and
+the HTTP endpoints (http/boundary.py, http/answers.py) read it."""
 
 from __future__ import annotations
 

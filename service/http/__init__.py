@@ -1,1 +1,2 @@
-"""The HTTP front door: the same servicers, limits, token, TLS and drain as gRPC, on its own port."""
+"""The HTTP door: the same calls, limits, token, TLS and drain as gRPC, on its own port. It never imports
+the gRPC door."""
