@@ -23,7 +23,7 @@ from service.core.results import AttentionMode, AttentionView, PredictionObserve
 if TYPE_CHECKING:
     from service.core.answer_size import AnswerSizePolicy
     from service.core.batcher import Batcher
-    from service.core.cache import AnswerCache
+    from service.core.cache import Answer, AnswerCache
     from service.core.preprocess import Encoded, Preprocessor
     from service.core.runtime import OnnxModel
 
@@ -83,6 +83,24 @@ class EngineInfo:
     max_texts: int
     max_chars: int
     sizing: Sizing
+
+
+def runs_once(texts: Sequence[str], kept: Sequence[Answer | None]) -> tuple[list[int], list[int]]:
+    """Which texts run when each distinct text runs once and kept answers run not at all: for each
+    text its place among those run (-1: kept), and the texts run by their place in the request."""
+    run_of: list[int] = []
+    to_run: list[int] = []
+    first: dict[str, int] = {}
+    for position, (text, answer) in enumerate(zip(texts, kept, strict=True)):
+        if answer is not None:
+            run_of.append(-1)
+            continue
+        index = first.get(text)
+        if index is None:
+            index = first[text] = len(to_run)
+            to_run.append(position)
+        run_of.append(index)
+    return run_of, to_run
 
 
 class Engine:
@@ -247,22 +265,16 @@ class Engine:
         self.admit(len(texts))  # refuse before paying for tokenizing
         texts = list(texts)
         cache = self.cache
-        kept = cache.get(texts, mode) if cache is not None else [None] * len(texts)
-        run_of: list[int] = []  # for each text, its place among the texts run (-1: from the cache)
-        to_run: list[int] = []  # the texts run, by their place in the request
-        first: dict[str, int] = {}
-        for position, (text, answer) in enumerate(zip(texts, kept, strict=True)):
-            if answer is not None:
-                run_of.append(-1)
-                continue
-            index = first.get(text) if cache is not None else None
-            if index is None:
-                index = first[text] = len(to_run)
-                to_run.append(position)
-            run_of.append(index)
+        kept: list[Answer | None]
+        if cache is None:  # every text runs, in order
+            kept = [None] * len(texts)
+            run_of = to_run = list(range(len(texts)))
+        else:
+            kept = cache.get(texts, mode)
+            run_of, to_run = runs_once(texts, kept)
         with self.step("tokenize") as span:
             every = len(to_run) == len(texts)  # then the texts run are the request's, in order
-            run_texts = [texts[position] for position in to_run]
+            run_texts = texts if every else [texts[position] for position in to_run]
             ran_encoded = await self.encode(run_texts, None if every else to_run) if to_run else []
             encoded = [
                 ran_encoded[index] if answer is None else answer.encoded
