@@ -33,7 +33,7 @@ from model_export.export import config_json, publish, stage, write_config
 from model_export.model import SentimentTransformer
 from model_export.pretrained import fetch, load_encoder
 from model_export.quantize import quantize
-from model_export.report import markdown
+from model_export.report import int8_figures, markdown
 from model_export.report import report as domain_report
 from model_export.scoring import DevSet, Scores, evaluate, logits_of
 from model_export.tokenizer import encode, load_tokenizer, train_wordpiece
@@ -147,6 +147,9 @@ def build(
         )
         # accuracy per kind of text beside the word-list scorers: domains.json, domains.png
         table = domain_report(staging, cache_dir=cache_dir if data_file is None else None)
+        if "quantized" in config:  # what --variant auto serves by
+            config["quantized"]["accuracy"] = int8_figures(table)
+            write_config(staging, config)
         log.info("accuracy per kind of text:\n%s", markdown(table))
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)

@@ -105,6 +105,17 @@ def report(model_dir: Path, data: Path = DEFAULT_FILE, cache_dir: Path | None = 
     return table
 
 
+def int8_figures(table: Table) -> dict[str, dict[str, float]]:
+    """The rows the server's --variant auto judges the int8 graph by (config.json,
+    quantized.accuracy): each test split and the mean of the file's kinds, with both graphs'
+    accuracy and the count of texts; empty when the table has no int8 column."""
+    return {
+        kind: {"texts": row["texts"], "fp32": row["model fp32"], "int8": row["model int8"]}
+        for kind, row in table.items()
+        if kind in (MOVIES, TWEETS, PATIENTS, MEAN) and "model int8" in row
+    }
+
+
 def chart(table: Table, scorers: list[str], path: Path) -> None:
     import matplotlib
 

@@ -60,6 +60,7 @@ class ModelSpec:
     vocab_size: int
     metrics: dict[str, Any]
     available_versions: tuple[int, ...]  # every version under the model root
+    variant: str = "fp32"  # the graph onnx_path holds: fp32 (model.onnx) or int8 (model.int8.onnx)
 
 
 @dataclass(frozen=True)

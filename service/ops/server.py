@@ -96,9 +96,7 @@ class Server:
             PredictionObservers(self.metrics, self.access),
             settings.shadow_share,
         )
-        changes = self.changes = VersionChanges(
-            models, build, settings.version_policy(), settings.variant.value
-        )
+        changes = self.changes = VersionChanges(models, build, settings.version_policy())
         changes.load_at_start()
         models.on_change = self._models_changed
         observer = CallObserver(self.metrics, self._drain, self.access, tracing)

@@ -107,7 +107,13 @@ def worker_flags(settings: Settings, port: int, http_port: int) -> list[str]:
 
 def run_group(settings: Settings, argv: list[str]) -> int:
     """Start the workers, serve their summed metrics, wait for a signal, drain them all."""
-    spec = load_spec(settings.model_dir, settings.model_name, settings.model_version, settings.variant)
+    spec = load_spec(
+        settings.model_dir,
+        settings.model_name,
+        settings.model_version,
+        settings.variant,
+        settings.provider.value,
+    )
     check_capacity(settings, available_cpus(), memory_limit_bytes(), spec.onnx_path.stat().st_size)
     reserved = [_reserve_port(settings.host, settings.port)]
     http_port = -1

@@ -55,7 +55,9 @@ def build_engine(
     highest); raises ModelDirectoryError with one clear message. `observer` watches the batches,
     `predictions` the answers; `tracing` when tracing is on."""
     chosen = settings.model_version if version is None else version
-    spec = load_spec(settings.model_dir, settings.model_name, chosen, settings.variant)
+    spec = load_spec(
+        settings.model_dir, settings.model_name, chosen, settings.variant, settings.provider.value
+    )
     cpus = available_cpus()
     lone_threads = settings.lone_batch_threads or cpus
     model = OnnxModel(
@@ -97,7 +99,7 @@ def build_engine(
         model_attributes = {
             "model.name": spec.name,
             "model.version": spec.version,
-            "model.variant": settings.variant.value,
+            "model.variant": spec.variant,
             "model.provider": model.provider,
         }
         batch_tracing = BatchTracing(tracing, model_attributes)

@@ -47,15 +47,12 @@ class VersionChanges:
     """Loads, unloads and polls the versions of `models` as `policy` chooses; see the module's
     docstring."""
 
-    def __init__(
-        self, models: ModelRegistry, build: Build, policy: VersionPolicy, variant: str = "fp32"
-    ) -> None:
+    def __init__(self, models: ModelRegistry, build: Build, policy: VersionPolicy) -> None:
         """build(version, batch observer, prediction observer) loads and checks one version
         (assembly.build_engine), raising ModelDirectoryError."""
         self.models = models
         self._build = build
         self.policy = policy
-        self.variant = variant
         self.root = models.root
         self.metrics = models.metrics
         self._leaving: dict[int, tuple[int, Loaded]] = {}  # ticket -> (version, its entry): draining
@@ -84,7 +81,7 @@ class VersionChanges:
 
     def _vet(self, engine: Engine, warm: bool) -> None:
         """The vetting run, then (warm) the warm-up: VersionRefused when vetting fails."""
-        parity(engine, PARITY_TOLERANCE[self.variant])
+        parity(engine, PARITY_TOLERANCE[engine.spec.variant])
         if warm:
             engine.warm_up()
 
@@ -306,7 +303,7 @@ class VersionChanges:
     def _info_labels(self, engine: Engine) -> tuple[str, ...]:
         """A version's sentiment_model_info labels: name, version, provider, variant, labels."""
         spec = engine.spec
-        return (spec.name, str(spec.version), engine.info().provider, self.variant, ",".join(spec.labels))
+        return (spec.name, str(spec.version), engine.info().provider, spec.variant, ",".join(spec.labels))
 
     def _announce(self, engine: Engine, event: str, seconds: float | None = None) -> None:
         spec, info, models = engine.spec, engine.info(), self.models

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 from model_contract import sha256_mismatch, versions
 from service.core.engine import ModelSpec
 from service.core.errors import ModelDirectoryError
 
+log = logging.getLogger(__name__)
+
 REQUIRED = ("config.json", "tokenizer.json")
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # by variant (config.Variant)
+# --variant auto serves int8 only where it costs at most this much accuracy on every text kind the
+# build measured both graphs on (or one text, on a kind too small to tell half a point)
+INT8_MAX_LOSS = 0.005
 MAX_ONNX_BYTES = 2**31  # a model.onnx is one protobuf message, which cannot be larger
 
 
@@ -22,10 +29,35 @@ def no_versions(root: Path) -> ModelDirectoryError:
     )
 
 
-def load_spec(root: Path, name: str, version: int | None, variant: str = "fp32") -> ModelSpec:
-    """Pick `version` (or the highest) under `root` and check its `variant`'s graph; raises
-    ModelDirectoryError."""
-    onnx_file = ONNX_FILES[variant]
+def auto_variant(path: Path, config: dict[str, Any], provider: str) -> tuple[str, str]:
+    """The graph --variant auto serves from the version at `path`, and why: int8 on the CPU when the
+    build measured it against fp32 (config.json's quantized.accuracy, by kind of text) and it loses at
+    most INT8_MAX_LOSS on every kind; fp32 otherwise. On a GPU always fp32: the quantised graph's
+    operators run on the CPU there."""
+    if provider != "cpu":
+        return "fp32", f"the int8 graph is for the CPU, and {provider} was asked for"
+    if not (path / ONNX_FILES["int8"]).is_file():
+        return "fp32", "the version has no int8 graph"
+    figures = (config.get("quantized") or {}).get("accuracy")
+    if not figures:
+        return "fp32", "its config.json holds no int8 accuracy by kind of text (rebuild it to have one)"
+    worst, kind_of_worst = 0.0, ""
+    for kind, scores in figures.items():
+        loss = float(scores["fp32"]) - float(scores["int8"])
+        allowed = max(INT8_MAX_LOSS, 1 / max(1, int(scores["texts"])))
+        if loss > allowed + 1e-4:  # the report rounds accuracy to four places
+            return "fp32", f"int8 loses {100 * loss:.1f} points of accuracy on {kind}"
+        if loss > worst:
+            worst, kind_of_worst = loss, kind
+    lost = f"{100 * worst:.1f} points on {kind_of_worst}" if worst > 0 else "nothing"
+    return "int8", f"int8 loses at most {lost} of the {len(figures)} kinds of text the build measured"
+
+
+def load_spec(
+    root: Path, name: str, version: int | None, variant: str = "fp32", provider: str = "cpu"
+) -> ModelSpec:
+    """Pick `version` (or the highest) under `root` and check its `variant`'s graph (auto: the one
+    auto_variant chooses); raises ModelDirectoryError."""
     available = versions(root)
     if not available:
         raise no_versions(root)
@@ -33,11 +65,17 @@ def load_spec(root: Path, name: str, version: int | None, variant: str = "fp32")
     if chosen not in available:
         raise ModelDirectoryError(f"{root} has no version {chosen}; it has {available}")
     path = root / str(chosen)
-    for required in (*REQUIRED, onnx_file):
+    for required in REQUIRED:
         if not (path / required).is_file():
             raise ModelDirectoryError(f"{path} lacks {required}")
     try:
         config = json.loads((path / "config.json").read_text())
+        if variant == "auto":
+            variant, why = auto_variant(path, config, provider)
+            log.info("version %d serves its %s graph (--variant auto): %s", chosen, variant, why)
+        onnx_file = ONNX_FILES[variant]
+        if not (path / onnx_file).is_file():
+            raise ModelDirectoryError(f"{path} lacks {onnx_file}")
         expected = config["sha256"][onnx_file]
         labels = tuple(str(label) for label in config["labels"])
         model = config["model"]
@@ -54,6 +92,7 @@ def load_spec(root: Path, name: str, version: int | None, variant: str = "fp32")
             vocab_size=int(model["vocab_size"]),
             metrics=dict(config.get("metrics", {})),
             available_versions=tuple(available),
+            variant=variant,
         )
     except (ValueError, KeyError, TypeError) as err:
         raise ModelDirectoryError(f"{path}/config.json is not a valid model config: {err!r}") from err

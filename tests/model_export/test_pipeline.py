@@ -104,6 +104,12 @@ def test_user_data_trains_next_version_with_int8(model_root: Path, tmp_path: Pat
     assert quantized["size_bytes"] == (path / "model.int8.onnx").stat().st_size
     assert quantized["size_bytes"] < quantized["size_bytes_fp32"]
     assert 0 <= quantized["test_accuracy"] <= 1
+    # what --variant auto serves by is the report's own figures for both graphs, kind by kind
+    domains = json.loads((path / "domains.json").read_text())
+    assert quantized["accuracy"] and set(quantized["accuracy"]) <= set(domains)
+    for kind, figures in quantized["accuracy"].items():
+        row = domains[kind]
+        assert figures == {"texts": row["texts"], "fp32": row["model fp32"], "int8": row["model int8"]}
     int8 = OnnxClassifier(path, "model.int8.onnx")
     assert len(int8.predict(["great movie", "awful movie"])) == 2
     assert not any(p.name.startswith(".staging") for p in root.iterdir())
