@@ -1,16 +1,18 @@
 """The batching loop: forms rounds from the fair queue and runs them on worker threads.
 
 A round (fair_queue.py says which texts it takes) runs on one worker as one or more batches, each
-of texts of similar length padded to its longest, back to back; every text of the round is answered
-when its last batch ends. A round closes when it is full, when the oldest waiting text has waited
+of texts of similar length padded to its longest, back to back, shortest first; each batch's texts
+are answered as soon as it ends. A round closes when it is full, when the oldest waiting text has waited
 max_queue_delay, or at once when no round is running: waiting only pays off while the runtime is
 busy, so a quiet server adds no delay. Up to max_concurrent_batches rounds run at once in worker
 threads while the event loop keeps accepting and the next round forms; when several workers are
 idle, the round is shared among them by length (short texts with short ones), so that each works
 with little padding.
 
-Why a round is answered together: answering each batch as it ends (shortest first) lets the long
-texts of a round wait for the short ones' batches, and the tail grows with the mix of lengths.
+Why each batch is answered as it ends, not the round together: a short text that shares its round
+with long ones (a light caller's text beside a heavy request's) would otherwise wait for their
+batch too, and the fairness promise (a light caller waits for about one batch, fair_queue.py) would
+hold for rounds, not for batches. The long texts lose nothing: their batch ends when it would.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from service.core.fair_queue import (
     Item,
     ItemResult,
     QueueObserver,
+    same_once,
     share,
     split_by_length,
 )
@@ -99,26 +102,6 @@ class BatchRun:
     seconds: float
 
 
-def same_once(round_: list[Item]) -> tuple[list[Item], dict[int, list[Item]]]:
-    """The round with each distinct text once (the same tokens, asking the same; a text whose caller
-    went away is left as it is), and for each text kept, by id, the others it stands for."""
-    kept: list[Item] = []
-    first: dict[tuple[tuple[int, ...], Any], Item] = {}
-    copies: dict[int, list[Item]] = {}
-    for item in round_:
-        if item.future.done():
-            kept.append(item)
-            continue
-        key = (tuple(item.ids), item.want)
-        twin = first.get(key)
-        if twin is None:
-            first[key] = item
-            kept.append(item)
-        else:
-            copies.setdefault(id(twin), []).append(item)
-    return kept, copies
-
-
 class Batcher:
     """The fair queue and the task that forms and runs its rounds."""
 
@@ -141,6 +124,7 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(limits.max_concurrent_batches)
         self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # rounds whose batches are running: the worker threads they hold
         self._executor = ThreadPoolExecutor(
             max_workers=limits.max_concurrent_batches, thread_name_prefix="onnxruntime"
         )
@@ -156,7 +140,7 @@ class Batcher:
     @property
     def idle(self) -> bool:
         """No round running or formed, and no text waiting: the cores are not this batcher's now."""
-        return not self._running and not self._shared and not self._queue
+        return not self._busy and not self._shared and not self._queue
 
     def start(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self._form_rounds(), name="batcher")
@@ -215,14 +199,14 @@ class Batcher:
                     return None
                 await self._wait_for_wakeup(None)
                 continue
-            wait_s = queue.seconds_until_round(busy=bool(self._running))
+            wait_s = queue.seconds_until_round(busy=bool(self._busy))
             if wait_s:
                 await self._wait_for_wakeup(wait_s)
                 continue
             round_ = queue.take_round()
             # with several workers idle, share the round among them by length: every core works,
             # and each part pads less
-            idle = self.limits.max_concurrent_batches - len(self._running)
+            idle = self.limits.max_concurrent_batches - self._busy
             if idle > 1 and len(round_) > 1:
                 round_, *self._shared = share(round_, idle)
             return round_
@@ -235,7 +219,7 @@ class Batcher:
             if round_ is None:
                 self._slots.release()
                 return
-            alone = not self._running and not self._queue and not self._shared
+            alone = not self._busy and not self._queue and not self._shared
             self._quiet = self._quiet + 1 if alone else 0
             wide = self.limits.wide_when_alone and alone and self._quiet > QUIET_ROUNDS
             held = 1
@@ -243,32 +227,40 @@ class Batcher:
                 while held < self.limits.max_concurrent_batches:
                     await self._slots.acquire()
                     held += 1
-            task = loop.create_task(self._run_and_answer(round_, wide))
+            self._busy += 1
+            task = loop.create_task(self._run_and_answer(round_, wide, functools.partial(self._free, held)))
             self._running.add(task)
-            task.add_done_callback(functools.partial(self._round_finished, held))
+            task.add_done_callback(self._running.discard)
 
-    def _round_finished(self, held: int, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+    def _free(self, held: int) -> None:
+        """A round's last batch ended: its worker threads (`held` slots) take the next round. Called
+        before that batch is answered, so that a caller who sends again at once finds the runtime
+        as it is (nothing running, when this was the only round)."""
+        self._busy -= 1
         for _ in range(held):
             self._slots.release()
         self._wakeup.set()  # the delay rule depends on whether a round is running
 
-    async def _run_and_answer(self, round_: list[Item], wide: bool) -> None:
+    async def _run_and_answer(self, round_: list[Item], wide: bool, free: Callable[[], None]) -> None:
         started = time.monotonic()
         copies: dict[int, list[Item]] = {}
         if self._once:
             round_, copies = same_once(round_)
-        runs = await self._run(round_, wide, copies)
-        self._answer(runs, started, time.monotonic() - started, wide, copies)
+        await self._run(round_, wide, started, copies, free)
 
     async def _run(
-        self, round_: list[Item], wide: bool, copies: dict[int, list[Item]] | None = None
-    ) -> list[BatchRun]:
-        """Run the round's batches back to back on one worker thread; a batch the runtime fails on
-        has rows None, and the others still run."""
+        self,
+        round_: list[Item],
+        wide: bool,
+        started: float,
+        copies: dict[int, list[Item]],
+        free: Callable[[], None],
+    ) -> None:
+        """Run the round's batches back to back on one worker thread, each answered on the event loop
+        as soon as it ends (free() first, for the last); a batch the runtime fails on has rows None,
+        and the others still run."""
         parts = split_by_length(round_, self.limits)
         padded = [pad([item.ids for item in batch]) for batch in parts]
-        copies = copies or {}
 
         def want(item: Item) -> Any:
             """What the row is for: nothing once every caller it answers has gone."""
@@ -277,10 +269,16 @@ class Batcher:
 
         wants = [[want(item) for item in batch] for batch in parts]
         run = self._run_fn
+        loop = asyncio.get_running_loop()
+        ended: list[int] = []  # batches whose answer is on its way to the event loop
 
-        def run_all() -> list[BatchRun]:
-            done = []
-            for batch, (ids, mask), batch_wants in zip(parts, padded, wants, strict=True):
+        def answer(done: BatchRun, last: bool) -> None:
+            if last:
+                free()
+            self._answer(done, started, wide, copies)
+
+        def run_all() -> None:
+            for index, (batch, (ids, mask), batch_wants) in enumerate(zip(parts, padded, wants, strict=True)):
                 began = time.monotonic()
                 rows: Sequence[Any] | None
                 try:
@@ -288,57 +286,51 @@ class Batcher:
                 except Exception:
                     log.exception("the runtime failed on a batch of %d x %d", *ids.shape)
                     rows = None
-                done.append(BatchRun(batch, ids, mask, rows, began, time.monotonic() - began))
-            return done
+                ended.append(index)
+                done = BatchRun(batch, ids, mask, rows, began, time.monotonic() - began)
+                loop.call_soon_threadsafe(answer, done, index == len(parts) - 1)
 
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, run_all)
+            await loop.run_in_executor(self._executor, run_all)
         except Exception:  # the executor itself (never the model: run_all catches that)
             log.exception("a round of %d texts could not run", len(round_))
             now = time.monotonic()
-            return [
-                BatchRun(batch, ids, mask, None, now, 0.0)
-                for batch, (ids, mask) in zip(parts, padded, strict=True)
-            ]
+            for index, (batch, (ids, mask)) in enumerate(zip(parts, padded, strict=True)):
+                if index not in ended:
+                    answer(BatchRun(batch, ids, mask, None, now, 0.0), index == len(parts) - 1)
 
-    def _answer(
-        self,
-        runs: Sequence[BatchRun],
-        started: float,
-        seconds: float,
-        wide: bool,
-        copies: dict[int, list[Item]],
-    ) -> None:
-        """Answer every text of a round that ran: its row, or RuntimeFailure for a failed batch;
-        callers that went away are skipped. copies: the texts each run text stood for too."""
+    def _answer(self, run: BatchRun, started: float, wide: bool, copies: dict[int, list[Item]]) -> None:
+        """Answer every text of a batch that ran, as it ends: its row, or RuntimeFailure when the
+        batch failed; callers that went away are skipped. started: when its round started; copies:
+        the texts each run text stood for too."""
         observer = self._observer
         tracing = self._tracing
-        for run in runs:
-            size, padded_length = run.ids.shape
-            tokens = int(run.mask.sum())
-            ride = None
-            answered = [(item, [item, *copies.get(id(item), ())]) for item in run.items]
-            if tracing is not None:
-                calls = (each.trace for _, same in answered for each in same)
-                facts = BatchFacts(
-                    started, run.began, run.seconds, size, padded_length, tokens, wide, run.rows is None
-                )
-                ride = tracing.batch(calls, facts)
-            if run.rows is None:
-                for _, same in answered:
-                    for item in same:
-                        if not item.future.done():
-                            item.future.set_exception(
-                                RuntimeFailure("the model failed on the batch holding this text; retry")
-                            )
-                continue
-            for (_, same), row in zip(answered, run.rows, strict=True):
+        size, padded_length = run.ids.shape
+        tokens = int(run.mask.sum())
+        seconds = run.began + run.seconds - started  # from the round's start to this batch's end
+        ride = None
+        answered = [[item, *copies.get(id(item), ())] for item in run.items]
+        if tracing is not None:
+            calls = (each.trace for same in answered for each in same)
+            facts = BatchFacts(
+                started, run.began, run.seconds, size, padded_length, tokens, wide, run.rows is None
+            )
+            ride = tracing.batch(calls, facts)
+        if run.rows is None:
+            for same in answered:
                 for item in same:
-                    if item.future.done():  # the caller went away while the round ran
-                        continue
-                    waited = started - item.enqueued
-                    item.future.set_result(ItemResult(row, waited, seconds, size, padded_length, ride))
-                    if observer:
-                        observer.queue_wait(waited)
-            if observer:
-                observer.batch_done(size, padded_length, tokens, run.seconds)
+                    if not item.future.done():
+                        item.future.set_exception(
+                            RuntimeFailure("the model failed on the batch holding this text; retry")
+                        )
+            return
+        for same, row in zip(answered, run.rows, strict=True):
+            for item in same:
+                if item.future.done():  # the caller went away while the batch ran
+                    continue
+                waited = started - item.enqueued
+                item.future.set_result(ItemResult(row, waited, seconds, size, padded_length, ride))
+                if observer:
+                    observer.queue_wait(waited)
+        if observer:
+            observer.batch_done(size, padded_length, tokens, run.seconds)

@@ -128,6 +128,26 @@ def share(round_: Sequence[Item], workers: int) -> list[list[Item]]:
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
+def same_once(round_: list[Item]) -> tuple[list[Item], dict[int, list[Item]]]:
+    """The round with each distinct text once (the same tokens, asking the same; a text whose caller
+    went away is left as it is), and for each text kept, by id, the others it stands for."""
+    kept: list[Item] = []
+    first: dict[tuple[tuple[int, ...], Any], Item] = {}
+    copies: dict[int, list[Item]] = {}
+    for item in round_:
+        if item.future.done():
+            kept.append(item)
+            continue
+        key = (tuple(item.ids), item.want)
+        twin = first.get(key)
+        if twin is None:
+            first[key] = item
+            kept.append(item)
+        else:
+            copies.setdefault(id(twin), []).append(item)
+    return kept, copies
+
+
 class FairQueue:
     """The bounded queue of texts, in arrival order, and the virtual time of fair queuing."""
 
