@@ -216,6 +216,10 @@ class Runtime:
         self._released = threading.Event()
         self._holding = threading.Semaphore(0)
         self.batches: list[list[int]] = []  # per batch, each row's real tokens
+        self.seconds: list[float] = []  # per batch, how long it ran
+        # a cost per padded token, slept on top of the real run: the tiny model runs any batch in
+        # about a millisecond, and fairness is about batches that take as long as a real model's
+        self.per_token_s = 0.0
         model.run = self._run
 
     def _run(self, input_ids: Any, attention_mask: Any, *args: Any, **kwargs: Any) -> Any:
@@ -228,7 +232,11 @@ class Runtime:
                 raise RuntimeError("the test never released the runtime")
         if index < self._fail:
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : injected fault")
-        return self._real(input_ids, attention_mask, *args, **kwargs)
+        began = time.monotonic()
+        time.sleep(input_ids.size * self.per_token_s)
+        result = self._real(input_ids, attention_mask, *args, **kwargs)
+        self.seconds.append(time.monotonic() - began)
+        return result
 
     async def held(self) -> None:
         """Returns once a held batch is running (one per call)."""

@@ -139,3 +139,43 @@ async def test_a_light_caller_is_answered_after_one_batch_of_the_heaviest_legal_
     assert order.count(light_tokens) == 1 and order.index(light_tokens) <= 2, order[:5]
     assert light_answer.predictions[0].batch.batch_size == 1
     assert light_answer.predictions[0].batch.padded_length == light_tokens
+
+
+async def test_a_light_caller_waits_for_about_one_batch_while_the_heaviest_request_runs(
+    model_root: Path,
+) -> None:
+    """The fairness promise, measured against the same server's quiet latency: while one caller's
+    Predict of the limits' largest request runs (256 texts of 20,000 characters), a caller sending a
+    short text every 20 ms waits at most about one batch more than when the server is quiet. Its
+    text rides in a round with the heavy request's texts and is answered when its own batch ends."""
+    async with in_process(model_root) as (server, runtime):
+        runtime.per_token_s = 0.0002  # a batch of 1,024 padded tokens (the default limit) ~ 0.2 s
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+
+            async def light() -> float:
+                began = asyncio.get_running_loop().time()
+                await stub.Predict(pb.PredictRequest(texts=["short and sweet"]), timeout=PATIENCE_S)
+                return asyncio.get_running_loop().time() - began
+
+            quiet = [await light() for _ in range(20)]
+            heavy_text = ("an endlessly long and winding review of a film " * 420)[:20_000]
+            heavy = asyncio.ensure_future(
+                stub.Predict(pb.PredictRequest(texts=[heavy_text] * 256), timeout=PATIENCE_S)
+            )
+            await eventually("the heavy request queued", lambda: sample(server, "sentiment_queue_depth") > 0)
+            during = []
+            while not heavy.done():
+                during.append(await light())
+                await asyncio.sleep(0.02)
+            answer = await heavy
+        assert len(answer.predictions) == 256
+    longest_batch = max(runtime.seconds)
+    print(
+        f"\nquiet max {1000 * max(quiet):.0f} ms; during the heavy request: {len(during)} calls, "
+        f"max {1000 * max(during):.0f} ms; longest batch {1000 * longest_batch:.0f} ms"
+    )
+    assert len(during) >= 5 and longest_batch > 0.15
+    # waiting for the worker that frees first costs at most one batch; riding in a round with the
+    # heavy texts costs nothing more (waiting for their batch too would cost a second one)
+    assert max(during) <= max(quiet) + 1.5 * longest_batch, (during, longest_batch)
