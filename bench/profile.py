@@ -1,13 +1,13 @@
-"""Where a call's time goes at 64 callers: a py-spy profile of the server under load.
+"""Where a call's time goes: a py-spy profile of the server under load (64 callers by default).
 
-    python -m bench.profile --model-dir models/sentiment [--duration 20]
+    python -m bench.profile --model-dir models/sentiment [--duration 20] [--callers 64]
 
-Starts the server (defaults, fp32 unless --server-flags say otherwise), drives 64 single-text
-callers over KServe v2 gRPC (bench.loadgen) and, while they run, samples the server with py-spy
-twice: once as collapsed stacks (summarised here: each thread's busy share, the functions that
-hold the event loop, what the worker threads do) and once as a flame graph,
-bench/figures/profile_64.svg. Also reads each thread's CPU time from /proc, as milliseconds of CPU
-per request. Writes bench/results/profile.json. Asserts nothing.
+Starts the server (defaults, fp32 unless --server-flags say otherwise), drives single-text callers
+over KServe v2 gRPC (bench.loadgen) and, while they run, samples the server with py-spy twice:
+once as collapsed stacks (summarised here: each thread's busy share, the functions that hold the
+event loop, what the worker threads do) and once as a flame graph,
+bench/figures/profile_<callers>.svg. Also reads each thread's CPU time from /proc, as milliseconds
+of CPU per request. Writes bench/results/profile_<callers>.json. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.run import ROOT, python, sentences_file, server_args, start, stop
 
-FIGURE = ROOT / "bench" / "figures" / "profile_64.svg"
+FIGURES = ROOT / "bench" / "figures"
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))  # the dev extra's binary, beside this Python
 THREAD = re.compile(r"thread \((\d+)\): (.*)")  # py-spy's first frame: the thread, id and name
 LINE = re.compile(r":\d+\)")  # a frame's line number, dropped so a function is one entry
@@ -79,6 +79,7 @@ def main() -> None:
         "--duration", type=float, default=20.0, help="seconds of load; py-spy samples most of it"
     )
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--server-flags", default="")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "sentiment-service")
     args = parser.parse_args()
@@ -91,7 +92,8 @@ def main() -> None:
         load = subprocess.Popen(
             python(
                 *("bench.loadgen", "--target", f"127.0.0.1:{port}", "--sentences", str(texts)),
-                *("--protocol", "v2", "--concurrency", "64", "--channels", "4", "--processes", "2"),
+                *("--protocol", "v2", "--concurrency", str(args.callers)),
+                *(("--channels", "4", "--processes", "2") if args.callers >= 16 else ()),
                 *("--duration", str(args.duration)),
             ),
             stdout=subprocess.PIPE,
@@ -106,7 +108,8 @@ def main() -> None:
             spy += ["-d", str(int(sample_s)), "--threads", "--nonblocking"]
             subprocess.run([*spy, "-f", "raw", "-o", str(raw)], check=True, capture_output=True)
             after = thread_cpu(server.pid)
-            subprocess.run([*spy, "-f", "flamegraph", "-o", str(FIGURE)], check=True, capture_output=True)
+            figure = FIGURES / f"profile_{args.callers}.svg"
+            subprocess.run([*spy, "-f", "flamegraph", "-o", str(figure)], check=True, capture_output=True)
             summary = summarise(raw, args.rate, int(sample_s))
         result, _ = load.communicate()
         figures = json.loads(result.strip().splitlines()[-1])
@@ -121,7 +124,9 @@ def main() -> None:
         if seconds > 0.01
     }
     summary["load"] = figures
-    print(f"64 callers: {figures['sentences_per_s']:.0f} requests/s, p50 {figures['p50_ms']:.0f} ms")
+    print(
+        f"{args.callers} callers: {figures['sentences_per_s']:.0f} requests/s, p50 {figures['p50_ms']:.1f} ms"
+    )
     print("busy share of each thread's time (sampled):")
     for name, share in summary["busy_share_by_thread"].items():
         print(f"  {name:<28} {share:6.1%}")
@@ -132,8 +137,8 @@ def main() -> None:
         print(f"heaviest functions of {thread} (share of that thread's time):")
         for frame, share in list(frames.items())[:15]:
             print(f"  {share:6.1%}  {frame}")
-    (out / "profile.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {FIGURE} and {out / 'profile.json'}")
+    (out / f"profile_{args.callers}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {figure} and {out / f'profile_{args.callers}.json'}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
-"""The published comparison: this server against MLServer, the peer users would pick, in one run.
+"""The published comparison: this server against the servers users would run instead, in one run.
 
-    python -m bench report --model-dir models/sentiment [--duration 8]
+    python -m bench report --model-dir models/sentiment [--duration 8] [--systems a,b]
 
 Every system is called by the same load generator (bench/loadgen.py) over KServe v2 ModelInfer, on
-gRPC and, for this server (fp32) and MLServer with batching, also on HTTP/JSON, one system after
-the other on one machine:
+gRPC and, for this server (fp32) and MLServer with batching, also on HTTP/JSON, on one machine:
 - this server with its defaults, fp32 and int8;
+- a naive server: a grpcio thread pool running ONNX Runtime once per request (bench/naive_server.py);
 - MLServer 1.7.1 running the same model.onnx and tokenizer.json (bench/mlserver_runtime.py), with
   adaptive batching (32 texts, 5 ms) and with batching off, in its own environment (bench/peer.py);
-- the ceilings: ONNX Runtime alone at batch 1, and an empty grpc.aio server.
-For each system: closed loop at 1, 4, 16 and 64 single-text callers; 64 callers with a long-review
-mix; open loop (Poisson arrivals) at 25, 50, 75 and 90% of its measured capacity; and its goodput:
-the highest Poisson arrival rate whose p99 stays within 100 ms (bisected between the open-loop
-points). This server's batch size and padding ratio come from its /metrics after each run.
+- the ceilings: ONNX Runtime alone at batch 1 (every core) and on length-sorted batches of 32, and
+  an empty grpc.aio server.
+Every system is started first; then each load point runs against every system in turn, the order
+rotated by one system from one point to the next. For each system: closed loop at 1, 4, 16 and 64
+single-text callers; 64 callers with a long-review mix; open loop (Poisson arrivals) at 25, 50, 75
+and 90% of its measured capacity; and its goodput at each latency target: the highest Poisson
+arrival rate whose p99 stays within 100 ms, and within 50 ms (bisected from the open-loop points).
+This server's batch size and padding ratio come from its /metrics after each run.
 Writes bench/RESULTS.md, its plots in bench/figures/ and the raw figures as bench/results.json.
 Nothing here asserts a speed: the targets are shown as ratios.
 """
@@ -20,6 +23,7 @@ Nothing here asserts a speed: the targets are shown as ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -42,8 +47,17 @@ from model_contract import versions as model_versions
 CONCURRENCY = (1, 4, 16, 64)
 LOADS = (0.25, 0.5, 0.75, 0.9)
 LONG_FRACTION = 0.25
-GOODPUT_P99_MS = 100.0
+GOODPUT_P99_MS = (100, 50)  # the latency targets goodput is measured at
 GOODPUT_STEPS = 4  # bisections between the last open-loop rate within the target and the next
+SYSTEMS = (  # in the order of the first rotation
+    "ours_fp32",
+    "ours_fp32_http",
+    "ours_int8",
+    "naive",
+    "mlserver_batching",
+    "mlserver_batching_http",
+    "mlserver_no_batching",
+)
 READY = re.compile(r"READY port=(\d+) metrics_port=(\d+|None) http_port=(\d+|None)")
 
 
@@ -143,78 +157,131 @@ def load(port: int, texts: Path, duration: float, http: bool = False, **knobs: A
     return measure(command)
 
 
-def sweep(
-    name: str,
-    port: int,
-    metrics_port: int | None,
-    files: dict[str, Path],
-    duration: float,
-    http: bool = False,
-) -> dict:
-    """Every load shape against one running system; prints each figure as it comes."""
-    figures: dict[str, Any] = {"closed": {}, "open": {}}
+@dataclass(frozen=True)
+class Target:
+    """One system as the load generator reaches it."""
 
-    def run(label: str, **knobs: Any) -> dict[str, Any]:
-        before = scrape(metrics_port)
-        result = load(port, files["short"], duration, http, **knobs)
-        result.update(batch_figures(before, scrape(metrics_port)))
-        shown = ", ".join(
-            f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if v is not None
-        )
-        print(f"{name:<24} {label:<14} {shown}", flush=True)
-        return result
+    name: str
+    port: int
+    metrics_port: int | None = None  # this server's, for the batch figures
+    http: bool = False
 
-    for callers in CONCURRENCY:
-        processes = 2 if callers >= 16 else 1
-        figures["closed"][callers] = run(
-            f"{callers} callers", concurrency=callers, processes=processes, channels=4 if callers >= 16 else 1
-        )
-    figures["long_mix_64"] = run(
-        "64 long mix",
-        concurrency=64,
-        processes=2,
-        channels=4,
-        long=files["long"],
-        long_fraction=LONG_FRACTION,
+
+def run_point(target: Target, files: dict[str, Path], duration: float, label: str, **knobs: Any) -> dict:
+    """One load point against one system; prints its figures as they come."""
+    before = scrape(target.metrics_port)
+    result = load(target.port, files["short"], duration, target.http, **knobs)
+    result.update(batch_figures(before, scrape(target.metrics_port)))
+    shown = ", ".join(
+        f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if v is not None
     )
-    capacity = max(result["sentences_per_s"] for result in figures["closed"].values())
-    figures["capacity"] = capacity
-    for share in LOADS:
-        figures["open"][share] = run(
-            f"open {share:.0%}", rate=round(capacity * share, 1), processes=2, channels=4
-        )
-    figures["goodput"] = goodput(
-        figures, lambda rate: run(f"goodput {rate:.0f}/s", rate=rate, processes=2, channels=4)
-    )
-    return figures
+    print(f"{target.name:<24} {label:<16} {shown}", flush=True)
+    return result
 
 
-def within(result: dict[str, Any]) -> bool:
+class Rotation:
+    """The systems in turn, each load point starting one system later than the last, so that the
+    machine's drift over the run falls on every system alike."""
+
+    def __init__(self, targets: list[Target]) -> None:
+        self.targets = targets
+        self.step = 0
+
+    def next(self) -> list[Target]:
+        k = self.step % len(self.targets)
+        self.step += 1
+        return self.targets[k:] + self.targets[:k]
+
+
+def within(result: dict[str, Any], target_ms: int) -> bool:
     """Every call answered, and p99 within the goodput target."""
     p99 = result.get("p99_ms")
-    return p99 is not None and p99 <= GOODPUT_P99_MS and not result["errors"]
+    return p99 is not None and p99 <= target_ms and not result["errors"]
 
 
-def goodput(figures: dict[str, Any], run: Any) -> dict[str, Any]:
-    """The highest Poisson rate (one text per request) whose p99 is within GOODPUT_P99_MS: starts
-    from the open-loop points already measured, then bisects between the last within and the next."""
-    points = sorted(((r["offered_per_s"], r) for r in figures["open"].values()), key=lambda p: p[0])
-    good = [(rate, r) for rate, r in points if within(r)]
-    low, best = (good[-1][0], good[-1][1]) if good else (0.0, None)
-    above = [rate for rate, r in points if rate > low and not within(r)]
-    high = above[0] if above else figures["capacity"] * 1.2
-    for _ in range(GOODPUT_STEPS):
-        rate = round((low + high) / 2, 1)
-        result = run(rate)
-        if within(result):
-            low, best = rate, result
+class Bisection:
+    """The highest Poisson rate (one text per request) whose p99 is within target_ms: starts from the
+    open-loop points already measured, then halves the gap between the last rate within and the
+    next one above."""
+
+    def __init__(self, figures: dict[str, Any], target_ms: int) -> None:
+        self.target_ms = target_ms
+        points = sorted(((r["offered_per_s"], r) for r in figures["open"].values()), key=lambda p: p[0])
+        good = [(rate, r) for rate, r in points if within(r, target_ms)]
+        self.low, self.best = (good[-1][0], good[-1][1]) if good else (0.0, None)
+        above = [rate for rate, r in points if rate > self.low and not within(r, target_ms)]
+        self.high = above[0] if above else figures["capacity"] * 1.2
+
+    def next_rate(self) -> float:
+        return round((self.low + self.high) / 2, 1)
+
+    def record(self, rate: float, result: dict[str, Any]) -> None:
+        if within(result, self.target_ms):
+            self.low, self.best = rate, result
         else:
-            high = rate
-    return {
-        "rate_per_s": low,
-        "p99_ms": None if best is None else best["p99_ms"],
-        "target_p99_ms": GOODPUT_P99_MS,
-    }
+            self.high = rate
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "rate_per_s": self.low,
+            "p99_ms": None if self.best is None else self.best["p99_ms"],
+            "target_p99_ms": self.target_ms,
+        }
+
+
+def measure_all(
+    targets: list[Target], files: dict[str, Path], duration: float, steps: int = GOODPUT_STEPS
+) -> dict[str, Any]:
+    """Every load shape against every system, rotated point by point (Rotation); `steps`
+    bisections per goodput."""
+    figures: dict[str, Any] = {t.name: {"closed": {}, "open": {}, "goodput": {}} for t in targets}
+    turns = Rotation(targets)
+    for callers in CONCURRENCY:
+        many = callers >= 16
+        for target in turns.next():
+            figures[target.name]["closed"][callers] = run_point(
+                target,
+                files,
+                duration,
+                f"{callers} callers",
+                concurrency=callers,
+                processes=2 if many else 1,
+                channels=4 if many else 1,
+            )
+    for target in turns.next():
+        figures[target.name]["long_mix_64"] = run_point(
+            target,
+            files,
+            duration,
+            "64 long mix",
+            concurrency=64,
+            processes=2,
+            channels=4,
+            long=files["long"],
+            long_fraction=LONG_FRACTION,
+        )
+    for target in targets:
+        closed = figures[target.name]["closed"].values()
+        figures[target.name]["capacity"] = max(result["sentences_per_s"] for result in closed)
+    for share in LOADS:
+        for target in turns.next():
+            rate = round(figures[target.name]["capacity"] * share, 1)
+            figures[target.name]["open"][share] = run_point(
+                target, files, duration, f"open {share:.0%}", rate=rate, processes=2, channels=4
+            )
+    for target_ms in GOODPUT_P99_MS:
+        searches = {t.name: Bisection(figures[t.name], target_ms) for t in targets}
+        for _ in range(steps):
+            for target in turns.next():
+                search = searches[target.name]
+                rate = search.next_rate()
+                label = f"p99<={target_ms:.0f}: {rate:.0f}/s"
+                search.record(
+                    rate, run_point(target, files, duration, label, rate=rate, processes=2, channels=4)
+                )
+        for name, search in searches.items():
+            figures[name]["goodput"][target_ms] = search.result()
+    return figures
 
 
 def machine(version_dir: Path) -> dict[str, Any]:
@@ -251,14 +318,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "sentiment-service")
     parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where RESULTS.md goes")
-    parser.add_argument(
-        "--systems",
-        default="ours_fp32,ours_fp32_http,ours_int8,mlserver_batching,mlserver_batching_http,"
-        "mlserver_no_batching",
-        help="comma-separated subset to run",
-    )
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset to run")
+    parser.add_argument("--goodput-steps", type=int, default=GOODPUT_STEPS, help="bisections per goodput")
     args = parser.parse_args(argv)
-    from bench.run import sentences_file
+    from bench.run import ort_alone, sentences_file
 
     versions = model_versions(args.model_dir)
     version_dir = args.model_dir / str(versions[-1])
@@ -277,6 +340,8 @@ def main(argv: list[str]) -> None:
     print(json.dumps(report["machine"]), flush=True)
     report["ort_batch1"] = ort_latency(version_dir, files["short"], args.duration)
     print(f"{'onnx runtime alone':<24} batch 1        {report['ort_batch1']}", flush=True)
+    report["ort_sorted32"] = ort_alone(version_dir, files["short"], args.duration, "sorted32")
+    print(f"{'onnx runtime alone':<24} sorted 32      {report['ort_sorted32']}", flush=True)
     empty = subprocess.Popen(python("bench.empty_server"), stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert empty.stdout is not None
@@ -288,41 +353,49 @@ def main(argv: list[str]) -> None:
         print(f"{'empty grpc.aio server':<24} {report['empty_server']}", flush=True)
     finally:
         stop(empty)
-    wanted = args.systems.split(",")
-    model_root = str(args.model_dir)
-    for name, variant in (("ours_fp32", "fp32"), ("ours_int8", "int8")):
-        if name not in wanted:
-            continue
-        server, port, metrics_port, http_port = start_ours([model_root, "--variant", variant])
-        try:
-            report["systems"][name] = sweep(name, port, metrics_port, files, args.duration)
-            if variant == "fp32" and f"{name}_http" in wanted:
-                report["systems"][f"{name}_http"] = sweep(
-                    f"{name}_http", http_port, metrics_port, files, args.duration, http=True
-                )
-        finally:
-            stop(server)
-    mlserver_python = None
-    for name, batching in (("mlserver_batching", True), ("mlserver_no_batching", False)):
-        if name not in wanted:
-            continue
-        mlserver_python = mlserver_python or peer.ensure_venv(args.cache_dir)
-        with tempfile.TemporaryDirectory(prefix="mlserver-") as folder:
-            process, port = peer.start(mlserver_python, Path(folder), version_dir, batching=batching)
-            try:
-                report["systems"][name] = sweep(name, port, None, files, args.duration)
-                if batching and f"{name}_http" in wanted:
-                    http_port = json.loads((Path(folder) / "settings.json").read_text())["http_port"]
-                    report["systems"][f"{name}_http"] = sweep(
-                        f"{name}_http", http_port, None, files, args.duration, http=True
-                    )
-            finally:
-                peer.stop(process)
+    wanted = [name for name in SYSTEMS if name in args.systems.split(",")]
+    with contextlib.ExitStack() as running:
+        targets = start_systems(wanted, args, version_dir, running)
+        chosen = [t for t in targets if t.name in wanted]
+        report["systems"] = measure_all(chosen, files, args.duration, args.goodput_steps)
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     from bench.publish import write
 
     write(report, args.out)
     print(f"wrote {args.out / 'RESULTS.md'}")
+
+
+def start_systems(
+    wanted: list[str], args: argparse.Namespace, version_dir: Path, running: contextlib.ExitStack
+) -> list[Target]:
+    """Every wanted system started at once (each stopped when `running` closes), as targets."""
+    targets: list[Target] = []
+    for variant in ("fp32", "int8"):
+        name = f"ours_{variant}"
+        if name not in wanted and f"{name}_http" not in wanted:
+            continue
+        server, port, metrics_port, http_port = start_ours([str(args.model_dir), "--variant", variant])
+        running.callback(stop, server)
+        targets += [Target(name, port, metrics_port), Target(f"{name}_http", http_port, metrics_port, True)]
+    if "naive" in wanted:
+        naive = python("bench.naive_server", "--model-version-dir", str(version_dir))
+        process = subprocess.Popen(
+            naive, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+        )
+        running.callback(stop, process)
+        assert process.stdout is not None
+        targets.append(Target("naive", int(EMPTY_READY.search(process.stdout.readline()).group(1))))  # type: ignore[union-attr]
+    mlserver_python = None
+    for name, batching in (("mlserver_batching", True), ("mlserver_no_batching", False)):
+        if name not in wanted and f"{name}_http" not in wanted:
+            continue
+        mlserver_python = mlserver_python or peer.ensure_venv(args.cache_dir)
+        folder = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="mlserver-")))
+        process, port = peer.start(mlserver_python, folder, version_dir, batching=batching)
+        running.callback(peer.stop, process)
+        http_port = json.loads((folder / "settings.json").read_text())["http_port"]
+        targets += [Target(name, port), Target(f"{name}_http", http_port, None, True)]
+    return targets
 
 
 if __name__ == "__main__":

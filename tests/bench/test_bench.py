@@ -125,35 +125,47 @@ def test_report_writes_results_and_plots(model_root: Path, cache_dir: Path, tmp_
         [
             sys.executable, "-m", "bench", "report", "--model-dir", str(model_root), "--duration", "0.5",
             "--sentences", "100", "--cache-dir", str(cache_dir), "--out", str(tmp_path),
-            "--systems", "ours_fp32,ours_fp32_http,mlserver_batching,mlserver_batching_http",
+            "--systems", "ours_fp32,ours_fp32_http,naive,mlserver_batching,mlserver_batching_http",
+            "--goodput-steps", "1",
         ],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = (tmp_path / "RESULTS.md").read_text()
     for row in (
-        "throughput / MLServer's best",
-        "p99 / that MLServer's p99",
-        "1 caller: p50",
-        "75% of capacity",
+        "goodput at p99 <= 100 ms, gRPC: this server / MLServer's best",
+        "goodput at p99 <= 50 ms, HTTP: this server / MLServer's",
+        "goodput at p99 <= 100 ms: this server / the naive server",
+        "1 caller: HTTP p50 / gRPC p50",
+        "1 caller: gRPC p50 / the naive server's p50",
+        "64 callers: throughput / ONNX Runtime alone on length-sorted batches of 32",
+        "64 callers: p99 / that MLServer's p99",
         "HTTP throughput / gRPC throughput",
-        "HTTP: throughput / MLServer's HTTP",
-        "goodput at p99 <= 100 ms, gRPC",
-        "goodput at p99 <= 100 ms, HTTP",
     ):
         assert row in text
     report = json.loads((tmp_path / "results.json").read_text())
     assert set(report["systems"]) == {
         "ours_fp32",
         "ours_fp32_http",
+        "naive",
         "mlserver_batching",
         "mlserver_batching_http",
     }
+    # every system started at once, every load point run against each in turn: the order rotates
+    starts = [
+        line.split()[0]
+        for line in result.stdout.splitlines()
+        if " 1 callers " in line or " 4 callers " in line
+    ]
+    assert starts[0] != starts[5] and sorted(starts[:5]) == sorted(report["systems"])
     for figures in report["systems"].values():
         assert all(figures["closed"][c]["requests"] > 0 for c in ("1", "64"))
         assert figures["open"]["0.75"]["offered_per_s"] > 0
-        assert figures["goodput"]["rate_per_s"] >= 0 and figures["goodput"]["target_p99_ms"] == 100
+        for target in ("100", "50"):
+            good = figures["goodput"][target]
+            assert good["rate_per_s"] >= 0 and good["target_p99_ms"] == int(target)
     assert report["systems"]["ours_fp32"]["closed"]["64"]["mean_batch_size"] >= 1
+    assert report["ort_sorted32"]["sentences_per_s"] > 0
     for plot in ("throughput.png", "latency.png"):
         assert (tmp_path / "figures" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
