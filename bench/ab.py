@@ -1,7 +1,7 @@
-"""This tree against another commit, one server each, at 1 and 64 callers, in one run: does a change
-cost speed?
+"""This tree against another commit, one server each, at 1 and 64 callers (and, with --rates, Poisson
+arrivals at those rates), in one run: does a change cost speed?
 
-    python -m bench.ab --base REV --model-dir models/sentiment [--duration 8] [--rounds 5]
+    python -m bench.ab --base REV --model-dir models/sentiment [--duration 8] [--rounds 5] [--rates 100,140]
 
 The other commit's server runs from a git worktree, over the same model directory. Both servers run
 for the whole bench and the load goes to each in turn, round after round, each round starting with
@@ -24,22 +24,34 @@ from bench.run import ROOT, medians, sentences_file, stop
 from bench.tracing import CALLERS, start, summary, worktree
 
 
+def loads(rates: str) -> dict[str, dict[str, Any]]:
+    """The load points by label: closed loop at each of CALLERS, then open loop at each rate."""
+    points: dict[str, dict[str, Any]] = {
+        str(c): {"concurrency": c, "processes": 2 if c > 1 else 1, "channels": 4 if c > 1 else 1}
+        for c in CALLERS
+    }
+    for rate in filter(None, rates.split(",")):
+        points[f"{float(rate):.0f}/s"] = {"rate": float(rate), "processes": 2, "channels": 4}
+    return points
+
+
 def table(figures: dict[str, Any]) -> str:
-    """Medians per server and callers, and this tree's ratio to the base."""
+    """Medians per server and load, and this tree's ratio to the base."""
     names = figures["servers"]
-    rows = ["| server | callers | sentences/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
-    for callers in CALLERS:
+    rows = ["| server | load | sentences/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    points = list(figures["median"][names[0]])
+    for callers in points:
         for name in names:
-            m = figures["median"][name][str(callers)]
+            m = figures["median"][name][callers]
             rows.append(
                 f"| {name} | {callers} | {m['sentences_per_s']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
             )
     this, base = names
-    for callers in CALLERS:
-        a, b = figures["median"][this][str(callers)], figures["median"][base][str(callers)]
+    for callers in points:
+        a, b = figures["median"][this][callers], figures["median"][base][callers]
         ratio = {key: a[key] / b[key] for key in ("sentences_per_s", "p50_ms", "p99_ms")}
         rows.append(
-            f"\n{callers} callers, this tree / base: throughput {ratio['sentences_per_s']:.3f}, "
+            f"\n{callers}, this tree / base: throughput {ratio['sentences_per_s']:.3f}, "
             f"p50 {ratio['p50_ms']:.3f}, p99 {ratio['p99_ms']:.3f}"
         )
     return "\n".join(rows) + "\n"
@@ -53,6 +65,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("models/sentiment"))
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rates", default="", help="open-loop requests/s to add, comma-separated")
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "sentiment-service")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "ab.json")
@@ -67,21 +80,15 @@ def main() -> None:
         servers = {}
         try:
             servers = {name: start(model_dir, {}, cwd) for name, cwd in zip(names, (ROOT, base), strict=True)}
-            runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-                n: {str(c): [] for c in CALLERS} for n in names
-            }
+            points = loads(args.rates)
+            runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {p: [] for p in points} for n in names}
             for round_ in range(args.rounds):
                 order = names[round_ % 2 :] + names[: round_ % 2]  # each round starts with the other
-                for callers in CALLERS:
+                for label, knobs in points.items():
                     for name in order:
-                        knobs = {
-                            "concurrency": callers,
-                            "processes": 2 if callers > 1 else 1,
-                            "channels": 4 if callers > 1 else 1,
-                        }
                         result = load(servers[name][1], texts, args.duration, **knobs)
-                        runs[name][str(callers)].append(result)
-                        print(f"round {round_ + 1}, {callers} callers, {name}: {summary(result)}", flush=True)
+                        runs[name][label].append(result)
+                        print(f"round {round_ + 1}, {label}, {name}: {summary(result)}", flush=True)
         finally:
             for process, _ in servers.values():
                 stop(process)

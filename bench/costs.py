@@ -8,7 +8,8 @@ ONNX Runtime in-process, as the server's worker threads run it (bench.run's ceil
 2. rounds of real test-split texts (18 and 64 drawn at random, as a round at 64 callers holds),
    cut into batches by length at several padding limits (fair_queue.split_by_length, the server's
    rule): batches per round and milliseconds per text.
-Prints the tables and writes them as JSON to bench/results/costs.json. Asserts nothing.
+Prints the tables and writes them as JSON to bench/costs.json (docs/batching.md quotes it).
+Asserts nothing.
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ def main() -> None:
         "shapes": by_shape,
         "rounds": by_round,
     }
-    (out / "costs.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out / 'costs.json'}")
+    path = ROOT / "bench" / "costs.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

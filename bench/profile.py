@@ -7,7 +7,8 @@ over KServe v2 gRPC (bench.loadgen) and, while they run, samples the server with
 once as collapsed stacks (summarised here: each thread's busy share, the functions that hold the
 event loop, what the worker threads do) and once as a flame graph,
 bench/figures/profile_<callers>.svg. Also reads each thread's CPU time from /proc, as milliseconds
-of CPU per request. Writes bench/results/profile_<callers>.json. Asserts nothing.
+of CPU per request. Writes bench/profile_<callers>.json (docs/batching.md quotes it). Asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -137,8 +138,9 @@ def main() -> None:
         print(f"heaviest functions of {thread} (share of that thread's time):")
         for frame, share in list(frames.items())[:15]:
             print(f"  {share:6.1%}  {frame}")
-    (out / f"profile_{args.callers}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {figure} and {out / f'profile_{args.callers}.json'}")
+    path = ROOT / "bench" / f"profile_{args.callers}.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {figure} and {path}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -67,9 +68,16 @@ class BatchTracer(Protocol):
     def batch(self, calls: Iterable[Any], facts: BatchFacts) -> Any: ...
 
 
-# a lone round runs wide only once this many rounds before it also ran alone: a server this quiet
-# is serving one caller at a time; under load, even light, two narrow rounds side by side serve more
-QUIET_ROUNDS = 4
+# A round that starts alone (nothing running or waiting) runs wide, on every core, only while such
+# rounds are rarely joined: another text arriving before one ends, which a wide round makes wait for
+# the whole of it, where a narrow one leaves it the other core. `joined` is the running share of lone
+# rounds that were joined, each round weighing JOINED_WEIGHT; wide while it is below WIDE_BELOW. A
+# lone caller, who sends again only once answered, is never joined and turns wide after
+# QUIET_ROUNDS rounds; Poisson arrivals of more than about one per four rounds' time keep rounds
+# narrow (docs/batching.md has the measurements).
+JOINED_WEIGHT = 0.3
+WIDE_BELOW = 0.25
+QUIET_ROUNDS = math.ceil(math.log(WIDE_BELOW) / math.log(1 - JOINED_WEIGHT))
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +138,8 @@ class Batcher:
         )
         self._loop_task: asyncio.Task[None] | None = None
         self._shared: list[list[Item]] = []  # rounds formed for the other idle workers
-        self._quiet = 0  # rounds in a row that started with nothing running or waiting
+        self._joined = 1.0  # share of recent lone rounds another text arrived during (see above)
+        self._arrived = 0  # texts submitted so far
 
     @property
     def depth(self) -> int:
@@ -176,6 +185,7 @@ class Batcher:
         """Queue every sequence of one request, or none: a full queue refuses at once. trace: the
         request's span when it is sampled (service/ops/tracing), for its batches to link to."""
         futures = self._queue.push(sequences, want, deadline, trace)
+        self._arrived += len(futures)
         self._wakeup.set()
         return futures
 
@@ -220,22 +230,25 @@ class Batcher:
                 self._slots.release()
                 return
             alone = not self._busy and not self._queue and not self._shared
-            self._quiet = self._quiet + 1 if alone else 0
-            wide = self.limits.wide_when_alone and alone and self._quiet > QUIET_ROUNDS
+            wide = self.limits.wide_when_alone and alone and self._joined < WIDE_BELOW
             held = 1
             if wide:  # it uses every core: hold every slot until it ends (all free: nothing runs)
                 while held < self.limits.max_concurrent_batches:
                     await self._slots.acquire()
                     held += 1
             self._busy += 1
-            task = loop.create_task(self._run_and_answer(round_, wide, functools.partial(self._free, held)))
+            free = functools.partial(self._free, held, self._arrived if alone else None)
+            task = loop.create_task(self._run_and_answer(round_, wide, free))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    def _free(self, held: int) -> None:
+    def _free(self, held: int, arrived: int | None) -> None:
         """A round's last batch ended: its worker threads (`held` slots) take the next round. Called
         before that batch is answered, so that a caller who sends again at once finds the runtime
-        as it is (nothing running, when this was the only round)."""
+        as it is (nothing running, when this was the only round). arrived: for a round that started
+        alone, the texts submitted before it started; whether more came since updates `joined`."""
+        if arrived is not None:
+            self._joined += JOINED_WEIGHT * (float(self._arrived > arrived) - self._joined)
         self._busy -= 1
         for _ in range(held):
             self._slots.release()

@@ -281,7 +281,9 @@ async def test_a_lone_batch_on_a_quiet_server_runs_wide_and_nothing_starts_besid
     assert runtime.wide[-1] is True and batcher.depth == 1
     release.set()
     await asyncio.gather(*first, *second)
-    assert runtime.wide[-2:] == [True, True]  # each found nothing running and nothing waiting
+    # each found nothing running and nothing waiting, but the second arrived while the wide round
+    # ran: the lone round after that runs narrow, leaving a core to whatever arrives meanwhile
+    assert runtime.wide[-2:] == [True, False]
     # with work waiting, the round is shared and its parts run narrow, side by side
     await asyncio.gather(*batcher.submit([[5] * 4, [6] * 4, [7] * 9, [8] * 9], None, None))
     assert runtime.wide[-2:] == [False, False]
@@ -305,3 +307,21 @@ async def test_identical_texts_in_one_round_run_once_and_each_caller_is_answered
         assert results[3].value == (10, 3, "summary")
     finally:
         await asyncio.wait_for(batcher.stop(), WAIT_S)
+
+
+async def test_lone_rounds_that_others_keep_joining_stay_narrow(make) -> None:
+    """Arrivals that keep landing while a lone round runs (light load, not one caller) would wait
+    for a whole wide round: such rounds stay narrow, however many start with nothing else waiting."""
+    batcher, runtime = make(max_queue_delay_s=0.0)
+    for n in range(3 * QUIET_ROUNDS):
+        release = runtime.hold(2 * n)
+        first = batcher.submit([[n + 1]], None, None)
+        await until(lambda n=n: runtime.started == 2 * n + 1)  # it runs, alone
+        second = batcher.submit([[n + 2]], None, None)  # and another text arrives meanwhile
+        release.set()
+        await asyncio.gather(*first, *second)
+    assert runtime.started == 6 * QUIET_ROUNDS and not any(runtime.wide)
+    # once nothing joins its rounds, a lone caller gets every core again
+    for n in range(QUIET_ROUNDS + 1):
+        await batcher.submit([[n + 1]], None, None)[0]
+    assert runtime.wide[-1] is True
