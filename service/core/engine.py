@@ -18,7 +18,7 @@ from model_contract import padding_runs
 from service.core.errors import NotServing, VersionRefused
 from service.core.fair_queue import ItemResult
 from service.core.postprocess import softmax
-from service.core.results import AttentionMode, AttentionView, PredictionObserver, RowResult, TextResult
+from service.core.results import AttentionMode, PredictionObserver, TextResult, text_result
 
 if TYPE_CHECKING:
     from service.core.answer_size import AnswerSizePolicy
@@ -296,26 +296,8 @@ class Engine:
             ran[index] if answer is None else ItemResult(answer.row, 0.0, 0.0, 0, 0)
             for index, answer in zip(run_of, kept, strict=True)
         ]
-        results = []
-        for enc, item in zip(encoded, served, strict=True):
-            row: RowResult = item.value
-            probabilities = row.probabilities
-            best = int(probabilities.argmax())
-            view = None
-            if row.cls_attention is not None and row.rollout is not None:
-                view = AttentionView(enc.tokens, row.cls_attention, row.rollout, row.weights)
-            results.append(
-                TextResult(
-                    self.spec.labels[best],
-                    float(probabilities[best]),
-                    probabilities,
-                    enc.truncated,
-                    len(enc.ids),
-                    item,
-                    view,
-                    enc.unknown,
-                )
-            )
+        labels = self.spec.labels
+        results = [text_result(labels, enc, item) for enc, item in zip(encoded, served, strict=True)]
         if self.observer is not None:
             self.observer.predicted(texts, results, self.spec.version)
         return results

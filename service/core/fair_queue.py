@@ -25,7 +25,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from service.core.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull
 
@@ -101,21 +101,46 @@ def select_round(pending: Sequence[Item], limits: BatchLimits) -> list[Item]:
     return chosen
 
 
-def split_by_length(round_: Sequence[Item], limits: BatchLimits) -> list[list[Item]]:
-    """The round's batches, shortest first: each takes the next texts in length order while it stays
-    within max_batch_tokens padded tokens and max_padding_ratio padding."""
-    out: list[list[Item]] = []
-    batch: list[Item] = []
+class Sized(Protocol):
+    """A text as the batch split sees it: its length in tokens."""
+
+    @property
+    def length(self) -> int: ...
+
+
+SizedT = TypeVar("SizedT", bound=Sized)
+
+
+class SplitLimits(Protocol):
+    """The limits that cut a set of texts into batches (BatchLimits; the bulk path's own)."""
+
+    @property
+    def max_batch_size(self) -> int: ...
+
+    @property
+    def max_batch_tokens(self) -> int: ...
+
+    @property
+    def max_padding_ratio(self) -> float: ...
+
+
+def split_by_length(texts: Sequence[SizedT], limits: SplitLimits) -> list[list[SizedT]]:
+    """The texts' batches, shortest first: each takes the next texts in length order while it stays
+    within max_batch_size texts, max_batch_tokens padded tokens and max_padding_ratio padding."""
+    out: list[list[SizedT]] = []
+    batch: list[SizedT] = []
     real = 0
-    for item in sorted(round_, key=lambda item: item.length):
-        padded = item.length * (len(batch) + 1)  # sorted: the newcomer is the longest
+    for text in sorted(texts, key=lambda text: text.length):
+        padded = text.length * (len(batch) + 1)  # sorted: the newcomer is the longest
         if batch and (
-            padded > limits.max_batch_tokens or 1 - (real + item.length) / padded > limits.max_padding_ratio
+            len(batch) == limits.max_batch_size
+            or padded > limits.max_batch_tokens
+            or 1 - (real + text.length) / padded > limits.max_padding_ratio
         ):
             out.append(batch)
             batch, real = [], 0
-        batch.append(item)
-        real += item.length
+        batch.append(text)
+        real += text.length
     if batch:
         out.append(batch)
     return out

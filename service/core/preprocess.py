@@ -20,6 +20,7 @@ from service.core.errors import InvalidInput
 CHARS_PER_TOKEN = 16  # words average 5 or 6 characters with their space; room for long ones
 WHITESPACE = " \t\n\r\f\v"
 
+UNREADABLE = "has no word the model can read (only spaces, control or zero-width characters)"
 UNKNOWN_TOKEN = "[UNK]"  # WordPiece's token for what the vocabulary does not hold
 
 
@@ -31,6 +32,10 @@ class Encoded:
     tokens: list[str]
     truncated: bool
     unknown: int = 0  # tokens the vocabulary did not know ([UNK])
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
 
 
 def _prefix(text: str, chars: int) -> str:
@@ -61,16 +66,22 @@ class Preprocessor:
         if count > self.max_texts:
             raise InvalidInput(f"the request has {count} texts; the limit is {self.max_texts} per request")
 
+    def problem(self, text: str) -> str | None:
+        """What makes `text` unfit to be read (as the end of a sentence naming it), or None."""
+        if len(text) > self.max_chars:
+            return f"has {len(text)} characters; the limit is {self.max_chars}"
+        if not text.strip():
+            return "is empty or only whitespace"
+        return None
+
     def validate(self, texts: Sequence[str], positions: Sequence[int] | None = None) -> None:
         """Raise InvalidInput naming the first text that breaks a limit (by its place in the request:
         positions[i] for texts[i] when the texts are some of a request's)."""
         self.check_count(len(texts))
         for index, text in enumerate(texts):
-            place = index if positions is None else positions[index]
-            if len(text) > self.max_chars:
-                raise InvalidInput(f"text {place} has {len(text)} characters; the limit is {self.max_chars}")
-            if not text.strip():
-                raise InvalidInput(f"text {place} is empty or only whitespace")
+            problem = self.problem(text)
+            if problem is not None:
+                raise InvalidInput(f"text {index if positions is None else positions[index]} {problem}")
 
     def _encode_all(self, texts: Sequence[str]) -> list[Encoding]:
         return (
@@ -78,13 +89,26 @@ class Preprocessor:
         )
 
     def encode(self, texts: Sequence[str], positions: Sequence[int] | None = None) -> list[Encoded]:
-        """Validate, then tokenize: [CLS] ... [SEP], truncated at max_length, unpadded; errors name a
-        text by positions[i] when given (validate).
+        """Validate, then tokenize; errors name a text by positions[i] when given (validate).
 
         Runs in well under a millisecond for a few short texts; callers move large requests off
         the event loop (Engine.predict).
         """
         self.validate(texts, positions)
+        encoded = self.tokenize(texts)
+        for index, each in enumerate(encoded):
+            if not self.readable(each):
+                raise InvalidInput(f"text {index if positions is None else positions[index]} {UNREADABLE}")
+        return encoded
+
+    def readable(self, encoded: Encoded) -> bool:
+        """Whether the text gave the model a word to read, besides [CLS] and [SEP]."""
+        return len(encoded.ids) > self.specials
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoded]:
+        """[CLS] ... [SEP], truncated at max_length, unpadded; no limit checked (encode checks them)."""
+        if not texts:
+            return []
         chars = self.max_length * CHARS_PER_TOKEN
         read = [_prefix(text, chars) for text in texts]
         encodings = self._encode_all(read)
@@ -97,13 +121,6 @@ class Preprocessor:
             for i, encoding in zip(short, self._encode_all([read[i] for i in short]), strict=True):
                 encodings[i] = encoding
             short = [i for i in short if len(read[i]) < len(texts[i]) and not encodings[i].overflowing]
-        for index, encoding in enumerate(encodings):
-            if len(encoding.ids) <= self.specials:
-                place = index if positions is None else positions[index]
-                raise InvalidInput(
-                    f"text {place} has no word the model can read (only spaces, control or "
-                    "zero-width characters)"
-                )
         unknown = self.unknown_id
         return [
             Encoded(e.ids, e.tokens, bool(e.overflowing), 0 if unknown is None else e.ids.count(unknown))

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from service.core.fair_queue import ItemResult
+    from service.core.preprocess import Encoded
 
 
 class AttentionMode(StrEnum):
@@ -50,6 +51,28 @@ class TextResult:
     attention: AttentionView | None
     unknown_tokens: int = (
         0  # tokens the vocabulary did not know ([UNK]), [CLS] and [SEP] included in num_tokens
+    )
+
+
+def text_result(labels: Sequence[str], encoded: Encoded, served: ItemResult) -> TextResult:
+    """One text's answer from its tokens and the row its batch gave it: the label of the highest
+    probability, and the attention view when the row holds attention (every path answers this way:
+    the server's engine and the bulk predictor)."""
+    row: RowResult = served.value
+    probabilities = row.probabilities
+    best = int(probabilities.argmax())
+    view = None
+    if row.cls_attention is not None and row.rollout is not None:
+        view = AttentionView(encoded.tokens, row.cls_attention, row.rollout, row.weights)
+    return TextResult(
+        labels[best],
+        float(probabilities[best]),
+        probabilities,
+        encoded.truncated,
+        len(encoded.ids),
+        served,
+        view,
+        encoded.unknown,
     )
 
 
