@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE = ROOT / "service"
-WIDTH, HEIGHT = 760, 470
+WIDTH, HEIGHT = 900, 470
 FONT = "font-family='Helvetica, Arial, sans-serif'"
 STROKE = "stroke='#374151'"
 TITLE = "service/: each package imports only what stands below it; no door imports the other"
@@ -24,16 +24,22 @@ BOXES = {
     "grpc": ("grpc/", "the gRPC door :50051", 20, 60, 265, 78, "#dbeafe"),
     "http": ("http/", "the HTTP door :8080", 305, 60, 265, 78, "#dbeafe"),
     "calls": ("calls/", "what each call means, once for both doors", 20, 165, 550, 64, "#dcfce7"),
-    "versions": ("versions/", "which model versions serve", 20, 256, 550, 64, "#fef9c3"),
-    "core": ("core/", "the request path: no grpc, no starlette, no prometheus", 20, 347, 550, 64, "#fee2e2"),
-    "ops": ("ops/", "beside every layer", 595, 60, 145, 351, "#f3f4f6"),
+    "bulk": ("bulk/", "files and data frames, no server", 590, 60, 125, 169, "#ede9fe"),
+    "versions": ("versions/", "which model versions serve", 20, 256, 695, 64, "#fef9c3"),
+    "core": ("core/", "the request path: no grpc, no starlette, no prometheus", 20, 347, 695, 64, "#fee2e2"),
+    "ops": ("ops/", "beside every layer", 735, 60, 145, 351, "#f3f4f6"),
+}
+COLUMNS = {  # narrow and tall: their text in a column
+    "ops": ["beside every", "layer:", ""],
+    "bulk": ["no server:"],
 }
 ARROWS = (  # (from x, from y, to x, to y): who calls whom
     (152, 138, 152, 165),
     (437, 138, 437, 165),
     (295, 229, 295, 256),
-    (295, 320, 295, 347),
-    (295, 411, 295, 436),
+    (652, 229, 652, 256),
+    (367, 320, 367, 347),
+    (367, 411, 367, 436),
 )
 
 
@@ -69,8 +75,8 @@ def box(package: str) -> list[str]:
         f"<rect x='{x}' y='{y}' width='{w}' height='{h}' rx='8' fill='{fill}' {STROKE} stroke-width='1.2'/>",
         text(x + 10, y + 20, title, 14, "bold"),
     ]
-    if package == "ops":  # narrow and tall: its text in a column
-        lines = ["beside every", "layer:", "", *modules(package)]
+    if package in COLUMNS:
+        lines = [*COLUMNS[package], *modules(package)]
         parts += [text(x + 10, y + 42 + 17 * i, line, 12) for i, line in enumerate(lines)]
         return parts
     parts.append(text(x + 10 + 8.5 * len(title) + 6, y + 20, what, 12))
@@ -95,7 +101,7 @@ def draw() -> str:
             f"<line x1='{x1}' y1='{y1}' x2='{x2}' y2='{y2 - 2}' {STROKE} stroke-width='1.5' "
             "marker-end='url(#head)'/>"
         )
-    parts.append(text(295, 452, FOOT, 12, anchor="middle"))
+    parts.append(text(367, 452, FOOT, 12, anchor="middle"))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

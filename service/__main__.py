@@ -72,6 +72,10 @@ def configure_logging(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["score"]:  # the bulk command: a model in this process, no server
+        from service.bulk.score import main as score
+
+        sys.exit(score(args[1:]))
     try:
         settings = Settings(_cli_parse_args=args)  # type: ignore[call-arg]
     except ValidationError as err:
