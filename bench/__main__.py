@@ -1,5 +1,6 @@
 """Entry point: `python -m bench` (scenarios against the ceilings) or `python -m bench report`
-(the published comparison with the peer: bench/RESULTS.md and its plots)."""
+(the published comparison with the peer: bench/RESULTS.md and its plots) or `python -m bench bulk`
+(bulk scoring four ways: bench/bulk.json and its section of bench/RESULTS.md)."""
 
 import sys
 
@@ -7,6 +8,10 @@ if sys.argv[1:2] == ["report"]:
     from bench.report import main as report
 
     report(sys.argv[2:])
+elif sys.argv[1:2] == ["bulk"]:
+    from bench.bulk import main as bulk
+
+    bulk(sys.argv[2:])
 else:
     from bench.run import main
 

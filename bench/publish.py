@@ -246,7 +246,84 @@ def write(report: dict[str, Any], out: Path) -> None:
         f"Errors at 64 callers: {json.dumps(errors)}.",
         "",
     ]
-    (out / "RESULTS.md").write_text("\n".join(lines))
+    (out / "RESULTS.md").write_text("\n".join(lines) + bulk_section(out))
+
+
+BULK_TITLE = "## Bulk scoring"
+
+
+def bulk_section(out: Path) -> str:
+    """RESULTS.md's last section, from bench/bulk.json (`python -m bench bulk`) and
+    bench/bulk_million.json (`python -m bench.bulk_million`), each when there is one."""
+    lines = [*ways_lines(out), *million_lines(out)]
+    return "\n".join(["", BULK_TITLE, "", *lines]) if lines else ""
+
+
+def ways_lines(out: Path) -> list[str]:
+    path = out / "bulk.json"
+    if not path.exists():
+        return []
+    report = json.loads(path.read_text())
+    rows = [
+        ("ONNX Runtime alone, length-sorted batches of 32 (ceiling)", "ceiling"),
+        ("bulk command, Parquet in and out", "bulk_command"),
+        ("Ray Data, 2 actors, Parquet in and out", "ray"),
+        ("this server, SDK PredictStream", "server_sdk_stream"),
+    ]
+    lines = [
+        f"`python -m bench bulk`, its own run ({report['date']}): {report['texts']:,} texts (the movie "
+        f"and tweet test splits cycled), model preset {report['model']}, the fp32 graph, "
+        f"{report['threads']} threads, one way after the other. Busy cores: the machine's, from "
+        "/proc/stat. Raw figures: bench/bulk.json.",
+        "",
+        "| way | texts/s | seconds | busy cores |",
+        "|---|---|---|---|",
+    ]
+    for title, key in rows:
+        row = report[key]
+        figures = f"{row['texts_per_s']:.0f} | {row['seconds']:.1f} | {row['busy_cores']:.2f}"
+        lines.append(f"| {title} | {figures} |")
+    return [
+        *lines,
+        "",
+        f"Bulk command / ceiling: {report['bulk_over_ceiling']:.2f}; bulk command / server: "
+        f"{report['bulk_over_server']:.2f}x. Ray's local cluster took "
+        f"{report['ray']['cluster_start_s']:.0f} s to start, not counted above.",
+        "",
+    ]
+
+
+def million_lines(out: Path) -> list[str]:
+    """bench/bulk_million.json (`python -m bench.bulk_million`), when there is one."""
+    path = out / "bulk_million.json"
+    if not path.exists():
+        return []
+    report = json.loads(path.read_text())
+    first, second = report["rss_mib_by_tenth_first_run"], report["rss_mib_by_tenth_resumed_run"]
+    tenths = sorted({*first, *second}, key=lambda tenth: int(tenth[:-1]))
+    return [
+        f"`python -m bench.bulk_million` ({report['date']}, model preset {report['model']}, "
+        f"{report['variant']}): {report['rows']:,} rows from one Parquet file, killed (SIGKILL) after "
+        f"{report['killed_after_rows']:,} rows were recorded and run again: {report['rows_out']:,} rows "
+        f"out, every id once and in order: {report['every_id_once_in_order']}; a sample of 2,000 "
+        f"labels equal to the predictor's: {report['sample_labels_equal']}; "
+        f"{report['seconds']:.0f} s in all. The command's resident memory (MiB, the highest seen while "
+        "each tenth of the rows was scored):",
+        "",
+        "| run | " + " | ".join(tenths) + " |",
+        "|---|" + "---|" * len(tenths),
+        "| first, killed | " + " | ".join(f"{first[t]:.0f}" if t in first else "" for t in tenths) + " |",
+        "| resumed | " + " | ".join(f"{second[t]:.0f}" if t in second else "" for t in tenths) + " |",
+        "",
+    ]
+
+
+def rewrite_bulk(out: Path) -> None:
+    """Replaces RESULTS.md's bulk section with bench/bulk.json's figures, the rest left as it is."""
+    results = out / "RESULTS.md"
+    text = results.read_text() if results.exists() else "# Benchmark results\n"
+    head = text.split("\n" + BULK_TITLE, 1)[0].rstrip("\n") + "\n"
+    results.write_text(head + bulk_section(out))
 
 
 def main() -> None:
