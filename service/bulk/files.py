@@ -63,6 +63,8 @@ class Writer(Protocol):
 
     def finish(self) -> None: ...
 
+    def close(self) -> None: ...
+
 
 def _check_column(column: str, names: Sequence[str], path: Path) -> int:
     if column not in names:
@@ -91,13 +93,17 @@ class CsvReader:
         self.path = path
         self.total = path.stat().st_size
         self._handle = path.open("rb")
-        header_line = self._handle.readline()
-        header = next(csv.reader([header_line.decode("utf-8", "surrogateescape")]), None)
-        if not header:
-            raise FileProblem(f"{path} is empty: a CSV file to score starts with a header row")
-        self.header: list[str] = header
-        self.start = len(header_line)
-        self.index = _check_column(column, self.header, path)
+        try:
+            header_line = self._handle.readline()
+            header = next(csv.reader([header_line.decode("utf-8", "surrogateescape")]), None)
+            if not header:
+                raise FileProblem(f"{path} is empty: a CSV file to score starts with a header row")
+            self.header: list[str] = header
+            self.start = len(header_line)
+            self.index = _check_column(column, self.header, path)
+        except FileProblem:
+            self._handle.close()
+            raise
 
     def chunks(self, skip: int, size: int) -> Iterator[Chunk]:
         """Rows after the first `skip` bytes past the header were read (a resumed job's)."""
@@ -201,6 +207,9 @@ class _Appender:
         return self._handle.tell()
 
     def finish(self) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
 

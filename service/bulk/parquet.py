@@ -33,7 +33,11 @@ class ParquetReader:
             raise FileProblem(f"{path} is not a Parquet file pyarrow can read: {err}") from err
         self.schema = self.file.schema_arrow
         self.column = column
-        _check_column(column, self.schema.names, path)
+        try:
+            _check_column(column, self.schema.names, path)
+        except FileProblem:
+            self.file.close()
+            raise
         self.total = self.file.metadata.num_rows
 
     def chunks(self, skip: int, size: int) -> Iterator[Chunk]:
@@ -109,6 +113,9 @@ class ParquetWriter:
         os.replace(temporary, target)
         self.count += 1
         return {"parts": self.count}
+
+    def close(self) -> None:
+        """Nothing is held open between chunks: each part is a whole file."""
 
     def finish(self) -> None:
         """Join the parts into the output, one row group each, then remove them."""

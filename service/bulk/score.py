@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +103,24 @@ def open_files(args: argparse.Namespace, added: list[str]) -> tuple[Reader, Writ
         )
     if kind == "csv":
         csv_reader = CsvReader(args.input, args.column)
-        return csv_reader, CsvWriter(args.output, csv_reader.header, added)
+        return csv_reader, _or_close(csv_reader, lambda: CsvWriter(args.output, csv_reader.header, added))
     if kind == "jsonl":
         return JsonlReader(args.input, args.column), JsonlWriter(args.output, added)
     from service.bulk.parquet import ParquetReader, ParquetWriter
 
     parquet_reader = ParquetReader(args.input, args.column)
-    return parquet_reader, ParquetWriter(args.output, parquet_reader.schema, added, args.prefix)
+    return parquet_reader, _or_close(
+        parquet_reader, lambda: ParquetWriter(args.output, parquet_reader.schema, added, args.prefix)
+    )
+
+
+def _or_close(reader: Reader, make: Callable[[], Writer]) -> Writer:
+    """The writer `make` builds; the reader closed when it refuses (a column clash)."""
+    try:
+        return make()
+    except FileProblem:
+        reader.close()
+        raise
 
 
 def identity(args: argparse.Namespace, predictor: SentimentPredictor) -> dict[str, Any]:
@@ -165,9 +177,31 @@ def run(args: argparse.Namespace) -> int:
         column=args.column,
         max_text_chars=args.max_text_chars,
     )
+    try:
+        return score(args, predictor)
+    finally:
+        predictor.close()
+
+
+def score(args: argparse.Namespace, predictor: SentimentPredictor) -> int:
     names = predictor.column_names()
     added = [args.prefix + name for name in names]
     reader, writer = open_files(args, added)
+    try:
+        return score_files(args, predictor, reader, writer, names, added)
+    finally:
+        writer.close()
+        reader.close()
+
+
+def score_files(
+    args: argparse.Namespace,
+    predictor: SentimentPredictor,
+    reader: Reader,
+    writer: Writer,
+    names: list[str],
+    added: list[str],
+) -> int:
     job = start_job(args, identity(args, predictor))
     resumed = job["rows"]
     writer.resume(job["state"])
@@ -196,8 +230,6 @@ def run(args: argparse.Namespace) -> int:
             save(record, job)
             bar.advance(chunk.reached, job["rows"], scored / (time.monotonic() - started))
     writer.finish()
-    reader.close()
-    predictor.close()
     record.unlink()
     seconds = time.monotonic() - started
     again = f" ({resumed} of them in an earlier run)" if resumed else ""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.bulk.predictor import SentimentPredictor
+from service.bulk.score import main
 from tests.e2e.test_predict import sentences
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,7 +191,16 @@ def test_a_job_killed_midway_resumes_with_no_row_lost_or_written_twice(
     assert not record.exists()
 
 
-def test_it_refuses_what_would_mix_or_lose_work(tmp_path: Path, model_root: Path) -> None:
+def test_it_refuses_what_would_mix_or_lose_work(
+    tmp_path: Path, model_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def score(*args: object, check: int = 0) -> SimpleNamespace:
+        """The command in this process (the same main() as `python -m service score`)."""
+        code = main([*map(str, args), "--quiet"])
+        stderr = capsys.readouterr().err
+        assert code == check, stderr
+        return SimpleNamespace(returncode=code, stderr=stderr)
+
     source = tmp_path / "in.csv"
     write_input("csv", source, sentences(5, seed=8))
     out = tmp_path / "out.csv"
