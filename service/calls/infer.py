@@ -4,8 +4,11 @@ labels]). Request parameter `attention` ("none", "summary", "full") adds `num_to
 `tokens` (BYTES [N, T]), `cls_attention` and `rollout` (FP32 [N, T]) and, for "full",
 `attention_weights` (FP32 [N, layers, heads, T, T]); T is the longest text's token count and each
 row i is zero-padded beyond num_tokens[i]. Outputs are raw (raw_output_contents) unless request
-parameter `typed_output` is true. Triton's `priority` is accepted and `timeout` (microseconds) is a
-deadline; any other request parameter is refused with INVALID_ARGUMENT.
+parameter `typed_output` is true. Without the `attention` parameter, the outputs asked for choose
+it: a request that names `tokens` (say) gets the summary, one that names `attention_weights` the full
+weights, as generic clients that ask for every output the metadata lists expect. Triton's `priority`
+is accepted and `timeout` (microseconds) is a deadline; any other request parameter is refused with
+INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -52,9 +55,9 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Options:
-    """What a ModelInfer request's parameters ask for."""
+    """What a ModelInfer request's parameters ask for (mode None: no `attention` parameter)."""
 
-    mode: AttentionMode
+    mode: AttentionMode | None
     typed: bool
     timeout_s: float | None
 
@@ -72,14 +75,25 @@ def parse_parameters(request: pb.ModelInferRequest) -> Options:
             got = (kind or "nothing").removesuffix("_param")
             raise InvalidInput(f"request parameter {quoted(name)} must be a {wanted}, got {got}")
         values[name] = getattr(parameter, kind)
-    mode_name = values.get("attention", "none")
-    mode = MODES.get(mode_name)
-    if mode is None:
+    mode_name = values.get("attention")
+    mode = None if mode_name is None else MODES.get(mode_name)
+    if mode_name is not None and mode is None:
         raise InvalidInput(f"parameter attention={quoted(mode_name)} is unknown; use none, summary or full")
     timeout_us = values.get("timeout")
     if timeout_us is not None and timeout_us <= 0:
         raise InvalidInput(f"parameter timeout={timeout_us} must be a positive number of microseconds")
     return Options(mode, values.get("typed_output", False), None if timeout_us is None else timeout_us / 1e6)
+
+
+def outputs_mode(request: pb.ModelInferRequest, asked: AttentionMode | None) -> AttentionMode:
+    """The attention mode: the `attention` parameter's, or else the least that makes every output
+    the request names."""
+    if asked is not None:
+        return asked
+    names = {o.name for o in request.outputs}
+    if names & set(FULL_OUTPUTS):
+        return AttentionMode.FULL
+    return AttentionMode.SUMMARY if names & set(SUMMARY_OUTPUTS) else AttentionMode.NONE
 
 
 def wanted_outputs(request: pb.ModelInferRequest, mode: AttentionMode) -> list[str]:
@@ -191,7 +205,7 @@ class InferenceCalls:
         """The answer to one inference request; ServiceError when it cannot be answered."""
         number = self.check_model(request.model_name, request.model_version)
         options = parse_parameters(request)
-        mode, typed = options.mode, options.typed
+        mode, typed = outputs_mode(request, options.mode), options.typed
         if options.timeout_s is not None:
             own = time.monotonic() + options.timeout_s
             deadline = own if deadline is None else min(deadline, own)

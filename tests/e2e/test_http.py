@@ -164,6 +164,18 @@ def test_v1_predict_is_the_grpc_answer_in_json(server: RunningServer, stub: Any)
     assert status == 200 and json.loads(body)["predictions"][0]["label"]
 
 
+def test_kserve_json_outputs_named_switch_on_the_attention_that_makes_them(server: RunningServer) -> None:
+    body = {
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a fine film"]}],
+        "outputs": [{"name": "label"}, {"name": "tokens"}, {"name": "num_tokens"}],
+    }
+    status, _, answer = call(server, "POST", "/v2/models/sentiment/infer", body)
+    assert status == 200, answer
+    outputs = {o["name"]: o for o in json.loads(answer)["outputs"]}
+    assert list(outputs) == ["label", "tokens", "num_tokens"]
+    assert outputs["num_tokens"]["data"] == [len(outputs["tokens"]["data"])]
+
+
 def test_v1_model_info_and_the_openapi_document(server: RunningServer) -> None:
     status, _, body = call(server, "GET", "/v1/model")
     info = json.loads(body)

@@ -91,6 +91,29 @@ def test_only_the_requested_outputs_come_back(v2_stub) -> None:
     assert [o.name for o in response.outputs] == ["probabilities"] and len(response.raw_output_contents) == 1
 
 
+def test_outputs_named_without_the_attention_parameter_switch_on_what_makes_them(v2_stub) -> None:
+    # as a generic client does: every output the metadata lists, and no parameters
+    metadata = v2_stub.ModelMetadata(v2.ModelMetadataRequest(name="sentiment"))
+    message = request(TEXTS[:2])
+    for output in metadata.outputs:
+        message.outputs.add(name=output.name)
+    response = v2_stub.ModelInfer(message)
+    assert [o.name for o in response.outputs] == [o.name for o in metadata.outputs]
+    assert "attention_weights" in [o.name for o in response.outputs]
+    summary = request(TEXTS[:2])
+    summary.outputs.add(name="rollout")
+    summary.outputs.add(name="label")
+    response = v2_stub.ModelInfer(summary)
+    assert [o.name for o in response.outputs] == ["rollout", "label"]
+    # an attention parameter the caller sets still rules: a contradiction is refused, not overridden
+    contradiction = request(TEXTS[:1], attention="none")
+    contradiction.outputs.add(name="tokens")
+    with pytest.raises(grpc.RpcError) as err:
+        v2_stub.ModelInfer(contradiction)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "with attention=none use ['label', 'probabilities']" in err.value.details()
+
+
 def test_attention_outputs_are_padded_rows_with_their_lengths(v2_stub, stub) -> None:
     response = v2_stub.ModelInfer(request(TEXTS, attention="full"))
     names = [o.name for o in response.outputs]
