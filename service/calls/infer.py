@@ -4,11 +4,13 @@ labels]). Request parameter `attention` ("none", "summary", "full") adds `num_to
 `tokens` (BYTES [N, T]), `cls_attention` and `rollout` (FP32 [N, T]) and, for "full",
 `attention_weights` (FP32 [N, layers, heads, T, T]); T is the longest text's token count and each
 row i is zero-padded beyond num_tokens[i]. Outputs are raw (raw_output_contents) unless request
-parameter `typed_output` is true. Without the `attention` parameter, the outputs asked for choose
-it: a request that names `tokens` (say) gets the summary, one that names `attention_weights` the full
-weights, as generic clients that ask for every output the metadata lists expect. Triton's `priority`
-is accepted and `timeout` (microseconds) is a deadline; any other request parameter is refused with
-INVALID_ARGUMENT.
+parameter `typed_output` is true. Triton's classification extension: an output asked for with the
+parameter `classification` = k comes back as the k most probable classes per text, BYTES [N, k],
+each "probability:index:label", most probable first (only `probabilities` has classes). Without
+the `attention` parameter, the outputs asked for choose it: a request that names `tokens` (say) gets
+the summary, one that names `attention_weights` the full weights, as generic clients that ask for
+every output the metadata lists expect. Triton's `priority` is accepted and `timeout`
+(microseconds) is a deadline; any other request parameter is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -96,6 +98,40 @@ def outputs_mode(request: pb.ModelInferRequest, asked: AttentionMode | None) -> 
     return AttentionMode.SUMMARY if names & set(SUMMARY_OUTPUTS) else AttentionMode.NONE
 
 
+# parameters an output may carry: Triton's classification extension, the number of classes wanted
+OUTPUT_PARAMETERS = ("classification",)
+CLASSIFIED = "probabilities"
+
+
+def class_counts(request: pb.ModelInferRequest, labels: int) -> dict[str, int]:
+    """The outputs asked for as classes (the classification extension), and how many of each: at
+    most the model's number of labels, as Triton gives."""
+    counts: dict[str, int] = {}
+    for output in request.outputs:
+        unknown = sorted(set(output.parameters) - set(OUTPUT_PARAMETERS))
+        if unknown:
+            raise InvalidInput(
+                f"output {quoted(output.name)} has the parameters {quoted(unknown)}, which are unknown; "
+                f"known: {list(OUTPUT_PARAMETERS)}"
+            )
+        if "classification" not in output.parameters:
+            continue
+        parameter = output.parameters["classification"]
+        kind = parameter.WhichOneof("parameter_choice")
+        count = getattr(parameter, kind) if kind in ("int64_param", "uint64_param") else None
+        if count is None or count < 1:
+            raise InvalidInput(
+                f"output {quoted(output.name)}: classification must be a positive number of classes, "
+                f"got {quoted(getattr(parameter, kind) if kind else None)}"
+            )
+        if output.name != CLASSIFIED:
+            raise InvalidInput(
+                f"output {quoted(output.name)} has no classes; ask for {CLASSIFIED!r} with classification"
+            )
+        counts[output.name] = min(count, labels)
+    return counts
+
+
 def wanted_outputs(request: pb.ModelInferRequest, mode: AttentionMode) -> list[str]:
     """The outputs the request asks for (all that `mode` makes when it names none)."""
     available = list(DEFAULT_OUTPUTS)
@@ -151,7 +187,9 @@ def texts_of(request: pb.ModelInferRequest, engine: Engine) -> list[str]:
 
 
 def server_metadata() -> pb.ServerMetadataResponse:
-    return pb.ServerMetadataResponse(name="sentiment-service", version=SERVER_VERSION, extensions=[])
+    return pb.ServerMetadataResponse(
+        name="sentiment-service", version=SERVER_VERSION, extensions=["classification", "model_repository"]
+    )
 
 
 class InferenceCalls:
@@ -212,6 +250,7 @@ class InferenceCalls:
         wanted = wanted_outputs(request, mode)
         async with self.models.use(number) as engine:  # the version answers it all
             texts = texts_of(request, engine)
+            classes = class_counts(request, len(engine.info().spec.labels))
             results = await engine.predict(texts, mode, deadline, padded=True, json=json)
             with engine.step("answer"):
                 spec = engine.info().spec
@@ -219,9 +258,11 @@ class InferenceCalls:
                     model_name=spec.name, model_version=str(spec.version), id=request.id
                 )
                 if mode is AttentionMode.FULL or typed:  # megabytes to copy: not on the event loop
-                    await asyncio.to_thread(fill_outputs, response, wanted, results, typed)
+                    await asyncio.to_thread(
+                        fill_outputs, response, wanted, results, typed, classes, spec.labels
+                    )
                 else:
-                    fill_outputs(response, wanted, results, typed)
+                    fill_outputs(response, wanted, results, typed, classes, spec.labels)
                 if mode is not AttentionMode.NONE:
                     engine.check_sent_size(response.ByteSize())
         return response

@@ -14,6 +14,8 @@ import numpy as np
 from service.core.errors import InvalidInput, RuntimeFailure
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
     from service.core.results import TextResult
 
@@ -49,11 +51,20 @@ def serialize_bytes_tensor(values: list[bytes]) -> bytes:
 
 
 def fill_outputs(
-    response: pb.ModelInferResponse, wanted: list[str], results: list[TextResult], typed: bool
+    response: pb.ModelInferResponse,
+    wanted: list[str],
+    results: list[TextResult],
+    typed: bool,
+    classes: dict[str, int] | None = None,
+    labels: Sequence[str] = (),
 ) -> None:
-    """Write the wanted output tensors of `results` into `response`, raw or typed."""
+    """Write the wanted output tensors of `results` into `response`, raw or typed; an output in
+    `classes` as its top classes (the classification extension)."""
     for name in wanted:
-        datatype, array = output_tensor(name, results)
+        count = (classes or {}).get(name)
+        datatype, array = (
+            output_tensor(name, results) if count is None else top_classes(results, count, labels)
+        )
         tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         if datatype == "BYTES":
             values = [v.encode("utf-8") for v in array.ravel().tolist()]
@@ -66,6 +77,16 @@ def fill_outputs(
             contents.extend(array.ravel().tolist())
         else:
             response.raw_output_contents.append(array.tobytes())
+
+
+def top_classes(results: list[TextResult], count: int, labels: Sequence[str]) -> tuple[str, np.ndarray]:
+    """Each text's `count` most probable classes, most probable first, as Triton writes them:
+    "probability:index:label" (the probability with six decimals)."""
+    rows = []
+    for result in results:
+        order = np.argsort(-result.probabilities, kind="stable")[:count]
+        rows.append([f"{result.probabilities[i]:f}:{i}:{labels[i]}" for i in order])
+    return "BYTES", np.array(rows, dtype=object).reshape(len(results), count)
 
 
 def output_tensor(name: str, results: list[TextResult]) -> tuple[str, np.ndarray]:

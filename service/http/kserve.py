@@ -29,6 +29,7 @@ HEADER_LENGTH = "inference-header-content-length"
 BINARY_OUTPUT = "binary_data_output"
 BINARY_SIZE = "binary_data_size"
 BINARY = "binary_data"
+CLASSIFICATION = "classification"  # an output's: Triton's classification extension, the classes wanted
 TYPED = "typed_output"  # the gRPC servicer's choice between raw and typed contents: not for HTTP
 NUMERIC = {"FP32": "<f4", "INT32": "<i4"}  # the numeric datatypes this model answers in
 
@@ -166,11 +167,15 @@ def parse_infer(body: bytes, header_length: str | None, max_values: int) -> Infe
         if not isinstance(item, dict):
             raise InvalidInput(f"{where} must be a JSON object")
         name = _field(item, "name", str, where, None)
-        request.outputs.add(name=name)
+        output = request.outputs.add(name=name)
         own = _field(item, "parameters", dict, where, {})
-        unknown = sorted(set(own) - {BINARY})
+        unknown = sorted(set(own) - {BINARY, CLASSIFICATION})
         if unknown:
-            raise InvalidInput(f"{where}: parameters {quoted(unknown)} are unknown; known: [{BINARY!r}]")
+            raise InvalidInput(
+                f"{where}: parameters {quoted(unknown)} are unknown; known: [{BINARY!r}, {CLASSIFICATION!r}]"
+            )
+        if CLASSIFICATION in own:
+            output.parameters[CLASSIFICATION].CopyFrom(_parameter(CLASSIFICATION, own[CLASSIFICATION], where))
         if BINARY in own:
             per_output[name] = _field(own, BINARY, bool, where, None)
     return InferCall(request, binary_default, per_output)

@@ -126,6 +126,11 @@ def test_tritonclient_http_unmodified_binary_on_and_off(server: RunningServer, s
     assert got["unknown_version"][0] == "404" and "version 7" in got["unknown_version"][1]
     assert got["unknown_parameter"][0] == "400" and "'x' is unknown" in got["unknown_parameter"][1]
     assert got["no_token"] is None  # this server has no token
+    for binary_out in (True, False):
+        classes = got[f"classes binary={binary_out}"]
+        for row, prediction in zip(classes, grpc_answer.predictions, strict=True):
+            assert len(row) == 2 and row[0].split(":")[2] == prediction.label
+            assert float(row[0].split(":")[0]) >= float(row[1].split(":")[0])
 
 
 def test_tritonclient_http_with_the_token(strict: RunningServer) -> None:

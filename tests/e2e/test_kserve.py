@@ -114,6 +114,42 @@ def test_outputs_named_without_the_attention_parameter_switch_on_what_makes_them
     assert "with attention=none use ['label', 'probabilities']" in err.value.details()
 
 
+def test_classification_extension_gives_the_top_classes_as_triton_writes_them(v2_stub, stub) -> None:
+    expected = stub.Predict(pb.PredictRequest(texts=TEXTS)).predictions
+    labels = list(stub.GetModelInfo(pb.GetModelInfoRequest()).labels)
+    for count, asked in ((1, 1), (2, 2), (5, 2)):  # more classes than the model has: all of them
+        message = request(TEXTS)
+        message.outputs.add(name="probabilities").parameters["classification"].int64_param = count
+        message.outputs.add(name="label")
+        response = v2_stub.ModelInfer(message)
+        tensor = response.outputs[0]
+        assert (tensor.name, tensor.datatype, list(tensor.shape)) == ("probabilities", "BYTES", [4, asked])
+        cells = labels_from_raw(response.raw_output_contents[0])
+        for row, prediction in enumerate(expected):
+            top = sorted(enumerate(prediction.probabilities), key=lambda pair: -pair[1])[:asked]
+            got = [cell.split(":") for cell in cells[row * asked : (row + 1) * asked]]
+            assert [(int(i), label) for _, i, label in got] == [(i, labels[i]) for i, _ in top]
+            assert [float(p) for p, _, _ in got] == pytest.approx([p for _, p in top], abs=1e-6)
+            assert got[0][2] == prediction.label
+        assert labels_from_raw(response.raw_output_contents[1]) == [p.label for p in expected]
+    metadata = v2_stub.ServerMetadata(v2.ServerMetadataRequest())
+    assert "classification" in metadata.extensions
+    for output, value, fragment in (
+        ("label", 1, "'label' has no classes; ask for 'probabilities'"),
+        ("probabilities", 0, "classification must be a positive number of classes, got 0"),
+    ):
+        message = request(TEXTS[:1])
+        message.outputs.add(name=output).parameters["classification"].int64_param = value
+        with pytest.raises(grpc.RpcError) as err:
+            v2_stub.ModelInfer(message)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in err.value.details()
+    message = request(TEXTS[:1])
+    message.outputs.add(name="label").parameters["top_k"].int64_param = 1
+    with pytest.raises(grpc.RpcError) as err:
+        v2_stub.ModelInfer(message)
+    assert "'top_k'" in err.value.details() and "known: ['classification']" in err.value.details()
+
+
 def test_attention_outputs_are_padded_rows_with_their_lengths(v2_stub, stub) -> None:
     response = v2_stub.ModelInfer(request(TEXTS, attention="full"))
     names = [o.name for o in response.outputs]
@@ -250,6 +286,10 @@ def test_tritonclient_calls_every_rpc(server: RunningServer, stub) -> None:
         assert got["num_tokens"][row] == n and got["tokens"][row][:n] == list(prediction.attention.tokens)
         np.testing.assert_allclose(got["rollout"][row][:n], prediction.attention.rollout, atol=1e-6)
     assert got["unknown_model"][0] == "StatusCode.NOT_FOUND"
+    assert got["classes"] == [
+        [f"{max(p.probabilities):f}:{list(p.probabilities).index(max(p.probabilities))}:{p.label}"]
+        for p in expected
+    ]
 
 
 def test_tritonclient_streams_inference(server: RunningServer, stub) -> None:

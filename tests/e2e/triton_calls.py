@@ -35,6 +35,9 @@ def main() -> None:
     out["num_tokens"] = summary.as_numpy("num_tokens").tolist()
     out["rollout"] = summary.as_numpy("rollout").tolist()
     out["tokens"] = [[t.decode() for t in row] for row in summary.as_numpy("tokens").tolist()]
+    classes = [triton.InferRequestedOutput("probabilities", class_count=1)]
+    top = client.infer("sentiment", [text], outputs=classes).as_numpy("probabilities")
+    out["classes"] = [[cell.decode() for cell in row] for row in top.tolist()]
     try:
         client.infer("nope", [text])
     except InferenceServerException as err:

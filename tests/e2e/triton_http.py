@@ -60,6 +60,12 @@ def main() -> None:
         "sentiment", [text], model_version="1", parameters={"attention": "full"}, headers=auth()
     )
     out["weights_shape"] = list(full.as_numpy("attention_weights").shape)
+    for binary_out in (True, False):  # the classification extension, as binary data and as JSON
+        classes = [triton.InferRequestedOutput("probabilities", binary_data=binary_out, class_count=2)]
+        top = client.infer("sentiment", [text], outputs=classes, headers=auth()).as_numpy("probabilities")
+        out[f"classes binary={binary_out}"] = [
+            [cell.decode() if isinstance(cell, bytes) else cell for cell in row] for row in top.tolist()
+        ]
     for name, call in {
         "unknown_model": lambda: client.infer("nope", [text], headers=auth()),
         "unknown_version": lambda: client.infer("sentiment", [text], model_version="7", headers=auth()),
