@@ -105,9 +105,9 @@ def main(argv: list[str]) -> None:
         print(f"killed after {killed_at} rows recorded, {first_s:.0f} s", flush=True)
         second, second_s = run(command, job, kill_at=None)
         print(f"resumed and finished in {second_s:.0f} s", flush=True)
-        ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+        written = pq.read_table(out, columns=["id", "label"])
+        ids, scored = written.column("id").to_pylist(), written.column("label").to_pylist()
         sample = sorted(random.Random(7).sample(range(len(texts)), 2000))
-        scored = pq.read_table(out, columns=["label"]).column("label").to_pylist()
         predictor = SentimentPredictor(args.model_dir, threads=1)
         want = predictor.columns([texts[i] for i in sample])["label"]
         report: dict[str, Any] = {

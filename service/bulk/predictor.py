@@ -86,6 +86,9 @@ def not_text(value: object) -> str | None:
     return f"is not a string but {type(value).__name__}"
 
 
+# pandas' nullable types for the columns whose plain type has no missing value (bool, int)
+PANDAS_NULLABLE = {"truncated": "boolean", "num_tokens": "Int64"}
+
 # what each prediction column holds, for the file and data frame formats to type it
 COLUMN_KINDS = {
     "label": "string",
@@ -236,7 +239,7 @@ class SentimentPredictor:
         import pandas as pd
 
         out = batch.copy()
-        nullable = {"truncated": "boolean", "num_tokens": "Int64"}  # a missing value stays missing
-        for name, values in columns.items():
-            out[name] = pd.array(values, dtype=nullable[name]) if name in nullable else values
+        for name, values in columns.items():  # a missing value stays missing
+            nullable = PANDAS_NULLABLE.get(name)
+            out[name] = values if nullable is None else pd.array(values, dtype=nullable)
         return out

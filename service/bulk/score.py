@@ -11,6 +11,7 @@ rather than mixing two jobs in one file. The record goes when the job ends.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -168,30 +169,23 @@ def start_job(args: argparse.Namespace, ident: dict[str, Any]) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
-    predictor = SentimentPredictor(
-        args.model_dir,
-        version=args.model_version,
-        variant=args.variant,
-        threads=args.threads,
-        attention=args.attention,
-        column=args.column,
-        max_text_chars=args.max_text_chars,
-    )
-    try:
-        return score(args, predictor)
-    finally:
-        predictor.close()
-
-
-def score(args: argparse.Namespace, predictor: SentimentPredictor) -> int:
-    names = predictor.column_names()
-    added = [args.prefix + name for name in names]
-    reader, writer = open_files(args, added)
-    try:
+    with contextlib.ExitStack() as held:  # closed last opened first, however the run ends
+        predictor = SentimentPredictor(
+            args.model_dir,
+            version=args.model_version,
+            variant=args.variant,
+            threads=args.threads,
+            attention=args.attention,
+            column=args.column,
+            max_text_chars=args.max_text_chars,
+        )
+        held.callback(predictor.close)
+        names = predictor.column_names()
+        added = [args.prefix + name for name in names]
+        reader, writer = open_files(args, added)
+        held.callback(reader.close)
+        held.callback(writer.close)
         return score_files(args, predictor, reader, writer, names, added)
-    finally:
-        writer.close()
-        reader.close()
 
 
 def score_files(

@@ -13,13 +13,11 @@ command does. A null or non-text cell gets an error in its row, never a failed t
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any
 
-from model_contract import versions
-from service.bulk.predictor import SentimentPredictor, kind_of, prediction_columns
+from service.bulk.predictor import PANDAS_NULLABLE, SentimentPredictor, kind_of
 
 # one predictor per settings in each Python worker: Spark reuses workers across tasks
 # (spark.python.worker.reuse), so the model loads once per worker, not once per batch
@@ -72,11 +70,14 @@ def sentiment_udf(
     from pyspark.sql import types
     from pyspark.sql.pandas.functions import pandas_udf
 
-    root = locate(model_dir)
-    chosen = version if version is not None else versions(root)[-1]
-    labels = json.loads((root / str(chosen) / "config.json").read_text())["labels"]
-    # checks the settings and the model on the driver, before any task starts
-    SentimentPredictor(root, version=chosen, variant=variant, threads=1, attention=attention).close()
+    # checks the settings and the model on the driver, before any task starts; the version it
+    # chose and its columns are the executors'
+    checked = SentimentPredictor(
+        locate(model_dir), version=version, variant=variant, threads=1, attention=attention
+    )
+    checked.close()
+    chosen, names = checked.spec.version, checked.column_names()
+    del checked
     spark_types = {
         "string": types.StringType(),
         "float": types.DoubleType(),
@@ -85,18 +86,17 @@ def sentiment_udf(
         "strings": types.ArrayType(types.StringType()),
         "floats": types.ArrayType(types.DoubleType()),
     }
-    names = prediction_columns(labels, attention == "summary")
     schema = types.StructType([types.StructField(name, spark_types[kind_of(name)]) for name in names])
 
     def score(texts: pd.Series) -> pd.DataFrame:
         predictor = _predictor(model_dir, chosen, variant, threads, attention)
-        columns = predictor.columns([None if text is None else text for text in texts.tolist()])
-        nullable = {"truncated": "boolean", "num_tokens": "Int64"}  # a missing value stays missing
+        columns = predictor.columns(texts.tolist())
+        # object columns, so that a missing float reaches Spark as null, not NaN
         return pd.DataFrame(
             {
-                name: pd.array(values, dtype=nullable[name])
-                if name in nullable
-                else pd.Series(values, dtype=object)
+                name: pd.Series(values, dtype=object)
+                if PANDAS_NULLABLE.get(name) is None
+                else pd.array(values, dtype=PANDAS_NULLABLE[name])
                 for name, values in columns.items()
             },
             index=texts.index,
