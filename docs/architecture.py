@@ -14,32 +14,32 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE = ROOT / "service"
-WIDTH, HEIGHT = 900, 470
+WIDTH, HEIGHT = 900, 486
 FONT = "font-family='Helvetica, Arial, sans-serif'"
 STROKE = "stroke='#374151'"
 TITLE = "service/: each package imports only what stands below it; no door imports the other"
 FOOT = "ONNX Runtime, over models/sentiment/<version>/ (the contract: model_contract.py)"
 # package: (title, what it is, x, y, width, height, fill)
 BOXES = {
-    "grpc": ("grpc/", "the gRPC door :50051", 20, 60, 265, 78, "#dbeafe"),
-    "http": ("http/", "the HTTP door :8080", 305, 60, 265, 78, "#dbeafe"),
-    "calls": ("calls/", "what each call means, once for both doors", 20, 165, 550, 64, "#dcfce7"),
-    "bulk": ("bulk/", "files and data frames, no server", 590, 60, 125, 169, "#ede9fe"),
-    "versions": ("versions/", "which model versions serve", 20, 256, 695, 64, "#fef9c3"),
-    "core": ("core/", "the request path: no grpc, no starlette, no prometheus", 20, 347, 695, 64, "#fee2e2"),
-    "ops": ("ops/", "beside every layer", 735, 60, 145, 351, "#f3f4f6"),
+    "grpc": ("grpc/", "the gRPC door :50051", 20, 60, 265, 94, "#dbeafe"),
+    "http": ("http/", "the HTTP door :8080", 305, 60, 265, 94, "#dbeafe"),
+    "calls": ("calls/", "what each call means, once for both doors", 20, 181, 550, 64, "#dcfce7"),
+    "bulk": ("bulk/", "files and data frames, no server", 590, 60, 125, 185, "#ede9fe"),
+    "versions": ("versions/", "which model versions serve", 20, 272, 695, 64, "#fef9c3"),
+    "core": ("core/", "the request path: no grpc, no starlette, no prometheus", 20, 363, 695, 64, "#fee2e2"),
+    "ops": ("ops/", "beside every layer", 735, 60, 145, 367, "#f3f4f6"),
 }
 COLUMNS = {  # narrow and tall: their text in a column
     "ops": ["beside every", "layer:", ""],
     "bulk": ["no server:"],
 }
 ARROWS = (  # (from x, from y, to x, to y): who calls whom
-    (152, 138, 152, 165),
-    (437, 138, 437, 165),
-    (295, 229, 295, 256),
-    (652, 229, 652, 256),
-    (367, 320, 367, 347),
-    (367, 411, 367, 436),
+    (152, 154, 152, 181),
+    (437, 154, 437, 181),
+    (295, 245, 295, 272),
+    (652, 245, 652, 272),
+    (367, 336, 367, 363),
+    (367, 427, 367, 452),
 )
 
 
@@ -101,7 +101,7 @@ def draw() -> str:
             f"<line x1='{x1}' y1='{y1}' x2='{x2}' y2='{y2 - 2}' {STROKE} stroke-width='1.5' "
             "marker-end='url(#head)'/>"
         )
-    parts.append(text(367, 452, FOOT, 12, anchor="middle"))
+    parts.append(text(367, 468, FOOT, 12, anchor="middle"))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from service.calls.classify import ClassifyCalls
 from service.calls.infer import InferenceCalls
 from service.calls.predict import SentimentCalls
 from service.calls.repository import RepositoryCalls
@@ -21,6 +22,7 @@ class Calls:
     sentiment: SentimentCalls
     inference: InferenceCalls
     repository: RepositoryCalls
+    classify: ClassifyCalls
     observer: CallObserver
 
     @classmethod
@@ -28,5 +30,9 @@ class Calls:
         """The calls over the versions `changes` keeps; control: whether repository calls may load."""
         models = changes.models
         return cls(
-            SentimentCalls(models), InferenceCalls(models), RepositoryCalls(changes, control), observer
+            SentimentCalls(models),
+            InferenceCalls(models),
+            RepositoryCalls(changes, control),
+            ClassifyCalls(models),
+            observer,
         )

@@ -41,7 +41,7 @@ def make_run_fn(model: OnnxModel) -> RunFn:
         rows = []
         for row, mode in enumerate(modes):
             if attentions is None or mode is None or mode is AttentionMode.NONE:
-                rows.append(RowResult(probabilities[row]))
+                rows.append(RowResult(probabilities[row], logits=logits[row]))
                 continue
             n = int(lengths[row])
             weights = attentions[row, :, :, :n, :n]
@@ -51,6 +51,7 @@ def make_run_fn(model: OnnxModel) -> RunFn:
                     cls_attention(weights),
                     rollout(weights),
                     np.array(weights, dtype=np.float32) if mode is AttentionMode.FULL else None,
+                    logits[row],
                 )
             )
         return rows

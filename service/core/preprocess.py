@@ -25,6 +25,19 @@ UNKNOWN_TOKEN = "[UNK]"  # WordPiece's token for what the vocabulary does not ho
 
 
 @dataclass(frozen=True)
+class Piece:
+    """One token of a text as the tokenizer cut it: its id, whether it is one the tokenizer adds
+    ([CLS], [SEP]), and the characters of the text it stands for (their offsets, None for an added
+    one; text: those characters as written, or the added token's name)."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+@dataclass(frozen=True)
 class Encoded:
     """One text as the model reads it."""
 
@@ -55,6 +68,8 @@ class Preprocessor:
         self.tokenizer.enable_truncation(max_length=max_length)
         self.specials = self.tokenizer.num_special_tokens_to_add(False)  # [CLS] and [SEP]
         self.unknown_id = self.tokenizer.token_to_id(UNKNOWN_TOKEN)
+        self.whole = Tokenizer.from_str(self.tokenizer.to_str())  # the same, cutting nothing
+        self.whole.no_truncation()
         self.max_length = max_length
         self.max_texts = max_texts
         self.max_chars = max_chars
@@ -125,4 +140,22 @@ class Preprocessor:
         return [
             Encoded(e.ids, e.tokens, bool(e.overflowing), 0 if unknown is None else e.ids.count(unknown))
             for e in encodings
+        ]
+
+    def pieces(self, texts: Sequence[str], special: bool = True) -> list[list[Piece]]:
+        """Every token of each text, past max_length too (what the model would cut is shown, not
+        cut); special: with the tokens the tokenizer adds. The count and character limits hold."""
+        self.check_count(len(texts))
+        for index, text in enumerate(texts):
+            if len(text) > self.max_chars:
+                raise InvalidInput(f"text {index} has {len(text)} characters; the limit is {self.max_chars}")
+        encodings = self.whole.encode_batch(list(texts), add_special_tokens=special)
+        return [
+            [
+                Piece(i, token, True, None, None) if added else Piece(i, text[start:stop], False, start, stop)
+                for i, token, added, (start, stop) in zip(
+                    e.ids, e.tokens, e.special_tokens_mask, e.offsets, strict=True
+                )
+            ]
+            for text, e in zip(texts, encodings, strict=True)
         ]

@@ -38,6 +38,7 @@ class RowResult:
     cls_attention: NDArray[np.float32] | None = None
     rollout: NDArray[np.float32] | None = None
     weights: NDArray[np.float32] | None = None  # its own small array, cropped: never a view of the batch
+    logits: NDArray[np.float32] | None = None  # before softmax (the calibrated graph's output)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class TextResult:
     unknown_tokens: int = (
         0  # tokens the vocabulary did not know ([UNK]), [CLS] and [SEP] included in num_tokens
     )
+    logits: NDArray[np.float32] | None = None
 
 
 def text_result(labels: Sequence[str], encoded: Encoded, served: ItemResult) -> TextResult:
@@ -73,6 +75,7 @@ def text_result(labels: Sequence[str], encoded: Encoded, served: ItemResult) -> 
         served,
         view,
         encoded.unknown,
+        row.logits,
     )
 
 

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message as AsgiMessage
 from starlette.types import Receive, Scope, Send
 
-from service.calls.status import status_of
+from service.calls.status import Status, status_of
 from service.core.errors import InvalidInput, QueueFull, ServiceError, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -23,16 +23,24 @@ log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
 
 
-def error_response(err: ServiceError, close: bool = False) -> JSONResponse:
-    """The error's status and message; close: the request's body was not read, so the connection
-    cannot carry another request (its unread bytes would be taken for one)."""
+ErrorShape = Callable[[str, Status], Any]  # an API's error body from the message and status
+
+
+def own_error(message: str, status: Status) -> dict[str, str]:
+    """This server's error body (sentiment.v1 and KServe v2 over HTTP)."""
+    return {"error": message, "code": status.grpc.name}
+
+
+def error_response(err: ServiceError, close: bool = False, shape: ErrorShape = own_error) -> JSONResponse:
+    """The error's status and message, in the API's `shape`; close: the request's body was not read,
+    so the connection cannot carry another request (its unread bytes would be taken for one)."""
     status = status_of(err)
     headers = {"Retry-After": "1"} if isinstance(err, QueueFull) else {}
     if close:
         headers["Connection"] = "close"
     if isinstance(err, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="sentiment"'
-    return JSONResponse({"error": err.message, "code": status.grpc.name}, status.http, headers)
+    return JSONResponse(shape(err.message, status), status.http, headers)
 
 
 def check_answer(size: int, limit: int) -> None:

@@ -1,13 +1,14 @@
 """The HTTP door's application: its routes (the service's own API in protobuf's JSON mapping, KServe
-v2, the repository extension, the playground page and /openapi.json), each an endpoint of the
-boundary, under the call observer. Like the gRPC door, it only converts and calls the call layer
-(calls/); errors reach callers through the same table, with their HTTP status."""
+v2, the repository extension, the classify APIs of other servers, the playground page and
+/openapi.json), each an endpoint of the boundary, under the call observer. Like the gRPC door, it
+only converts and calls the call layer (calls/); errors reach callers through the same table, with
+their HTTP status."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from service.http.boundary import Boundary, Handler
+from service.http.classify import ClassifyEndpoints, openai_error, tei_error
 from service.http.inference import InferenceEndpoints
 from service.http.observed import Observed
 from service.http.openapi import openapi_document
@@ -49,10 +51,32 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
+def classify_routes(boundary: Boundary, classify: ClassifyEndpoints) -> list[Route]:
+    """The classify APIs of vLLM and SGLang, Infinity, and text-embeddings-inference (with the
+    Inference API's task at /), each counted under its own method name and refused in its own
+    error shape."""
+    e = boundary.endpoint
+    get, post = ["GET"], ["POST"]
+    table: tuple[tuple[str, str, Handler, list[str], dict[str, Any]], ...] = (
+        ("/v1/classify", "http/v1/classify", classify.vllm_classify, post, {"shape": openai_error}),
+        ("/classify", "http/classify", classify.infinity_classify, post, {"shape": openai_error}),
+        ("/predict", "http/predict", classify.tei_predict, post, {"shape": tei_error}),
+        ("/", "http/index", classify.hf_task, post, {"shape": tei_error}),
+        ("/tokenize", "http/tokenize", classify.tei_tokenize, post, {"shape": tei_error}),
+        ("/info", "http/info", classify.tei_info, get, {"shape": tei_error}),
+        ("/health", "http/health", classify.tei_health, get, {"shape": tei_error, "open_": True}),
+    )  # fmt: skip
+    watched = {"/v1/classify", "/classify", "/predict", "/"}  # model work: stopped when the caller goes
+    return [
+        Route(path, e(rpc, handler, watch=path in watched, **kw), methods=methods)
+        for path, rpc, handler, methods, kw in table
+    ]
+
+
 def routes(boundary: Boundary, sentiment: SentimentEndpoints, inference: InferenceEndpoints) -> list[Route]:
     e = boundary.endpoint
     get, post = ["GET"], ["POST"]
-    kserve: tuple[tuple[str, str, Handler, list[str], dict[str, bool]], ...] = (
+    kserve: tuple[tuple[str, str, Handler, list[str], dict[str, Any]], ...] = (
         ("/v2/health/live", "ServerLive", inference.live, get, {"open_": True}),
         ("/v2/health/ready", "ServerReady", inference.ready, get, {"open_": True}),
         ("/v2", "ServerMetadata", inference.server_metadata, get, {}),
@@ -90,9 +114,11 @@ async def _not_routed(request: Request, exc: Exception) -> Response:
 def build_app(calls: Calls, limits: Limits, token: str | None, serving: Callable[[], bool]) -> ASGIApp:
     """The door's ASGI application over the calls; serving(): what health says of the whole server."""
     stalled = calls.observer.metrics.http_refusals.labels("stream_stalled").inc
+    boundary = Boundary(limits, token)
     table = routes(
-        Boundary(limits, token),
+        boundary,
         SentimentEndpoints(calls.sentiment, limits, stalled),
         InferenceEndpoints(calls.inference, calls.repository, limits, serving),
     )
+    table += classify_routes(boundary, ClassifyEndpoints(calls.classify, limits, serving))
     return Observed(Starlette(routes=table, exception_handlers={HTTPException: _not_routed}), calls.observer)

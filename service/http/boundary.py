@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from service.calls.status import INTERNAL_MESSAGE, status_of
+from service.calls.status import INTERNAL, INTERNAL_MESSAGE, status_of
 from service.core.errors import Forbidden, ServiceError, Unauthenticated, quoted
-from service.http.answers import error_response
+from service.http.answers import ErrorShape, error_response, own_error
 from service.http.bodies import Limits, header
 from service.ops.auth import bearer_refusal
 
@@ -52,12 +52,18 @@ class Boundary:
         self._token = None if token is None else token.encode()
 
     def endpoint(
-        self, rpc: str, handler: Handler, open_: bool = False, watch: bool = False, changes: bool = False
+        self,
+        rpc: str,
+        handler: Handler,
+        open_: bool = False,
+        watch: bool = False,
+        changes: bool = False,
+        shape: ErrorShape = own_error,
     ) -> Handler:
-        """`handler` behind the token (unless open_), with its errors answered by the status table;
-        the request is counted as `rpc` with the status code it got. A browser may POST only from
-        this server's own pages, and, to an endpoint that `changes` what is served, only under a Host
-        name it knows. watch: the work stops when the caller hangs up."""
+        """`handler` behind the token (unless open_), with its errors answered by the status table in
+        the API's error `shape`; the request is counted as `rpc` with the status code it got. A
+        browser may POST only from this server's own pages, and, to an endpoint that `changes` what
+        is served, only under a Host name it knows. watch: the work stops when the caller hangs up."""
 
         async def answer(request: Request) -> Response:
             state = request.scope["state"]
@@ -75,7 +81,7 @@ class Boundary:
                 unread = request.method == "POST" and "body" not in state
                 if unread:
                     await self._discard(request)
-                return error_response(err, close=unread)
+                return error_response(err, close=unread, shape=shape)
             except HTTPException:
                 raise
             except ClientDisconnect:
@@ -84,7 +90,7 @@ class Boundary:
             except Exception:
                 log.exception("unexpected error in %s over HTTP", rpc)
                 state["code"] = "INTERNAL"
-                return JSONResponse({"error": INTERNAL_MESSAGE, "code": "INTERNAL"}, 500)
+                return JSONResponse(shape(INTERNAL_MESSAGE, INTERNAL), 500)
             state["code"] = "OK"
             return response
 

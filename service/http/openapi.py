@@ -2,7 +2,8 @@
 
 The sentiment.v1 schemas are derived from the .proto descriptors by protobuf's JSON mapping
 (lowerCamelCase names, 64-bit integers as strings, enums by name), so the .proto stays the one
-schema; the KServe v2 schemas follow the Open Inference Protocol's HTTP/REST JSON.
+schema; the KServe v2 schemas follow the Open Inference Protocol's HTTP/REST JSON, and the classify
+APIs of other servers their own documents (http/classify_openapi.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 
 from sentiment_client import __version__
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from service.http.classify_openapi import classify_paths, classify_schemas
 
 SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
@@ -178,9 +180,12 @@ ERRORS = {
 }
 
 
-def _operation(summary: str, ok: dict[str, Any], body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _operation(
+    summary: str, ok: dict[str, Any], body: dict[str, Any] | None = None, error: str = "Error"
+) -> dict[str, Any]:
+    """An operation answering `ok`, its errors in the schema named `error` (the API's own shape)."""
     responses = {"200": {"description": "OK", **ok}}
-    responses.update({code: {"description": text, **_json(_ref("Error"))} for code, text in ERRORS.items()})
+    responses.update({code: {"description": text, **_json(_ref(error))} for code, text in ERRORS.items()})
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if body is not None:
         operation["requestBody"] = {"required": True, **body}
@@ -195,6 +200,7 @@ def openapi_document() -> dict[str, Any]:
         "GetModelInfoResponse",
     )}  # fmt: skip
     schemas.update(_kserve_schemas())
+    schemas.update(classify_schemas())
     ndjson = "application/x-ndjson"
     model = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -204,7 +210,13 @@ def openapi_document() -> dict[str, Any]:
         {"content": {"application/json": _schema("InferResponse"), "application/octet-stream": binary}},
         {"content": {"application/json": _schema("InferRequest"), "application/octet-stream": binary}},
     )
+    html = {"content": {"text/html": {"schema": {"type": "string"}}}}
+    page = {"get": _operation("The playground page (no token needed)", html)}
+    static = _operation("The playground's script and style (no token needed)", {})
+    file = {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}
     paths: dict[str, Any] = {
+        "/static/{file}": {"get": {**static, "parameters": [file]}},
+        "/openapi.json": {"get": _operation("This document", _json({"type": "object"}))},
         "/v1/predict": {
             "post": _operation(
                 "Predict one or many texts (up to the server's max texts per request)",
@@ -256,6 +268,8 @@ def openapi_document() -> dict[str, Any]:
         ready = _operation("Model ready; 503 when not", {})
         paths[prefix + "/ready"] = {"get": {**ready, "parameters": params}}
         paths[prefix + "/infer"] = {"post": {**infer, "parameters": params}}
+    for path, operations in classify_paths(_operation).items():
+        paths[path] = {**operations, **(page if path == "/" else {})}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -48,7 +48,8 @@ class Metrics:
         self.requests = Counter(
             "sentiment_requests",
             "Calls answered, by method, status code and protocol (grpc, or http: named after the gRPC "
-            "method each endpoint stands for, with the gRPC code of its HTTP status)",
+            "method each endpoint stands for, or http/ and its route, with the gRPC code of its HTTP "
+            "status)",
             ["method", "code", "protocol"],
             registry=r,
         )
