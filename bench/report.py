@@ -121,7 +121,7 @@ def scrape(
         if family.name in families:
             for sample in family.samples:
                 if sample.name.endswith(("_sum", "_count")):
-                    figures[sample.name] = sample.value
+                    figures[sample.name] = figures.get(sample.name, 0.0) + sample.value  # all labels
     return figures
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.core.errors import InvalidInput
+from service.core.fair_queue import Priority
 from service.core.results import AttentionMode, TextResult
 
 if TYPE_CHECKING:
@@ -51,11 +52,15 @@ class ClassifyCalls:
     def info(self) -> EngineInfo:
         return self.models.info()
 
-    async def classify(self, texts: Sequence[str], whole: bool = False) -> Classified:
+    async def classify(
+        self, texts: Sequence[str], whole: bool = False, priority: Priority = Priority.NORMAL
+    ) -> Classified:
         """Each text's label and scores; whole: a text the model would cut at its max_length is
         refused instead (the caller asked not to truncate)."""
         async with self.models.use(0) as engine:  # the version answers it all
-            results = await engine.predict(list(texts), AttentionMode.NONE, None, json=True)
+            results = await engine.predict(
+                list(texts), AttentionMode.NONE, None, json=True, priority=priority
+            )
             spec = engine.info().spec
         if whole:
             cut = [index for index, result in enumerate(results) if result.truncated]

@@ -9,8 +9,9 @@ parameter `classification` = k comes back as the k most probable classes per tex
 each "probability:index:label", most probable first (only `probabilities` has classes). Without
 the `attention` parameter, the outputs asked for choose it: a request that names `tokens` (say) gets
 the summary, one that names `attention_weights` the full weights, as generic clients that ask for
-every output the metadata lists expect. Triton's `priority` is accepted and `timeout`
-(microseconds) is a deadline; any other request parameter is refused with INVALID_ARGUMENT.
+every output the metadata lists expect. Triton's `priority` (1 the highest, 2 the next, 3 or more
+low, 0 the default) sets the texts' priority and `timeout` (microseconds) is a deadline; any other
+request parameter is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from model_contract import version_number
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
+from service.calls.priority import from_triton
 from service.calls.streams import Malformed, answer_each
 from service.calls.tensors import INPUT, fill_outputs, parse_bytes_tensor
 from service.core.errors import InvalidInput, ModelNotFound, quoted
+from service.core.fair_queue import Priority
 from service.core.results import AttentionMode
 
 if TYPE_CHECKING:
@@ -50,7 +53,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 PARAMETERS: dict[str, tuple[str, ...]] = {
     "attention": ("string_param",),  # none, summary or full
     "typed_output": ("bool_param",),  # answers in typed contents instead of raw_output_contents
-    "priority": ("int64_param", "uint64_param"),  # Triton's; accepted, every request has the same
+    "priority": ("int64_param", "uint64_param"),  # Triton's level: 1 the highest, 0 the default
     "timeout": ("int64_param", "uint64_param"),  # Triton's, microseconds: a deadline for this call
 }
 
@@ -62,6 +65,7 @@ class Options:
     mode: AttentionMode | None
     typed: bool
     timeout_s: float | None
+    priority: Priority = Priority.NORMAL
 
 
 def parse_parameters(request: pb.ModelInferRequest) -> Options:
@@ -84,7 +88,8 @@ def parse_parameters(request: pb.ModelInferRequest) -> Options:
     timeout_us = values.get("timeout")
     if timeout_us is not None and timeout_us <= 0:
         raise InvalidInput(f"parameter timeout={timeout_us} must be a positive number of microseconds")
-    return Options(mode, values.get("typed_output", False), None if timeout_us is None else timeout_us / 1e6)
+    timeout_s = None if timeout_us is None else timeout_us / 1e6
+    return Options(mode, values.get("typed_output", False), timeout_s, from_triton(values.get("priority", 0)))
 
 
 def outputs_mode(request: pb.ModelInferRequest, asked: AttentionMode | None) -> AttentionMode:
@@ -251,7 +256,9 @@ class InferenceCalls:
         async with self.models.use(number) as engine:  # the version answers it all
             texts = texts_of(request, engine)
             classes = class_counts(request, len(engine.info().spec.labels))
-            results = await engine.predict(texts, mode, deadline, padded=True, json=json)
+            results = await engine.predict(
+                texts, mode, deadline, padded=True, json=json, priority=options.priority
+            )
             with engine.step("answer"):
                 spec = engine.info().spec
                 response = pb.ModelInferResponse(

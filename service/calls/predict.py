@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from service.calls.priority import from_proto
 from service.calls.streams import Malformed, answer_each
 from service.core.errors import InvalidInput
 from service.core.results import AttentionMode, TextResult
@@ -80,8 +81,9 @@ class SentimentCalls:
     ) -> pb.PredictResponse:
         """The answer to one request; ServiceError when it cannot be answered."""
         mode = attention_mode(request.attention)
+        priority = from_proto(request.priority)
         async with self.models.use(request.model_version) as engine:  # the version answers it all
-            results = await engine.predict(list(request.texts), mode, deadline, json=json)
+            results = await engine.predict(list(request.texts), mode, deadline, json=json, priority=priority)
             return await self._answer(engine, results, mode)
 
     @staticmethod

@@ -13,6 +13,8 @@ Why each batch is answered as it ends, not the round together: a short text that
 with long ones (a light caller's text beside a heavy request's) would otherwise wait for their
 batch too, and the fairness promise (a light caller waits for about one batch, fair_queue.py) would
 hold for rounds, not for batches. The long texts lose nothing: their batch ends when it would.
+
+A worker is kept for interactive callers while they are about (core/slots.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,11 +38,13 @@ from service.core.fair_queue import (
     FairQueue,
     Item,
     ItemResult,
+    Priority,
     QueueObserver,
     same_once,
     share,
     split_by_length,
 )
+from service.core.slots import Slots
 
 
 @dataclass(frozen=True)
@@ -68,17 +71,6 @@ class BatchTracer(Protocol):
     def batch(self, calls: Iterable[Any], facts: BatchFacts) -> Any: ...
 
 
-# A round that starts alone (nothing running or waiting) runs wide, on every core, only while such
-# rounds are rarely joined: another text arriving before one ends, which a wide round makes wait for
-# the whole of it, where a narrow one leaves it the other core. `joined` is the running share of lone
-# rounds that were joined, each round weighing JOINED_WEIGHT; wide while it is below WIDE_BELOW. A
-# lone caller, who sends again only once answered, is never joined and turns wide after
-# QUIET_ROUNDS rounds; Poisson arrivals of more than about one per four rounds' time keep rounds
-# narrow (docs/batching.md has the measurements).
-JOINED_WEIGHT = 0.3
-WIDE_BELOW = 0.25
-QUIET_ROUNDS = math.ceil(math.log(WIDE_BELOW) / math.log(1 - JOINED_WEIGHT))
-
 log = logging.getLogger(__name__)
 
 Int64Array = NDArray[np.int64]
@@ -94,7 +86,7 @@ class BatchObserver(QueueObserver, Protocol):
 
     def batch_done(self, size: int, padded_length: int, real_tokens: int, seconds: float) -> None: ...
 
-    def queue_wait(self, seconds: float) -> None: ...
+    def queue_wait(self, seconds: float, priority: Priority) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -130,7 +122,7 @@ class Batcher:
         self._tracing = tracing
         self._queue = FairQueue(limits, observer)
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(limits.max_concurrent_batches)
+        self._slots = Slots(limits.max_concurrent_batches)
         self._running: set[asyncio.Task[None]] = set()
         self._busy = 0  # rounds whose batches are running: the worker threads they hold
         self._executor = ThreadPoolExecutor(
@@ -138,7 +130,6 @@ class Batcher:
         )
         self._loop_task: asyncio.Task[None] | None = None
         self._shared: list[list[Item]] = []  # rounds formed for the other idle workers
-        self._joined = 1.0  # share of recent lone rounds another text arrived during (see above)
         self._arrived = 0  # texts submitted so far
 
     @property
@@ -174,18 +165,25 @@ class Batcher:
         self._queue.close()
         self._wakeup.set()
 
-    def admit(self, count: int) -> None:
+    def admit(self, count: int, priority: Priority = Priority.NORMAL) -> None:
         """Raise unless `count` more texts may be queued now (FairQueue.admit): callers check before
         paying for tokenizing, and submit checks again."""
-        self._queue.admit(count)
+        self._queue.admit(count, priority)
 
     def submit(
-        self, sequences: Sequence[Sequence[int]], want: Any, deadline: float | None, trace: Any = None
+        self,
+        sequences: Sequence[Sequence[int]],
+        want: Any,
+        deadline: float | None,
+        trace: Any = None,
+        priority: Priority = Priority.NORMAL,
     ) -> list[asyncio.Future[ItemResult]]:
         """Queue every sequence of one request, or none: a full queue refuses at once. trace: the
         request's span when it is sampled (service/ops/tracing), for its batches to link to."""
-        futures = self._queue.push(sequences, want, deadline, trace)
+        futures = self._queue.push(sequences, want, deadline, trace, priority)
         self._arrived += len(futures)
+        if priority is Priority.HIGH:
+            self._slots.saw_high()
         self._wakeup.set()
         return futures
 
@@ -213,10 +211,15 @@ class Batcher:
             if wait_s:
                 await self._wait_for_wakeup(wait_s)
                 continue
+            now = time.monotonic()
+            kept_s = self._slots.kept_for(now) if queue.head_rank(now) > Priority.HIGH else 0.0
+            if kept_s and not self._slots.free:  # the slot this loop holds is the one kept
+                await self._wait_for_wakeup(kept_s)
+                continue
             round_ = queue.take_round()
             # with several workers idle, share the round among them by length: every core works,
-            # and each part pads less
-            idle = self.limits.max_concurrent_batches - self._busy
+            # and each part pads less (the kept worker aside)
+            idle = self.limits.max_concurrent_batches - self._busy - bool(kept_s)
             if idle > 1 and len(round_) > 1:
                 round_, *self._shared = share(round_, idle)
             return round_
@@ -224,18 +227,14 @@ class Batcher:
     async def _form_rounds(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._slots.acquire()
+            await self._slots.take()
             round_ = await self._next_round()
             if round_ is None:
-                self._slots.release()
+                self._slots.give()
                 return
             alone = not self._busy and not self._queue and not self._shared
-            wide = self.limits.wide_when_alone and alone and self._joined < WIDE_BELOW
-            held = 1
-            if wide:  # it uses every core: hold every slot until it ends (all free: nothing runs)
-                while held < self.limits.max_concurrent_batches:
-                    await self._slots.acquire()
-                    held += 1
+            wide = self.limits.wide_when_alone and self._slots.runs_wide(alone, round_[0].priority)
+            held = await self._slots.take_all() if wide else 1  # all free: nothing runs
             self._busy += 1
             free = functools.partial(self._free, held, self._arrived if alone else None)
             task = loop.create_task(self._run_and_answer(round_, wide, free))
@@ -248,10 +247,9 @@ class Batcher:
         as it is (nothing running, when this was the only round). arrived: for a round that started
         alone, the texts submitted before it started; whether more came since updates `joined`."""
         if arrived is not None:
-            self._joined += JOINED_WEIGHT * (float(self._arrived > arrived) - self._joined)
+            self._slots.lone_round_ended(joined=self._arrived > arrived)
         self._busy -= 1
-        for _ in range(held):
-            self._slots.release()
+        self._slots.give(held)
         self._wakeup.set()  # the delay rule depends on whether a round is running
 
     async def _run_and_answer(self, round_: list[Item], wide: bool, free: Callable[[], None]) -> None:
@@ -344,6 +342,6 @@ class Batcher:
                 waited = started - item.enqueued
                 item.future.set_result(ItemResult(row, waited, seconds, size, padded_length, ride))
                 if observer:
-                    observer.queue_wait(waited)
+                    observer.queue_wait(waited, item.priority)
         if observer:
             observer.batch_done(size, padded_length, tokens, run.seconds)

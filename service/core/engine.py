@@ -16,7 +16,7 @@ import numpy as np
 
 from model_contract import padding_runs
 from service.core.errors import NotServing, VersionRefused
-from service.core.fair_queue import ItemResult
+from service.core.fair_queue import ItemResult, Priority
 from service.core.postprocess import softmax
 from service.core.results import AttentionMode, PredictionObserver, TextResult, text_result
 
@@ -207,7 +207,7 @@ class Engine:
                 )
 
     async def _run(
-        self, encoded: list[Encoded], mode: AttentionMode, deadline: float | None
+        self, encoded: list[Encoded], mode: AttentionMode, deadline: float | None, priority: Priority
     ) -> list[ItemResult]:
         """Each text through the batcher; the call's queue and model spans when it is traced."""
         if not encoded:
@@ -215,7 +215,7 @@ class Engine:
         tracing = self.tracing
         call = tracing.current() if tracing is not None else None
         queued = time.monotonic()
-        futures = self.batcher.submit([e.ids for e in encoded], mode, deadline, call)
+        futures = self.batcher.submit([e.ids for e in encoded], mode, deadline, call, priority)
         served = [await futures[0]] if len(futures) == 1 else list(await asyncio.gather(*futures))
         if call is not None and tracing is not None:
             tracing.served(queued, [item.trace for item in served if item.trace is not None])
@@ -226,7 +226,7 @@ class Engine:
         nothing; `as` gives the span or None."""
         return nullcontext() if self.tracing is None else self.tracing.step(name)
 
-    def admit(self, count: int) -> None:
+    def admit(self, count: int, priority: Priority = Priority.NORMAL) -> None:
         """The one admission gate, before a request's texts are read or tokenized: NotServing unless
         the engine accepts work, InvalidInput for more texts than a request may hold, QueueFull (or
         InvalidInput) when the queue has no room for them. The answer's size is checked once the
@@ -234,7 +234,7 @@ class Engine:
         if not self.accepting:
             raise NotServing("the server is starting up or shutting down; retry (another replica)")
         self.preprocessor.check_count(count)
-        self.batcher.admit(count)
+        self.batcher.admit(count, priority)
 
     def check_sent_size(self, size: int) -> None:
         """Refuse an answer of `size` bytes that the transport could not send (AnswerSizePolicy)."""
@@ -258,12 +258,14 @@ class Engine:
         deadline: float | None,
         padded: bool = False,
         json: bool = False,
+        priority: Priority = Priority.NORMAL,
     ) -> list[TextResult]:
         """Predictions in the order of `texts`. padded: the answer pads attention to the longest
         text (KServe tensors); json: it is sent as JSON; the size check counts both. With the
         answer cache on, a text the cache holds is answered from it (its batch figures are 0: it
-        rode in no batch), and a text the request holds twice runs once."""
-        self.admit(len(texts))  # refuse before paying for tokenizing
+        rode in no batch), and a text the request holds twice runs once. priority: how soon its
+        texts want their turn (fair_queue.py)."""
+        self.admit(len(texts), priority)  # refuse before paying for tokenizing
         texts = list(texts)
         cache = self.cache
         kept: list[Answer | None]
@@ -288,7 +290,7 @@ class Engine:
                     {"call.texts": len(texts), "call.tokens": sum(lengths), "call.truncated": truncated}
                 )
         self.answer_size.check_request(lengths, mode, padded, json)
-        ran = await self._run(ran_encoded, mode, deadline)
+        ran = await self._run(ran_encoded, mode, deadline, priority)
         if cache is not None:
             for index, position in enumerate(to_run):
                 cache.put(texts[position], mode, ran_encoded[index], ran[index].value)

@@ -17,6 +17,13 @@ long text.
 
 Inside a round, texts are sorted by length and cut into batches (split_by_length) so that little
 of each batch is padding; the order of rounds, not of batches, is what callers wait for.
+
+Priorities come before fairness: a request may ask for HIGH (interactive), NORMAL (the default) or
+LOW (bulk). A round takes texts of one rank only, the most urgent waiting, and within a rank by
+start tag as above. A text's rank rises one step for every priority_aging_s it has waited, so a LOW
+text waits at most twice that before it competes as HIGH, where its early start tag puts it first:
+low priority is never starved. LOW requests may fill only half of the queue, so that a bulk flood
+leaves room for interactive callers (the batcher, in turn, keeps a worker free for them).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, Protocol, TypeVar
 
 from service.core.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull
@@ -32,6 +40,14 @@ from service.core.errors import DeadlineExpired, InvalidInput, NotServing, Queue
 # a call that ends this close to its deadline ran out of time: the caller's timer fires a little
 # before the server's copy of the deadline (which started when the call arrived)
 DEADLINE_SLACK_S = 0.25
+
+
+class Priority(IntEnum):
+    """How soon a request's texts want their turn; a smaller value goes first."""
+
+    HIGH = 0  # interactive: a person waits
+    NORMAL = 1
+    LOW = 2  # bulk: throughput matters, not each call's latency
 
 
 @dataclass(frozen=True)
@@ -57,10 +73,15 @@ class Item:
     enqueued: float = field(default_factory=time.monotonic)
     start: float = 0.0  # fair-queuing tag: the virtual time (in tokens) when this text's turn comes
     trace: Any = None  # the span of a sampled call this text belongs to (service/ops/tracing), else None
+    priority: Priority = Priority.NORMAL
 
     @property
     def length(self) -> int:
         return len(self.ids)
+
+    def rank(self, now: float, aging_s: float) -> int:
+        """The priority it competes with now: one step more urgent for every aging_s it has waited."""
+        return max(0, int(self.priority) - int((now - self.enqueued) / aging_s))
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,7 @@ class BatchLimits:
     # no other round starts until it ends: a wide batch beside a narrow one oversubscribes the cores
     # and its threads wait for each other
     wide_when_alone: bool
+    priority_aging_s: float  # a waiting text's priority rises one step each time this passes
 
 
 class QueueObserver(Protocol):
@@ -87,14 +109,19 @@ class QueueObserver(Protocol):
     def queue_depth(self, depth: int) -> None: ...
 
 
-def select_round(pending: Sequence[Item], limits: BatchLimits) -> list[Item]:
-    """The next round: the texts whose turn it is (the smallest start tags, then the oldest), up to
-    max_batch_size texts and max_batch_tokens real tokens; always at least one."""
+def select_round(pending: Sequence[Item], limits: BatchLimits, now: float | None = None) -> list[Item]:
+    """The next round: texts of the most urgent rank waiting (Item.rank at `now`), those whose turn it
+    is (the smallest start tags, then the oldest), up to max_batch_size texts and max_batch_tokens
+    real tokens; always at least one."""
+    now = time.monotonic() if now is None else now
+    aging_s = limits.priority_aging_s
+    ranked = sorted(((item.rank(now, aging_s), item.start, item.enqueued, item) for item in pending),
+                    key=lambda entry: entry[:3])  # fmt: skip
     chosen: list[Item] = []
     tokens = 0
-    for item in sorted(pending, key=lambda item: (item.start, item.enqueued)):
+    for rank, _, _, item in ranked:
         full = len(chosen) == limits.max_batch_size or tokens + item.length > limits.max_batch_tokens
-        if chosen and full:
+        if chosen and (full or rank != ranked[0][0]):
             break
         chosen.append(item)
         tokens += item.length
@@ -190,11 +217,13 @@ class FairQueue:
         """Admit nothing more; what is queued stays to be taken."""
         self.closed = True
 
-    def admit(self, count: int) -> None:
+    def admit(self, count: int, priority: Priority = Priority.NORMAL) -> None:
         """Raise unless a request of `count` texts may be queued now: the one admission check.
 
         NotServing once closed; InvalidInput for a request that could never fit the queue (retrying
-        it cannot help); QueueFull, counted as dropped, when it does not fit now (retry later)."""
+        it cannot help); QueueFull, counted as dropped, when it does not fit now (retry later). A LOW
+        request fits only within half of the queue (or an empty queue): the rest is kept for the
+        others."""
         if self.closed:
             raise NotServing("the server is shutting down; retry (another replica)")
         limit = self.limits.max_queue_size
@@ -203,27 +232,35 @@ class FairQueue:
                 f"the request has {count} texts and the queue holds at most {limit}: it can never be "
                 "taken; send fewer texts per request"
             )
-        if len(self._pending) + count > limit:
+        waiting = len(self._pending)
+        room = limit // 2 if priority is Priority.LOW and waiting else limit
+        if waiting + count > room:
             if self._observer:
                 self._observer.dropped("queue_full", count)
+            share = " (low priority may fill half of it)" if room < limit else ""
             raise QueueFull(
-                f"the queue holds {len(self._pending)} texts and this request adds {count}; "
-                f"the limit is {limit}: retry later"
+                f"the queue holds {waiting} texts and this request adds {count}; the limit is {limit}"
+                f"{share}: retry later"
             )
 
     def push(
-        self, sequences: Sequence[Sequence[int]], want: Any, deadline: float | None, trace: Any = None
+        self,
+        sequences: Sequence[Sequence[int]],
+        want: Any,
+        deadline: float | None,
+        trace: Any = None,
+        priority: Priority = Priority.NORMAL,
     ) -> list[asyncio.Future[ItemResult]]:
         """Queue every sequence of one request with its start tags, or none (admit raises); trace:
         the request's span when it is traced."""
-        self.admit(len(sequences))
+        self.admit(len(sequences), priority)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures: list[asyncio.Future[ItemResult]] = []
         start = self._virtual
         for ids in sequences:
             future: asyncio.Future[ItemResult] = loop.create_future()
-            self._pending.append(Item(ids, want, deadline, future, now, start, trace))
+            self._pending.append(Item(ids, want, deadline, future, now, start, trace, priority))
             futures.append(future)
             start += len(ids)
         self._report_depth()
@@ -266,6 +303,11 @@ class FairQueue:
             return 0.0
         waited = time.monotonic() - self._pending[0].enqueued
         return max(0.0, limits.max_queue_delay_s - waited)
+
+    def head_rank(self, now: float) -> int:
+        """The most urgent rank waiting; the queue must not be empty."""
+        aging_s = self.limits.priority_aging_s
+        return min(item.rank(now, aging_s) for item in self._pending)
 
     def take_round(self) -> list[Item]:
         """Remove and return the next round (select_round); the virtual time moves past it."""

@@ -24,8 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sentiment_client import __version__
+from service.calls.priority import from_signed, from_urgency
 from service.core.errors import InvalidInput, quoted
-from service.http.bodies import Limits, parse_json, parsed, read_body
+from service.core.fair_queue import Priority
+from service.http.bodies import Limits, header, parse_json, parsed, read_body
+from service.http.classify_openapi import SCORE_FUNCTIONS
 
 if TYPE_CHECKING:
     from service.calls.classify import Classified, ClassifyCalls
@@ -41,7 +44,6 @@ OPENAI_TYPES = {
 # text-embeddings-inference's error types by HTTP status (Unauthorized is this server's: TEI sends none)
 TEI_TYPES = {401: "Unauthorized", 403: "Unauthorized", 429: "Overloaded", 503: "Unhealthy", 500: "Backend",
              504: "Backend"}  # fmt: skip
-SCORE_FUNCTIONS = ("softmax", "sigmoid", "none")  # the Inference API's function_to_apply
 
 
 def openai_error(message: str, status: Status) -> dict[str, Any]:
@@ -114,9 +116,17 @@ class ClassifyEndpoints:
         data = await read_body(request, self.limits, ("application/json",))
         return await parsed(data, lambda: parse_json(data, "the request body", self.limits.max_json_values))
 
-    async def _classify(self, body: dict[str, Any], texts: list[str], whole: bool = False) -> Classified:
+    async def _classify(
+        self, request: Request, body: dict[str, Any], texts: list[str], whole: bool = False
+    ) -> Classified:
+        """The texts' answer, at the priority the Priority header asks for (the body's `priority`,
+        vLLM's field, first)."""
         self.calls.check_model(_model(body))
-        return await self.calls.classify(texts, whole)
+        signed = body.get("priority")
+        if signed is not None and (isinstance(signed, bool) or not isinstance(signed, int)):
+            raise InvalidInput(f"priority must be a whole number (below 0 sooner), got {quoted(str(signed))}")
+        priority = from_signed(signed) if signed is not None else from_urgency(header(request, "priority"))
+        return await self.calls.classify(texts, whole, Priority.NORMAL if priority is None else priority)
 
     async def vllm_classify(self, request: Request) -> Response:
         """vLLM's and SGLang's /v1/classify: the top label and every label's probability."""
@@ -127,7 +137,7 @@ class ClassifyEndpoints:
                 "truncate_prompt_tokens cuts nothing here: the model reads the first "
                 f"{self.calls.info().spec.max_length} tokens of a text; leave it out, or send -1"
             )
-        answer = await self._classify(body, _texts(body.get("input"), "input"))
+        answer = await self._classify(request, body, _texts(body.get("input"), "input"))
         return JSONResponse(
             {
                 "id": f"classify-{uuid.uuid4().hex}",
@@ -156,7 +166,7 @@ class ClassifyEndpoints:
         """Infinity's /classify: each text's labels by score (logits with raw_scores)."""
         body = await self._body(request)
         function = "none" if _flag(body, "raw_scores", False) else "softmax"
-        answer = await self._classify(body, _texts(body.get("input"), "input"))
+        answer = await self._classify(request, body, _texts(body.get("input"), "input"))
         return JSONResponse(
             {
                 "object": "classify",
@@ -195,7 +205,7 @@ class ClassifyEndpoints:
             raise InvalidInput(f"truncation_direction {quoted(str(direction))} is not taken: only Right")
         whole = not _flag(body, "truncate", True)
         function = "none" if _flag(body, "raw_scores", False) else "softmax"
-        answer = await self._classify(body, texts, whole)
+        answer = await self._classify(request, body, texts, whole)
         ranked = [_ranked(answer.labels, _scores(r, function)) for r in answer.results]
         return JSONResponse(ranked[0] if single else ranked)
 
@@ -224,7 +234,7 @@ class ClassifyEndpoints:
         top = parameters.get("top_k")
         if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
             raise InvalidInput(f"top_k must be a whole number of at least 1, got {quoted(str(top))}")
-        answer = await self._classify(body, texts)
+        answer = await self._classify(request, body, texts)
         return JSONResponse([_ranked(answer.labels, _scores(r, function), top) for r in answer.results])
 
     async def tei_tokenize(self, request: Request) -> Response:

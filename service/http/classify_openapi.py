@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.http.classify import SCORE_FUNCTIONS
+SCORE_FUNCTIONS = ("softmax", "sigmoid", "none")  # the Inference API's function_to_apply
 
 STRING = {"type": "string"}
 INTEGER = {"type": "integer"}
@@ -40,6 +40,7 @@ def classify_schemas() -> dict[str, Any]:
                 "input": TEXTS,
                 "truncate_prompt_tokens": {**INTEGER, "description": "-1 or left out: the model's window"},
                 "user": STRING,
+                "priority": {**INTEGER, "description": "below 0: high, 0: normal (the default), above: low"},
             },
             ("input",),
         ),

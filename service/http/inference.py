@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from service.calls.infer import InferenceCalls, server_metadata
+from service.calls.priority import TRITON_LEVEL, from_urgency
 from service.core.errors import InvalidInput
 from service.http import kserve
 from service.http.answers import check_answer
@@ -68,6 +69,9 @@ class InferenceEndpoints:
         max_values = self.limits.max_json_values
         call = await parsed(data, lambda: kserve.parse_infer(data, length, max_values))
         call.request.model_name, call.request.model_version = self._model(request)
+        priority = from_urgency(header(request, "priority"))
+        if priority is not None and "priority" not in call.request.parameters:  # the body's wins
+            call.request.parameters["priority"].int64_param = TRITON_LEVEL[priority]
         answer = await self.calls.infer(call.request, None, json=True)
         heavy = len(answer.raw_output_contents) > 4 or answer.ByteSize() > 1 << 16
         body, json_length = (

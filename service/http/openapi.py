@@ -192,6 +192,17 @@ def _operation(
     return operation
 
 
+PRIORITY_HEADER = {
+    "name": "Priority",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "examples": ["u=1", "u=6"]},
+    "description": "RFC 9218's urgency: u=0 to u=2 high (interactive), u=3 normal (the default), u=4 to u=7 "
+    "low (bulk); a priority the body names wins",
+}
+PRIORITIZED = ("/v1/predict", "/v1/predict/stream", "/v1/classify", "/classify", "/predict", "/")
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
@@ -270,6 +281,10 @@ def openapi_document() -> dict[str, Any]:
         paths[prefix + "/infer"] = {"post": {**infer, "parameters": params}}
     for path, operations in classify_paths(_operation).items():
         paths[path] = {**operations, **(page if path == "/" else {})}
+    for path, operations in paths.items():  # every call that queues texts takes a priority
+        if path in PRIORITIZED or path.endswith("/infer"):
+            post = operations["post"]
+            post["parameters"] = [*post.get("parameters", []), PRIORITY_HEADER]
     return {
         "openapi": "3.1.0",
         "info": {

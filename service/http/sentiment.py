@@ -14,14 +14,16 @@ from starlette.responses import Response
 
 from model_contract import version_number
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
+from service.calls.priority import PROTO_OF, from_urgency
 from service.calls.status import status_of
 from service.calls.streams import Malformed
 from service.core.errors import InvalidInput, PayloadTooLarge, ReadTimeout, ServiceError, quoted
 from service.http.answers import NDJSON, Lines, close_stream, json_answer, json_bytes
-from service.http.bodies import Limits, check_type, read_message
+from service.http.bodies import Limits, check_type, header, read_message
 
 if TYPE_CHECKING:
     from service.calls.predict import SentimentCalls
+    from service.core.fair_queue import Priority
 
 JSON_TYPES = ("application/json", NDJSON)
 
@@ -38,6 +40,9 @@ class SentimentEndpoints:
     async def predict(self, request: Request) -> Response:
         message = await read_message(request, self.limits, pb.PredictRequest())
         assert isinstance(message, pb.PredictRequest)
+        priority = from_urgency(header(request, "priority"))
+        if priority is not None and message.priority == pb.PRIORITY_UNSPECIFIED:  # the body's field wins
+            message.priority = PROTO_OF[priority]
         response = await self.calls.predict(message, None, json=True)
         full = message.attention == pb.ATTENTION_MODE_FULL
         return await json_answer(response, self.limits.max_body_bytes, heavy=full)
@@ -46,7 +51,8 @@ class SentimentEndpoints:
         """NDJSON: one PredictStreamRequest per line in, one PredictStreamResponse per line out, in the
         order they finish; a line over --max-message-bytes ends the stream with an error line."""
         check_type(request, JSON_TYPES)
-        answers = self.calls.predict_each(self._lines(request), None, json=True)
+        priority = from_urgency(header(request, "priority"))
+        answers = self.calls.predict_each(self._lines(request, priority), None, json=True)
 
         async def lines() -> AsyncIterator[bytes]:
             try:
@@ -62,9 +68,12 @@ class SentimentEndpoints:
 
         return Lines(lines(), self.limits.read_timeout_s, self._stalled)
 
-    async def _lines(self, request: Request) -> AsyncIterator[pb.PredictStreamRequest | Malformed]:
+    async def _lines(
+        self, request: Request, priority: Priority | None
+    ) -> AsyncIterator[pb.PredictStreamRequest | Malformed]:
         """The stream's requests, one a line; each line must arrive whole within the read timeout of
-        the moment it was awaited (or of its first byte), however its bytes are spread."""
+        the moment it was awaited (or of its first byte), however its bytes are spread. priority:
+        the Priority header's, for the requests that ask for none."""
         limit, timeout_s = self.limits.max_body_bytes, self.limits.read_timeout_s
         loop = asyncio.get_running_loop()
         pending = bytearray()  # the unfinished line: grows in place, split only when a line ends
@@ -87,19 +96,21 @@ class SentimentEndpoints:
                 due = loop.time() + timeout_s  # the next line's time starts now
                 for line in whole:
                     if line.strip():
-                        yield self._parse_line(bytes(line))
+                        yield self._parse_line(bytes(line), priority)
             if len(pending) > limit:
                 raise PayloadTooLarge(f"a line is over the limit of {limit} bytes (--max-message-bytes)")
         if pending.strip():
-            yield self._parse_line(bytes(pending))
+            yield self._parse_line(bytes(pending), priority)
 
     @staticmethod
-    def _parse_line(line: bytes) -> pb.PredictStreamRequest | Malformed:
+    def _parse_line(line: bytes, priority: Priority | None) -> pb.PredictStreamRequest | Malformed:
         message = pb.PredictStreamRequest()
         try:
             json_format.Parse(line, message)
         except (json_format.ParseError, UnicodeDecodeError, RecursionError) as err:
             return Malformed(message.DESCRIPTOR.full_name, err)
+        if priority is not None and message.request.priority == pb.PRIORITY_UNSPECIFIED:
+            message.request.priority = PROTO_OF[priority]
         return message
 
     async def model_info(self, request: Request) -> Response:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.core.fair_queue import Priority
+
 if TYPE_CHECKING:
     from service.core.results import TextResult
 
@@ -68,7 +70,8 @@ class Metrics:
         )
         self.queue_wait_seconds = Histogram(
             "sentiment_queue_wait_seconds",
-            "Time a text waited before its batch ran",
+            "Time a text waited before its batch ran, by the priority its request asked for",
+            ["priority"],
             buckets=WAIT_BUCKETS,
             registry=r,
         )
@@ -106,6 +109,7 @@ class Metrics:
         )
         for reason in DROP_REASONS:  # every series exists from the start, at 0, for rate() and alerts
             self.dropped_texts.labels(reason)
+        self._waits = {each: self.queue_wait_seconds.labels(each.name.lower()) for each in Priority}
         self.cache_texts = Counter(
             "sentiment_cache_texts",
             "Texts looked up in the answer cache (--cache-entries): hit, answered without the model; "
@@ -275,8 +279,8 @@ class Metrics:
         if truncated:
             self.truncated.labels(tag).inc(truncated)
 
-    def queue_wait(self, seconds: float) -> None:
-        self.queue_wait_seconds.observe(seconds)
+    def queue_wait(self, seconds: float, priority: Priority) -> None:
+        self._waits[priority].observe(seconds)
 
     def dropped(self, reason: str, count: int) -> None:
         self.dropped_texts.labels(reason).inc(count)

@@ -41,6 +41,7 @@ def batch_limits(
         max_concurrent_batches=concurrent_batches,
         max_padding_ratio=settings.max_padding_ratio,
         wide_when_alone=wide_when_alone,
+        priority_aging_s=settings.priority_aging_s,
     )
 
 

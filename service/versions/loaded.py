@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from service.core.engine import Engine
+    from service.core.fair_queue import Priority
     from service.ops.metrics import Metrics
 
 
@@ -31,9 +32,9 @@ class VersionObserver:
         self.texts.inc(size)
         self.compute.inc(seconds)
 
-    def queue_wait(self, seconds: float) -> None:
+    def queue_wait(self, seconds: float, priority: Priority) -> None:
         if self.serving:
-            self.metrics.queue_wait(seconds)
+            self.metrics.queue_wait(seconds, priority)
 
     def dropped(self, reason: str, count: int) -> None:
         if self.serving:

@@ -84,7 +84,7 @@ def test_metrics_move_with_real_calls(server: RunningServer, stub) -> None:
     assert moved("sentiment_tokens_total") >= 9 * 3
     assert 1 <= moved("sentiment_batch_size_count") <= 9
     assert moved("sentiment_batch_size_sum") == 9
-    assert moved("sentiment_queue_wait_seconds_count") == 9
+    assert moved("sentiment_queue_wait_seconds_count", (("priority", "normal"),)) == 9
     assert (
         moved(
             "sentiment_request_duration_seconds_count",

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_asyncio
 
-from service.core.batcher import QUIET_ROUNDS, Batcher
+from service.core.batcher import Batcher
 from service.core.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull, RuntimeFailure
+from service.core.fair_queue import Priority
+from service.core.slots import QUIET_ROUNDS
 from service.ops.settings import Settings
 from service.versions.assembly import batch_limits
 
@@ -325,3 +327,29 @@ async def test_lone_rounds_that_others_keep_joining_stay_narrow(make) -> None:
     for n in range(QUIET_ROUNDS + 1):
         await batcher.submit([[n + 1]], None, None)[0]
     assert runtime.wide[-1] is True
+
+
+async def test_a_worker_is_kept_for_high_texts_while_a_low_flood_runs(make) -> None:
+    batcher, runtime = make(max_batch_size=4, max_concurrent_batches=2, max_queue_delay_s=0.0)
+    await batcher.submit([[9]], "high", None, priority=Priority.HIGH)[0]  # an interactive caller is here
+    first_low = runtime.hold(1)
+    flood = batcher.submit([[1] * 5] * 40, "low", None, priority=Priority.LOW)
+    await until(lambda: runtime.started == 2)
+    await settled()
+    # one low round runs; the other worker is kept, so the rest of the flood waits for this one
+    assert runtime.started == 2 and batcher.depth == 36
+    high = batcher.submit([[2] * 3], "high", None, priority=Priority.HIGH)
+    result = await asyncio.wait_for(high[0], WAIT_S)  # ran on the kept worker: the low round still holds
+    assert result.value == (6, 3, "high") and not first_low.is_set() and runtime.started == 3
+    first_low.set()
+    await asyncio.gather(*flood)
+    assert not any(runtime.wide[1:])  # nothing ran wide while the worker was kept
+
+
+async def test_low_texts_run_at_full_width_when_no_one_interactive_is_here(make) -> None:
+    batcher, runtime = make(max_batch_size=4, max_concurrent_batches=2, max_queue_delay_s=0.0)
+    first_low = runtime.hold(0)
+    flood = batcher.submit([[1] * 5] * 12, "low", None, priority=Priority.LOW)
+    await until(lambda: runtime.started == 2)  # both workers take low rounds: none is kept
+    first_low.set()
+    await asyncio.gather(*flood)

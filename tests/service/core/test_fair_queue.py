@@ -9,7 +9,15 @@ import time
 import pytest
 
 from service.core.errors import DeadlineExpired, InvalidInput, NotServing, QueueFull
-from service.core.fair_queue import BatchLimits, FairQueue, Item, select_round, share, split_by_length
+from service.core.fair_queue import (
+    BatchLimits,
+    FairQueue,
+    Item,
+    Priority,
+    select_round,
+    share,
+    split_by_length,
+)
 from service.ops.settings import Settings
 from service.versions.assembly import batch_limits
 
@@ -138,3 +146,39 @@ async def test_a_round_waits_for_company_only_while_the_runtime_is_busy() -> Non
     queue.push([[1] * 5], None, None)
     queue.close()
     assert queue.seconds_until_round(busy=True) == 0.0  # closing: no more company comes
+
+
+def ranked(length: int, priority: Priority, age: float = 0.0, start: float = 0.0) -> Item:
+    made = item(length, age, start)
+    made.priority = priority
+    return made
+
+
+async def test_a_round_takes_the_most_urgent_rank_only_then_by_turn() -> None:
+    limits = limits_of(max_batch_size=8, priority_aging_s=10.0)
+    low_early = ranked(5, Priority.LOW, start=0.0)
+    normal = ranked(6, Priority.NORMAL, start=5.0)
+    high_late = [ranked(7, Priority.HIGH, start=50.0), ranked(8, Priority.HIGH, start=40.0)]
+    chosen = select_round([low_early, normal, *high_late], limits)
+    assert chosen == [high_late[1], high_late[0]]  # HIGH first, by start tag; nothing less urgent rides
+    assert select_round([low_early, normal], limits) == [normal]
+
+
+async def test_a_waiting_text_rises_a_rank_each_aging_period_so_low_is_never_starved() -> None:
+    limits = limits_of(max_batch_size=1, priority_aging_s=1.0)
+    now = time.monotonic()
+    patient = ranked(5, Priority.LOW, age=2.5, start=0.0)  # waited two periods and more: HIGH now
+    fresh_high = ranked(5, Priority.HIGH, start=100.0)
+    assert patient.rank(now, 1.0) == Priority.HIGH and ranked(5, Priority.LOW, age=1.2).rank(now, 1.0) == 1
+    assert select_round([fresh_high, patient], limits, now) == [patient]  # its earlier turn wins
+
+
+async def test_low_priority_fills_only_half_of_the_queue() -> None:
+    recorder = Recorder()
+    queue = FairQueue(limits_of(max_queue_size=8), recorder)
+    queue.push([[1]] * 3, None, None, priority=Priority.LOW)  # an empty queue takes any request
+    queue.push([[1]], None, None, priority=Priority.LOW)  # 4 of 8: still within half
+    with pytest.raises(QueueFull, match="low priority may fill half"):
+        queue.push([[1]], None, None, priority=Priority.LOW)
+    queue.push([[1]] * 4, None, None, priority=Priority.HIGH)  # the other half is the others'
+    assert len(queue) == 8 and recorder.drops == [("queue_full", 1)]

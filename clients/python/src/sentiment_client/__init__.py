@@ -22,7 +22,15 @@ from sentiment_client.errors import (
     Unauthenticated,
     Unavailable,
 )
-from sentiment_client.types import Attention, AttentionMode, BatchInfo, ModelInfo, ModelVersion, Prediction
+from sentiment_client.types import (
+    Attention,
+    AttentionMode,
+    BatchInfo,
+    ModelInfo,
+    ModelVersion,
+    Prediction,
+    Priority,
+)
 
 __all__ = [
     "AsyncSentimentClient",
@@ -36,6 +44,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "Prediction",
+    "Priority",
     "Refused",
     "RetryPolicy",
     "SentimentClient",

@@ -21,13 +21,28 @@ from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
 from sentiment_client.pb.inference import grpc_predict_v2_pb2_grpc as inference_grpc
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from sentiment_client.types import Attention, AttentionMode, BatchInfo, ModelInfo, ModelVersion, Prediction
+from sentiment_client.types import (
+    Attention,
+    AttentionMode,
+    BatchInfo,
+    ModelInfo,
+    ModelVersion,
+    Prediction,
+    Priority,
+)
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MODES = {
     AttentionMode.NONE: pb.ATTENTION_MODE_NONE,
     AttentionMode.SUMMARY: pb.ATTENTION_MODE_SUMMARY,
     AttentionMode.FULL: pb.ATTENTION_MODE_FULL,
+}
+
+
+PRIORITIES = {
+    Priority.HIGH: pb.PRIORITY_HIGH,
+    Priority.NORMAL: pb.PRIORITY_NORMAL,
+    Priority.LOW: pb.PRIORITY_LOW,
 }
 
 
@@ -52,6 +67,7 @@ class _BaseClient:
         retry: RetryPolicy | None = None,
         token: str | None = None,
         tls: bool = False,
+        priority: Priority | str = Priority.NORMAL,
         root_certificates: bytes | str | Path | None = None,
         client_certificate: bytes | str | Path | None = None,
         client_key: bytes | str | Path | None = None,
@@ -60,6 +76,7 @@ class _BaseClient:
         self.target = target or os.environ.get("SENTIMENT_TARGET", DEFAULT_TARGET)
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
+        self.priority = Priority(priority)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self._credentials: grpc.ChannelCredentials | None = None
         if tls or root_certificates or client_certificate:
@@ -69,9 +86,10 @@ class _BaseClient:
         self._options = [("grpc.max_receive_message_length", 64 << 20), *options]
         self._info: ModelInfo | None = None
 
-    @staticmethod
-    def _request(texts: Sequence[str], attention: AttentionMode | str) -> pb.PredictRequest:
-        return pb.PredictRequest(texts=list(texts), attention=MODES[AttentionMode(attention)])
+    def _request(self, texts: Sequence[str], attention: AttentionMode | str) -> pb.PredictRequest:
+        return pb.PredictRequest(
+            texts=list(texts), attention=MODES[AttentionMode(attention)], priority=PRIORITIES[self.priority]
+        )
 
     @staticmethod
     def _prediction(text: str, message: pb.Prediction, labels: Sequence[str]) -> Prediction:

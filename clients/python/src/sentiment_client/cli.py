@@ -26,7 +26,7 @@ from opentelemetry import context, propagate
 from sentiment_client import _render
 from sentiment_client._client import SentimentClient
 from sentiment_client.errors import SentimentError
-from sentiment_client.types import AttentionMode, Prediction
+from sentiment_client.types import AttentionMode, Prediction, Priority
 
 app = typer.Typer(help="Ask the sentiment service whether texts are positive or negative, and why.",
                   no_args_is_help=True, add_completion=False)  # fmt: skip
@@ -56,9 +56,10 @@ class Connection:
     tls: bool
     timeout_s: float
 
-    def client(self) -> SentimentClient:
+    def client(self, priority: Priority = Priority.NORMAL) -> SentimentClient:
         return SentimentClient(
             self.target,
+            priority=priority,
             token=self.token,
             tls=self.tls,
             root_certificates=self.ca_file,
@@ -158,13 +159,16 @@ def predict(
     attention: Annotated[
         AttentionMode, typer.Option(help="Attention to return with each prediction.")
     ] = AttentionMode.NONE,
+    priority: Annotated[
+        Priority, typer.Option(help="How soon the texts want their turn on a busy server (low: a bulk job).")
+    ] = Priority.NORMAL,
 ) -> None:
     """Classify texts given as arguments, or a whole file streamed to the server."""
     if not texts and file is None:
         raise typer.BadParameter("give texts or --file")
     table = Table("label", "score", "text") if output is OutputFormat.TABLE else None
     try:
-        with ctx.obj.client() as client:
+        with ctx.obj.client(priority) as client:
             if texts:
                 results: Iterator[Prediction] = iter(client.predict(list(texts), attention=attention))
             else:

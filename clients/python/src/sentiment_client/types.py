@@ -14,6 +14,15 @@ class AttentionMode(StrEnum):
     FULL = "full"  # the summary and every layer's and head's token-by-token weights
 
 
+class Priority(StrEnum):
+    """How soon a client's texts want their turn on a busy server: interactive callers ask for high,
+    bulk jobs for low (a flood of low requests then costs the high ones little)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 @dataclass(frozen=True)
 class BatchInfo:
     """What the server did for one text: its queue time, the batch's compute time and shape."""

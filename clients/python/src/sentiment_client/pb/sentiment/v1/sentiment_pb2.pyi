@@ -13,20 +13,33 @@ class AttentionMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTENTION_MODE_NONE: _ClassVar[AttentionMode]
     ATTENTION_MODE_SUMMARY: _ClassVar[AttentionMode]
     ATTENTION_MODE_FULL: _ClassVar[AttentionMode]
+
+class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_UNSPECIFIED: _ClassVar[Priority]
+    PRIORITY_HIGH: _ClassVar[Priority]
+    PRIORITY_NORMAL: _ClassVar[Priority]
+    PRIORITY_LOW: _ClassVar[Priority]
 ATTENTION_MODE_UNSPECIFIED: AttentionMode
 ATTENTION_MODE_NONE: AttentionMode
 ATTENTION_MODE_SUMMARY: AttentionMode
 ATTENTION_MODE_FULL: AttentionMode
+PRIORITY_UNSPECIFIED: Priority
+PRIORITY_HIGH: Priority
+PRIORITY_NORMAL: Priority
+PRIORITY_LOW: Priority
 
 class PredictRequest(_message.Message):
-    __slots__ = ("texts", "attention", "model_version")
+    __slots__ = ("texts", "attention", "model_version", "priority")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     attention: AttentionMode
     model_version: int
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., attention: _Optional[_Union[AttentionMode, str]] = ..., model_version: _Optional[int] = ...) -> None: ...
+    priority: Priority
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., attention: _Optional[_Union[AttentionMode, str]] = ..., model_version: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("predictions", "model_name", "model_version")
