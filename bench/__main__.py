@@ -1,6 +1,7 @@
 """Entry point: `python -m bench` (scenarios against the ceilings) or `python -m bench report`
 (the published comparison with the peer: bench/RESULTS.md and its plots) or `python -m bench bulk`
-(bulk scoring four ways: bench/bulk.json and its section of bench/RESULTS.md)."""
+(bulk scoring four ways: bench/bulk.json and its section of bench/RESULTS.md) or `python -m bench
+priority` (interactive callers beside a bulk flood: bench/priority.json)."""
 
 import sys
 
@@ -8,6 +9,10 @@ if sys.argv[1:2] == ["report"]:
     from bench.report import main as report
 
     report(sys.argv[2:])
+elif sys.argv[1:2] == ["priority"]:
+    from bench.priority import main as priority
+
+    priority(sys.argv[2:])
 elif sys.argv[1:2] == ["bulk"]:
     from bench.bulk import main as bulk
 

@@ -222,9 +222,9 @@ def main(argv: list[str]) -> None:
     )
     print(f"bulk / ceiling {report['bulk_over_ceiling']}; bulk / server {report['bulk_over_server']}")
     (args.out / "bulk.json").write_text(json.dumps(report, indent=2) + "\n")
-    from bench.publish import rewrite_bulk
+    from bench.publish import rewrite_own_runs
 
-    rewrite_bulk(args.out)
+    rewrite_own_runs(args.out)
     print(f"wrote {args.out / 'bulk.json'} and its section of {args.out / 'RESULTS.md'}")
 
 

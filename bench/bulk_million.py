@@ -125,9 +125,9 @@ def main(argv: list[str]) -> None:
         }
     print(json.dumps(report, indent=1))
     (args.out / "bulk_million.json").write_text(json.dumps(report, indent=2) + "\n")
-    from bench.publish import rewrite_bulk
+    from bench.publish import rewrite_own_runs
 
-    rewrite_bulk(args.out)
+    rewrite_own_runs(args.out)
 
 
 if __name__ == "__main__":

@@ -49,13 +49,16 @@ class Texts:
         return picked
 
 
-def caller_for(channel: grpc.aio.Channel, protocol: str, model: str):
+PRIORITIES = {"high": pb.PRIORITY_HIGH, "normal": pb.PRIORITY_NORMAL, "low": pb.PRIORITY_LOW}
+
+
+def caller_for(channel: grpc.aio.Channel, protocol: str, model: str, priority: str = "normal"):
     """An async function texts -> None that makes one call and raises grpc.RpcError on failure."""
     if protocol == "sentiment":
         stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
 
         async def predict(texts: list[str]) -> None:
-            await stub.Predict(pb.PredictRequest(texts=texts), timeout=60)
+            await stub.Predict(pb.PredictRequest(texts=texts, priority=PRIORITIES[priority]), timeout=60)
 
         return predict
     v2stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -116,7 +119,7 @@ async def drive(args: argparse.Namespace, index: int) -> dict[str, Any]:
         calls = [http_caller_for(session, f"http://{args.target}", args.protocol, args.model)]
     else:
         channels = [grpc.aio.insecure_channel(args.target, options=OPTIONS) for _ in range(args.channels)]
-        calls = [caller_for(channel, args.protocol, args.model) for channel in channels]
+        calls = [caller_for(channel, args.protocol, args.model, args.priority) for channel in channels]
     try:
         for call in calls:  # connect and warm every channel before the clock starts
             await call(short[: args.texts_per_request])
@@ -217,6 +220,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="closed loop: callers in all")
     parser.add_argument("--rate", type=float, default=0.0, help="open loop: requests/s in all (Poisson)")
     parser.add_argument("--texts-per-request", type=int, default=1)
+    parser.add_argument(
+        "--priority",
+        choices=list(PRIORITIES),
+        default="normal",
+        help="sentiment.v1 over gRPC: the requests' priority",
+    )
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--channels", type=int, default=1, help="connections per process")
     parser.add_argument("--processes", type=int, default=1, help="client processes sharing the load")

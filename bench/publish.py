@@ -6,6 +6,7 @@ python -m bench.publish [bench/results.json]   # re-render without re-measuring
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -246,10 +247,64 @@ def write(report: dict[str, Any], out: Path) -> None:
         f"Errors at 64 callers: {json.dumps(errors)}.",
         "",
     ]
-    (out / "RESULTS.md").write_text("\n".join(lines) + bulk_section(out))
+    (out / "RESULTS.md").write_text("\n".join(lines) + own_runs(out))
 
 
 BULK_TITLE = "## Bulk scoring"
+PRIORITY_TITLE = "## Priorities: interactive callers beside a bulk flood"
+
+
+def own_runs(out: Path) -> str:
+    """RESULTS.md's last sections, each from a bench of its own run: bulk scoring, priorities."""
+    return bulk_section(out) + priority_section(out)
+
+
+def priority_section(out: Path) -> str:
+    """From bench/priority.json (`python -m bench priority`), when there is one."""
+    path = out / "priority.json"
+    if not path.exists():
+        return ""
+    report = json.loads(path.read_text())
+    rows = [
+        ("the probe alone", "alone"),
+        ("beside the flood, probe HIGH, flood LOW", "with_priorities"),
+        ("beside the flood, no priorities (both NORMAL)", "without_priorities"),
+    ]
+    lines = [
+        "",
+        PRIORITY_TITLE,
+        "",
+        f"`python -m bench priority`, its own run ({report['date']}): one server, model preset "
+        f"{report['model']}, its defaults; capacity {report['capacity_texts_per_s']:.0f} texts/s (closed "
+        f"loop, requests of {report['flood_texts_per_request']}). An interactive probe sends one text "
+        f"per request, Poisson at {report['probe_rate_per_s']:g}/s for {report['duration_s']:g} s; the "
+        f"flood sends requests of {report['flood_texts_per_request']} texts at twice the capacity, open "
+        f"loop (what the server cannot take it refuses at once). Medians of {report['rounds']} rounds; "
+        "raw figures: bench/priority.json.",
+        "",
+        "| run | probe p50 ms | probe p99 ms | probe refused | flood served texts/s | flood refused |",
+        "|---|---|---|---|---|---|",
+    ]
+    for title, key in rows:
+        row = report[key]
+        served = f"{row['flood_served_texts_per_s']:.0f}" if "flood_served_texts_per_s" in row else ""
+        refused = f"{row['flood_refused']:.0f}" if "flood_refused" in row else ""
+        probe = f"{row['probe_p50_ms']:.1f} | {row['probe_p99_ms']:.1f} | {row['probe_errors']:.0f}"
+        lines.append(f"| {title} | {probe} | {served} | {refused} |")
+    means = {}
+    for name in ("high", "low"):
+        rounds = [w for w in report["queue_waits_with_priorities"] if w.get(f"{name}_count")]
+        if rounds:
+            means[name] = statistics.median(1000 * w[f"{name}_sum"] / w[f"{name}_count"] for w in rounds)
+    waited = ", ".join(f"{name} {ms:.1f} ms" for name, ms in means.items())
+    lines += [
+        "",
+        f"Probe p99 beside the flood over alone: {report['p99_with_priorities_over_alone']:.2f}x with "
+        f"priorities, {report['p99_without_priorities_over_alone']:.2f}x without. Mean queue wait "
+        f"beside the flood, with priorities (the server's histogram): {waited}.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def bulk_section(out: Path) -> str:
@@ -318,12 +373,14 @@ def million_lines(out: Path) -> list[str]:
     ]
 
 
-def rewrite_bulk(out: Path) -> None:
-    """Replaces RESULTS.md's bulk section with bench/bulk.json's figures, the rest left as it is."""
+def rewrite_own_runs(out: Path) -> None:
+    """Replaces RESULTS.md's last sections (own_runs) with their benches' figures, the rest left as
+    it is."""
     results = out / "RESULTS.md"
     text = results.read_text() if results.exists() else "# Benchmark results\n"
-    head = text.split("\n" + BULK_TITLE, 1)[0].rstrip("\n") + "\n"
-    results.write_text(head + bulk_section(out))
+    for title in (BULK_TITLE, PRIORITY_TITLE):
+        text = text.split("\n" + title, 1)[0]
+    results.write_text(text.rstrip("\n") + "\n" + own_runs(out))
 
 
 def main() -> None:

@@ -20,17 +20,22 @@ of each batch is padding; the order of rounds, not of batches, is what callers w
 
 Priorities come before fairness: a request may ask for HIGH (interactive), NORMAL (the default) or
 LOW (bulk). A round takes texts of one rank only, the most urgent waiting, and within a rank by
-start tag as above. A text's rank rises one step for every priority_aging_s it has waited, so a LOW
-text waits at most twice that before it competes as HIGH, where its early start tag puts it first:
-low priority is never starved. LOW requests may fill only half of the queue, so that a bulk flood
-leaves room for interactive callers (the batcher, in turn, keeps a worker free for them).
+start tag as above. A text's rank rises one step for every priority_aging_s that its priority has
+gone without a round (counted from when the text arrived or the priority's last round, whichever is
+later), so LOW texts wait at most twice that for a round while more urgent ones take every turn,
+and then compete as HIGH, where their early start tags put them first: low priority is never
+starved. Aging counts turns, not waiting: a LOW flood that gets rounds all the time (on the workers
+the batcher does not keep for HIGH texts) stays LOW however long its queue, and never outranks the
+interactive callers. LOW requests may fill only half of the queue, so that a bulk flood leaves room
+for the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol, TypeVar
@@ -79,9 +84,10 @@ class Item:
     def length(self) -> int:
         return len(self.ids)
 
-    def rank(self, now: float, aging_s: float) -> int:
-        """The priority it competes with now: one step more urgent for every aging_s it has waited."""
-        return max(0, int(self.priority) - int((now - self.enqueued) / aging_s))
+    def rank(self, now: float, aging_s: float, turn: float = -math.inf) -> int:
+        """The priority it competes with now: one step more urgent for every aging_s its priority has
+        gone without a round since it arrived (turn: when that priority's last round started)."""
+        return max(0, int(self.priority) - int((now - max(self.enqueued, turn)) / aging_s))
 
 
 @dataclass(frozen=True)
@@ -109,14 +115,22 @@ class QueueObserver(Protocol):
     def queue_depth(self, depth: int) -> None: ...
 
 
-def select_round(pending: Sequence[Item], limits: BatchLimits, now: float | None = None) -> list[Item]:
-    """The next round: texts of the most urgent rank waiting (Item.rank at `now`), those whose turn it
-    is (the smallest start tags, then the oldest), up to max_batch_size texts and max_batch_tokens
-    real tokens; always at least one."""
+def select_round(
+    pending: Sequence[Item],
+    limits: BatchLimits,
+    now: float | None = None,
+    turns: Mapping[Priority, float] | None = None,
+) -> list[Item]:
+    """The next round: texts of the most urgent rank waiting (Item.rank at `now`, given when each
+    priority's last round started: `turns`), those whose turn it is (the smallest start tags, then
+    the oldest), up to max_batch_size texts and max_batch_tokens real tokens; always at least one."""
     now = time.monotonic() if now is None else now
-    aging_s = limits.priority_aging_s
-    ranked = sorted(((item.rank(now, aging_s), item.start, item.enqueued, item) for item in pending),
-                    key=lambda entry: entry[:3])  # fmt: skip
+    aging_s, turns = limits.priority_aging_s, turns or {}
+    ranked = sorted(
+        ((item.rank(now, aging_s, turns.get(item.priority, -math.inf)), item.start, item.enqueued, item)
+         for item in pending),
+        key=lambda entry: entry[:3],
+    )  # fmt: skip
     chosen: list[Item] = []
     tokens = 0
     for rank, _, _, item in ranked:
@@ -208,6 +222,7 @@ class FairQueue:
         self._observer = observer
         self._pending: list[Item] = []  # arrival order
         self._virtual = 0.0  # the largest start tag taken so far
+        self._turns: dict[Priority, float] = {}  # when each priority's last round started
         self.closed = False
 
     def __len__(self) -> int:
@@ -306,12 +321,16 @@ class FairQueue:
 
     def head_rank(self, now: float) -> int:
         """The most urgent rank waiting; the queue must not be empty."""
-        aging_s = self.limits.priority_aging_s
-        return min(item.rank(now, aging_s) for item in self._pending)
+        aging_s, turns = self.limits.priority_aging_s, self._turns
+        return min(item.rank(now, aging_s, turns.get(item.priority, -math.inf)) for item in self._pending)
 
     def take_round(self) -> list[Item]:
-        """Remove and return the next round (select_round); the virtual time moves past it."""
-        round_ = select_round(self._pending, self.limits)
+        """Remove and return the next round (select_round); the virtual time moves past it, and the
+        priorities it serves had their turn."""
+        now = time.monotonic()
+        round_ = select_round(self._pending, self.limits, now, self._turns)
+        for item in round_:
+            self._turns[item.priority] = now
         self._virtual = max(self._virtual, max(item.start for item in round_))
         chosen = set(map(id, round_))
         self._pending = [item for item in self._pending if id(item) not in chosen]

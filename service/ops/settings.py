@@ -121,8 +121,8 @@ class Settings(BaseSettings):
     """Most texts waiting; beyond it requests fail at once with RESOURCE_EXHAUSTED. Low-priority
     requests may fill half of it."""
     priority_aging_s: float = Field(2.0, gt=0.0, le=3600.0)
-    """A waiting text's priority rises one step (low to normal to high) each time this passes, so
-    that a flood of more urgent requests never starves the others."""
+    """A waiting text's priority rises one step (low to normal to high) each time this passes without
+    a round for its priority, so that a flood of more urgent requests never starves the others."""
     cache_entries: int = Field(4096, ge=0, le=10_000_000)
     """Answers each model version keeps, so that a text asked again (same attention, full attention
     aside, at most 2000 characters) is answered without running the model, and identical texts in

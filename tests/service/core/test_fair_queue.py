@@ -182,3 +182,14 @@ async def test_low_priority_fills_only_half_of_the_queue() -> None:
         queue.push([[1]], None, None, priority=Priority.LOW)
     queue.push([[1]] * 4, None, None, priority=Priority.HIGH)  # the other half is the others'
     assert len(queue) == 8 and recorder.drops == [("queue_full", 1)]
+
+
+async def test_aging_counts_turns_missed_so_a_low_flood_being_served_stays_low() -> None:
+    queue = FairQueue(limits_of(max_batch_size=1, priority_aging_s=1.0))
+    queue.push([[1]] * 3, None, None, priority=Priority.LOW)
+    for waiting in queue._pending:
+        waiting.enqueued -= 10.0  # queued ten aging periods ago: a long bulk backlog
+    assert queue.take_round()[0].priority is Priority.LOW  # nothing else waits
+    queue.push([[2]], None, None, priority=Priority.HIGH)
+    # LOW had its turn just now: its old texts do not outrank the interactive one
+    assert queue.take_round()[0].priority is Priority.HIGH
