@@ -20,11 +20,24 @@ if TYPE_CHECKING:
 SENTIMENT = str(Path(sys.executable).with_name("sentiment"))
 
 
-def run(server: RunningServer, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    server: RunningServer, *args: str, stdin: str | None = None, http: bool = False
+) -> subprocess.CompletedProcess[str]:
+    target = server.http if http else server.target
     return subprocess.run(
         [SENTIMENT, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "SENTIMENT_TARGET": server.target},
+        env={**os.environ, "SENTIMENT_TARGET": target},
     )  # fmt: skip
+
+
+def test_the_same_commands_over_http(server: RunningServer) -> None:
+    over_grpc = run(server, "predict", "What a lovely film.", "Dreadful.", "--priority", "low")
+    over_http = run(server, "predict", "What a lovely film.", "Dreadful.", "--priority", "low", http=True)
+    assert over_http.returncode == 0, over_http.stderr
+    labels = [[json.loads(line)["label"] for line in r.stdout.splitlines()] for r in (over_grpc, over_http)]
+    assert labels[0] == labels[1] and len(labels[0]) == 2
+    refused = run(server, "predict", "   ", http=True)
+    assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr + refused.stdout
 
 
 def test_predict_texts_file_and_stdin(server: RunningServer, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""SentimentClient and AsyncSentimentClient against a real server on loopback."""
+"""SentimentClient and AsyncSentimentClient against a real server on loopback: one behavioural suite,
+run over each transport (gRPC at host:port, HTTP at http://host:port)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,29 @@ from tests.e2e.conftest import PATIENCE_S, RunningServer, launch, scrape, wait_u
 TEXTS = [f"review {i}: " + ("a fine and moving film " * (i % 7 + 1)) for i in range(40)]
 
 
-def test_predict_one_and_many_in_order(server: RunningServer, stub) -> None:
+@pytest.fixture(params=["grpc", "http"])
+def door(request: pytest.FixtureRequest) -> str:
+    """The transport a test's clients use."""
+    return str(request.param)
+
+
+def address(server: RunningServer, door: str, host: str = "127.0.0.1") -> str:
+    """The server's address as a client of `door` writes it."""
+    return f"{host}:{server.port}" if door == "grpc" else f"http://{host}:{server.http_port}"
+
+
+def nothing_at(door: str) -> str:
+    """An address where nothing listens."""
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    return f"127.0.0.1:{port}" if door == "grpc" else f"http://127.0.0.1:{port}"
+
+
+def test_predict_one_and_many_in_order(server: RunningServer, stub, door: str) -> None:
     expected = stub.Predict(pb.PredictRequest(texts=TEXTS)).predictions
-    with SentimentClient(server.target) as client:
+    with SentimentClient(address(server, door)) as client:
         one = client.predict(TEXTS[0])
         many = client.predict(TEXTS)
         info = client.model_info()
@@ -38,30 +59,30 @@ def test_predict_one_and_many_in_order(server: RunningServer, stub) -> None:
     assert many[0].batch.batch_size >= 1 and many[0].batch.padded_length >= many[0].num_tokens
 
 
-async def test_health_of_a_service_by_name_of_any_length(server: RunningServer) -> None:
+async def test_health_of_a_service_by_name_of_any_length(server: RunningServer, door: str) -> None:
     service = "sentiment.v1.SentimentService"
-    with SentimentClient(server.target) as client:
+    with SentimentClient(address(server, door)) as client:
         assert client.health(service) == "SERVING"
         # a name of 128 bytes or more needs a two-byte length in the request: still understood
         with pytest.raises(NotFound):
             client.health("x" * 300)
-    async with AsyncSentimentClient(server.target) as client:
+    async with AsyncSentimentClient(address(server, door)) as client:
         assert await client.health(service) == "SERVING"
         with pytest.raises(NotFound):
             await client.health("y" * 200)
 
 
-def test_large_inputs_are_chunked_to_the_server_limit(server: RunningServer) -> None:
+def test_large_inputs_are_chunked_to_the_server_limit(server: RunningServer, door: str) -> None:
     texts = [f"text number {i}" for i in range(600)]  # the server takes 256 per request
-    with SentimentClient(server.target) as client:
+    with SentimentClient(address(server, door)) as client:
         results = client.predict(texts)
     assert [p.text for p in results] == texts
 
 
-async def test_async_client_matches_blocking(server: RunningServer) -> None:
-    with SentimentClient(server.target) as client:
+async def test_async_client_matches_blocking(server: RunningServer, door: str) -> None:
+    with SentimentClient(address(server, door)) as client:
         expected = client.predict(TEXTS, attention="summary")
-    async with AsyncSentimentClient(server.target) as client:
+    async with AsyncSentimentClient(address(server, door)) as client:
         got = await client.predict(TEXTS, attention="summary")
         streamed = [p async for p in client.stream(iter(TEXTS), chunk_size=3, window=2)]
         assert await client.health() == "SERVING"
@@ -69,8 +90,8 @@ async def test_async_client_matches_blocking(server: RunningServer) -> None:
     assert got[5].attention is not None and got[5].attention.tokens == expected[5].attention.tokens
 
 
-def test_attention_full_is_indexable(server: RunningServer) -> None:
-    with SentimentClient(server.target) as client:
+def test_attention_full_is_indexable(server: RunningServer, door: str) -> None:
+    with SentimentClient(address(server, door)) as client:
         prediction = client.predict("the acting was brilliant", attention="full")
     attention = prediction.attention
     assert attention is not None and attention.num_layers >= 1
@@ -79,7 +100,7 @@ def test_attention_full_is_indexable(server: RunningServer) -> None:
     assert sum(row) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_stream_keeps_order_and_bounded_memory(server: RunningServer) -> None:
+def test_stream_keeps_order_and_bounded_memory(server: RunningServer, door: str) -> None:
     consumed = 0
 
     def texts():
@@ -89,7 +110,7 @@ def test_stream_keeps_order_and_bounded_memory(server: RunningServer) -> None:
             yield f"line {i} of a long file, rather good"
 
     chunk, window = 5, 3
-    with SentimentClient(server.target) as client:
+    with SentimentClient(address(server, door)) as client:
         for index, prediction in enumerate(client.stream(texts(), chunk_size=chunk, window=window)):
             assert prediction.text == f"line {index} of a long file, rather good"
             # backpressure: the input is read at most `window` requests ahead of the answers, plus
@@ -98,30 +119,26 @@ def test_stream_keeps_order_and_bounded_memory(server: RunningServer) -> None:
     assert index == 399
 
 
-def test_errors_become_sdk_exceptions(server: RunningServer) -> None:
-    with SentimentClient(server.target) as client:
+def test_errors_become_sdk_exceptions(server: RunningServer, door: str) -> None:
+    with SentimentClient(address(server, door)) as client:
         with pytest.raises(InvalidInput, match="text 1 is empty"):
             client.predict(["fine", "   "])
         with pytest.raises(NotFound, match="version 9"):
             client.model_info(version=9)
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    port = free.getsockname()[1]
-    free.close()
     quick = RetryPolicy(max_attempts=2, initial_backoff_s=0.01)
-    with SentimentClient(f"127.0.0.1:{port}", retry=quick, timeout_s=2) as client:
+    with SentimentClient(nothing_at(door), retry=quick, timeout_s=2) as client:
         with pytest.raises(Unavailable) as caught:
             client.model_info()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-def test_invalid_input_is_never_retried(server: RunningServer) -> None:
+def test_invalid_input_is_never_retried(server: RunningServer, door: str) -> None:
     def count(code: str, method: str = "Predict") -> float:
-        labels = (("code", code), ("method", f"sentiment.v1.SentimentService/{method}"), ("protocol", "grpc"))
+        labels = (("code", code), ("method", f"sentiment.v1.SentimentService/{method}"), ("protocol", door))
         return scrape(server).get(("sentiment_requests_total", labels), 0)
 
     before = count("INVALID_ARGUMENT")
-    with SentimentClient(server.target, retry=RetryPolicy(max_attempts=5)) as client:
+    with SentimentClient(address(server, door), retry=RetryPolicy(max_attempts=5)) as client:
         client.model_info()
         with pytest.raises(InvalidInput):
             client.predict("")
@@ -134,11 +151,9 @@ def test_invalid_input_is_never_retried(server: RunningServer) -> None:
     assert count("INVALID_ARGUMENT") - before == 1
 
 
-def test_retries_until_a_late_server_comes_up(model_root: Path, tmp_path: Path) -> None:
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    port = free.getsockname()[1]
-    free.close()
+def test_retries_until_a_late_server_comes_up(model_root: Path, tmp_path: Path, door: str) -> None:
+    target = nothing_at(door)
+    port = target.rsplit(":", 1)[1]
     refused = threading.Event()
 
     class Patient(RetryPolicy):
@@ -152,13 +167,13 @@ def test_retries_until_a_late_server_comes_up(model_root: Path, tmp_path: Path) 
 
     def start_once_refused() -> None:
         if refused.wait(PATIENCE_S):
-            started.append(launch(model_root, tmp_path, "--port", str(port)))
+            started.append(launch(model_root, tmp_path, "--port" if door == "grpc" else "--http-port", port))
 
     starter = threading.Thread(target=start_once_refused, daemon=True)
     starter.start()
     patient = Patient(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.5)
     try:
-        with SentimentClient(f"127.0.0.1:{port}", retry=patient, timeout_s=PATIENCE_S) as client:
+        with SentimentClient(target, retry=patient, timeout_s=PATIENCE_S) as client:
             assert client.predict("worth the wait").label in {"positive", "negative"}
     finally:
         refused.set()
@@ -166,7 +181,7 @@ def test_retries_until_a_late_server_comes_up(model_root: Path, tmp_path: Path) 
         assert started and started[0].stop() == 0
 
 
-def test_token_and_mutual_tls_options(model_root: Path, tmp_path: Path) -> None:
+def test_token_and_mutual_tls_options(model_root: Path, tmp_path: Path, door: str) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
@@ -176,7 +191,7 @@ def test_token_and_mutual_tls_options(model_root: Path, tmp_path: Path) -> None:
     )
     tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-client-ca-file", str(cert)]
     running = launch(model_root, tmp_path, "--auth-token", "t0ken", *tls)
-    target = f"localhost:{running.port}"
+    target = address(running, door, "localhost").replace("http://", "https://")
     secure = {"root_certificates": cert, "client_certificate": cert, "client_key": key}
     try:
         with SentimentClient(target, **secure) as client, pytest.raises(Unauthenticated):

@@ -1,10 +1,12 @@
-"""SentimentClient (blocking) and AsyncSentimentClient (asyncio) over the sentiment.v1 gRPC API."""
+"""SentimentClient (blocking) and AsyncSentimentClient (asyncio) over the sentiment.v1 API: over gRPC
+for a target written host:port, over HTTP/JSON (_http.py) for one written http://host:port."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -12,9 +14,11 @@ from pathlib import Path
 from typing import Any, overload
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import propagate
 
+from sentiment_client._http import SERVICES, AsyncHttpStub, HttpStub, http_url, ssl_context
 from sentiment_client._retry import RetryPolicy
 from sentiment_client.errors import SentimentError, from_rpc_error, from_status
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as inference_pb
@@ -44,6 +48,9 @@ PRIORITIES = {
     Priority.NORMAL: pb.PRIORITY_NORMAL,
     Priority.LOW: pb.PRIORITY_LOW,
 }
+
+
+MAX_RETRY_AFTER_S = 60.0  # the longest a Retry-After is honoured for
 
 
 def _read(value: bytes | str | Path | None) -> bytes | None:
@@ -85,6 +92,22 @@ class _BaseClient:
             )
         self._options = [("grpc.max_receive_message_length", 64 << 20), *options]
         self._info: ModelInfo | None = None
+        self._url = http_url(self.target)
+        self._verify: ssl.SSLContext | bool = True  # https: the server checked against the system's roots
+        if self._url is not None and (root_certificates or client_certificate):
+            self._verify = ssl_context(_read(root_certificates), _read(client_certificate), _read(client_key))
+
+    def _backoff(self, err: grpc.RpcError, attempt: int) -> float:
+        """Seconds before the next attempt: the server's Retry-After when it sent one (HTTP), else
+        the policy's backoff."""
+        retry_after = getattr(err, "retry_after", None)
+        return min(float(retry_after), MAX_RETRY_AFTER_S) if retry_after else self.retry.delay(attempt)
+
+    def _unknown_service(self, service: str) -> None:
+        """Over HTTP, readiness speaks for the whole server: NotFound for a service it does not serve,
+        as grpc.health answers."""
+        if service not in SERVICES:
+            raise from_status(grpc.StatusCode.NOT_FOUND, f"unknown service {service[:80]!r}")
 
     def _request(self, texts: Sequence[str], attention: AttentionMode | str) -> pb.PredictRequest:
         return pb.PredictRequest(
@@ -273,6 +296,15 @@ class SentimentClient(_BaseClient):
 
     def __init__(self, target: str | None = None, **kwargs: Any) -> None:
         super().__init__(target, **kwargs)
+        self._http: HttpStub | None = None
+        self._stub: Any
+        self._inference: Any
+        if self._url is not None:
+            self._http = HttpStub(
+                httpx.Client(base_url=self._url, verify=self._verify, timeout=self.timeout_s)
+            )
+            self._stub = self._inference = self._http
+            return
         if self._credentials is None:
             self._channel = grpc.insecure_channel(self.target, options=self._options)
         else:
@@ -287,7 +319,10 @@ class SentimentClient(_BaseClient):
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        if self._http is not None:
+            self._http.client.close()
+        else:
+            self._channel.close()
 
     def _call(self, method: Any, request: Any, timeout_s: float | None = None) -> Any:
         attempt = 0
@@ -297,7 +332,7 @@ class SentimentClient(_BaseClient):
                 return method(request, timeout=timeout_s or self.timeout_s, metadata=self._call_metadata())
             except grpc.RpcError as err:
                 if self.retry.should_retry(err.code(), attempt):
-                    time.sleep(self.retry.delay(attempt))
+                    time.sleep(self._backoff(err, attempt))
                     continue
                 raise from_rpc_error(err) from err
 
@@ -362,6 +397,13 @@ class SentimentClient(_BaseClient):
 
     def health(self, service: str = "", timeout_s: float | None = None) -> str:
         """grpc.health.v1 status of the server ("") or of one service: SERVING, NOT_SERVING, ..."""
+        if self._http is not None:
+            self._unknown_service(service)
+            try:
+                ready = self._http.ready(timeout_s or self.timeout_s, self._metadata)
+            except grpc.RpcError as err:
+                raise from_rpc_error(err) from err
+            return "SERVING" if ready else "NOT_SERVING"
         check = health_pb2_grpc.HealthStub(self._channel).Check
         try:
             response = check(**self._health_call(service, timeout_s))
@@ -379,9 +421,13 @@ class SentimentClient(_BaseClient):
         """Predictions for an iterable of any length, in input order, over one PredictStream.
 
         At most `window` requests of `chunk_size` texts are in flight: the input is read only as
-        fast as answers come back, so memory stays bounded however long the input is.
+        fast as answers come back, so memory stays bounded however long the input is. Over HTTP,
+        the requests go `window` at a time, each group one NDJSON exchange.
         """
         order = _InOrder(self._model_info().labels)
+        if self._http is not None:
+            yield from self._http_stream(self._http, texts, attention, chunk_size, window, order)
+            return
         # gRPC's thread reads requests() while this one reads the answers; the condition wakes the
         # reader when an answer frees a slot of the window or the stream ends
         room = threading.Condition()
@@ -416,6 +462,34 @@ class SentimentClient(_BaseClient):
                 room.notify_all()
             responses.cancel()
 
+    def _http_stream(
+        self,
+        http: HttpStub,
+        texts: Iterable[str],
+        attention: AttentionMode | str,
+        chunk_size: int,
+        window: int,
+        order: _InOrder,
+    ) -> Iterator[Prediction]:
+        group: list[pb.PredictStreamRequest] = []
+        for request in self._stream_requests(texts, attention, chunk_size, order):
+            group.append(request)
+            if len(group) == max(1, window):
+                yield from self._http_exchange(http, group, order)
+                group = []
+        if group:
+            yield from self._http_exchange(http, group, order)
+
+    def _http_exchange(
+        self, http: HttpStub, group: list[pb.PredictStreamRequest], order: _InOrder
+    ) -> Iterator[Prediction]:
+        try:
+            answers = http.stream(group, self.timeout_s, self._call_metadata())
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        for answer in answers:
+            yield from order.answered(answer)
+
 
 class AsyncSentimentClient(_BaseClient):
     """asyncio client with the same methods as SentimentClient, as coroutines.
@@ -426,6 +500,14 @@ class AsyncSentimentClient(_BaseClient):
 
     def __init__(self, target: str | None = None, **kwargs: Any) -> None:
         super().__init__(target, **kwargs)
+        self._http: AsyncHttpStub | None = None
+        self._stub: Any
+        self._inference: Any
+        if self._url is not None:
+            client = httpx.AsyncClient(base_url=self._url, verify=self._verify, timeout=self.timeout_s)
+            self._http = AsyncHttpStub(client)
+            self._stub = self._inference = self._http
+            return
         if self._credentials is None:
             self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
         else:
@@ -440,7 +522,10 @@ class AsyncSentimentClient(_BaseClient):
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._http is not None:
+            await self._http.client.aclose()
+        else:
+            await self._channel.close()
 
     async def _call(self, method: Any, request: Any, timeout_s: float | None = None) -> Any:
         attempt = 0
@@ -452,7 +537,7 @@ class AsyncSentimentClient(_BaseClient):
                 )
             except grpc.RpcError as err:
                 if self.retry.should_retry(err.code(), attempt):
-                    await asyncio.sleep(self.retry.delay(attempt))
+                    await asyncio.sleep(self._backoff(err, attempt))
                     continue
                 raise from_rpc_error(err) from err
 
@@ -502,6 +587,13 @@ class AsyncSentimentClient(_BaseClient):
 
     async def health(self, service: str = "", timeout_s: float | None = None) -> str:
         """grpc.health.v1 status of the server ("") or of one service."""
+        if self._http is not None:
+            self._unknown_service(service)
+            try:
+                ready = await self._http.ready(timeout_s or self.timeout_s, self._metadata)
+            except grpc.RpcError as err:
+                raise from_rpc_error(err) from err
+            return "SERVING" if ready else "NOT_SERVING"
         check = health_pb2_grpc.HealthStub(self._channel).Check
         try:
             response = await check(**self._health_call(service, timeout_s))
@@ -518,6 +610,18 @@ class AsyncSentimentClient(_BaseClient):
     ) -> AsyncIterator[Prediction]:
         """As SentimentClient.stream: in order, at most `window` requests in flight."""
         order = _InOrder((self._info or await self.model_info()).labels)
+        if self._http is not None:
+            group: list[pb.PredictStreamRequest] = []
+            for request in self._stream_requests(texts, attention, chunk_size, order):
+                group.append(request)
+                if len(group) == max(1, window):
+                    for prediction in await self._http_exchange(self._http, group, order):
+                        yield prediction
+                    group = []
+            if group:
+                for prediction in await self._http_exchange(self._http, group, order):
+                    yield prediction
+            return
         call = self._stub.PredictStream(metadata=self._call_metadata())
         slots = asyncio.Semaphore(window)
 
@@ -539,6 +643,15 @@ class AsyncSentimentClient(_BaseClient):
         finally:
             writer.cancel()
             call.cancel()
+
+    async def _http_exchange(
+        self, http: AsyncHttpStub, group: list[pb.PredictStreamRequest], order: _InOrder
+    ) -> list[Prediction]:
+        try:
+            answers = await http.stream(group, self.timeout_s, self._call_metadata())
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return [prediction for answer in answers for prediction in order.answered(answer)]
 
 
 __all__ = ["AsyncSentimentClient", "SentimentClient", "SentimentError"]

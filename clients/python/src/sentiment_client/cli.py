@@ -73,7 +73,10 @@ class Connection:
 def connection(
     ctx: typer.Context,
     target: Annotated[
-        str, typer.Option(envvar="SENTIMENT_TARGET", help="Server address HOST:PORT.")
+        str,
+        typer.Option(
+            envvar="SENTIMENT_TARGET", help="Server address: HOST:PORT (gRPC) or http(s)://HOST:PORT (HTTP)."
+        ),
     ] = "127.0.0.1:50051",
     token: Annotated[
         str | None, typer.Option(envvar="SENTIMENT_TOKEN", help="Bearer token, if the server needs one.")
