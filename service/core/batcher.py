@@ -212,7 +212,8 @@ class Batcher:
                 await self._wait_for_wakeup(wait_s)
                 continue
             now = time.monotonic()
-            kept_s = self._slots.kept_for(now) if queue.head_rank(now) > Priority.HIGH else 0.0
+            less_urgent = not queue.closed and queue.head_rank(now) > Priority.HIGH  # closing: run all
+            kept_s = self._slots.kept_for(now) if less_urgent else 0.0
             if kept_s and not self._slots.free:  # the slot this loop holds is the one kept
                 await self._wait_for_wakeup(kept_s)
                 continue

@@ -353,3 +353,18 @@ async def test_low_texts_run_at_full_width_when_no_one_interactive_is_here(make)
     await until(lambda: runtime.started == 2)  # both workers take low rounds: none is kept
     first_low.set()
     await asyncio.gather(*flood)
+
+
+async def test_stop_runs_the_low_texts_left_on_every_worker(make, monkeypatch) -> None:
+    monkeypatch.setattr("service.core.slots.KEEP_FOR_HIGH_S", 3600.0)  # kept for the whole test
+    batcher, runtime = make(max_batch_size=4, max_concurrent_batches=2, max_queue_delay_s=0.0)
+    await batcher.submit([[9]], "high", None, priority=Priority.HIGH)[0]
+    first_low = runtime.hold(1)
+    flood = batcher.submit([[1] * 5] * 20, "low", None, priority=Priority.LOW)
+    await until(lambda: runtime.started == 2)
+    stopping = asyncio.ensure_future(batcher.stop())
+    # closing: the worker kept for interactive callers takes the low texts too
+    await until(lambda: runtime.started >= 3)
+    first_low.set()
+    await asyncio.wait_for(stopping, WAIT_S)
+    assert all(future.done() and not future.exception() for future in flood)
