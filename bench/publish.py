@@ -252,11 +252,46 @@ def write(report: dict[str, Any], out: Path) -> None:
 
 BULK_TITLE = "## Bulk scoring"
 PRIORITY_TITLE = "## Priorities: interactive callers beside a bulk flood"
+LONG_TITLE = "## Long texts: cut or read whole"
+OWN_TITLES = (BULK_TITLE, PRIORITY_TITLE, LONG_TITLE)
 
 
 def own_runs(out: Path) -> str:
-    """RESULTS.md's last sections, each from a bench of its own run: bulk scoring, priorities."""
-    return bulk_section(out) + priority_section(out)
+    """RESULTS.md's last sections, each from a bench of its own run: bulk scoring, priorities, long
+    texts."""
+    return bulk_section(out) + priority_section(out) + long_texts_section(out)
+
+
+def long_texts_section(out: Path) -> str:
+    """From bench/long_texts.json (`python -m bench.long_texts`), when there is one."""
+    path = out / "long_texts.json"
+    if not path.exists():
+        return ""
+    report = json.loads(path.read_text())
+    lines = [
+        "",
+        LONG_TITLE,
+        "",
+        f"`python -m bench.long_texts` ({report['date']}, model preset {report['model']}, fp32): accuracy "
+        "in % on the texts of each test split longer than the window read, cut (the first tokens, the "
+        "server's default) against read whole in overlapping windows (`--long-texts windows`, the "
+        f"server's own code). No test split holds a text over the model's {report['max_length']} "
+        "tokens, so narrower windows ask the same question of the texts people wrote. Raw figures: "
+        "bench/long_texts.json.",
+        "",
+        "| window (tokens) | split | texts longer | windows per text | cut | whole |",
+        "|---|---|---|---|---|---|",
+    ]
+    for width, by_split in report["by_window"].items():
+        for name, row in by_split.items():
+            if not row["texts"]:
+                lines.append(f"| {width} | {name} (of {row['split']:,}) | 0 | | | |")
+                continue
+            lines.append(
+                f"| {width} | {name} (of {row['split']:,}) | {row['texts']:,} | {row['windows_mean']:.1f} | "
+                f"{100 * row['cut']:.1f} | {100 * row['whole']:.1f} |"
+            )
+    return "\n".join([*lines, ""])
 
 
 def priority_section(out: Path) -> str:
@@ -378,7 +413,7 @@ def rewrite_own_runs(out: Path) -> None:
     it is."""
     results = out / "RESULTS.md"
     text = results.read_text() if results.exists() else "# Benchmark results\n"
-    for title in (BULK_TITLE, PRIORITY_TITLE):
+    for title in OWN_TITLES:
         text = text.split("\n" + title, 1)[0]
     results.write_text(text.rstrip("\n") + "\n" + own_runs(out))
 

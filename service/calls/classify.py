@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service.core.errors import InvalidInput
 from service.core.fair_queue import Priority
 from service.core.results import AttentionMode, TextResult
 
@@ -52,23 +51,20 @@ class ClassifyCalls:
     def info(self) -> EngineInfo:
         return self.models.info()
 
+    def reads_whole(self) -> bool:
+        """Whether a long text is read in windows when a call does not say (--long-texts)."""
+        return self.models.default().read_whole
+
     async def classify(
-        self, texts: Sequence[str], whole: bool = False, priority: Priority = Priority.NORMAL
+        self, texts: Sequence[str], whole: bool | None = None, priority: Priority = Priority.NORMAL
     ) -> Classified:
-        """Each text's label and scores; whole: a text the model would cut at its max_length is
-        refused instead (the caller asked not to truncate)."""
+        """Each text's label and scores; whole: a text longer than the model reads at once is read
+        in windows (True), cut (False), or as the server does (None)."""
         async with self.models.use(0) as engine:  # the version answers it all
             results = await engine.predict(
-                list(texts), AttentionMode.NONE, None, json=True, priority=priority
+                list(texts), AttentionMode.NONE, None, json=True, priority=priority, whole=whole
             )
             spec = engine.info().spec
-        if whole:
-            cut = [index for index, result in enumerate(results) if result.truncated]
-            if cut:
-                raise InvalidInput(
-                    f"text {cut[0]} is longer than the model reads ({spec.max_length} tokens) and the "
-                    "request asks not to truncate; send it shorter, or allow truncation"
-                )
         return Classified(spec.name, spec.version, list(spec.labels), results)
 
     async def tokenize(self, texts: Sequence[str], special: bool = True) -> list[list[Piece]]:

@@ -10,7 +10,8 @@ each "probability:index:label", most probable first (only `probabilities` has cl
 the `attention` parameter, the outputs asked for choose it: a request that names `tokens` (say) gets
 the summary, one that names `attention_weights` the full weights, as generic clients that ask for
 every output the metadata lists expect. Triton's `priority` (1 the highest, 2 the next, 3 or more
-low, 0 the default) sets the texts' priority and `timeout` (microseconds) is a deadline; any other
+low, 0 the default) sets the texts' priority, `timeout` (microseconds) is a deadline, and
+`long_texts` ("truncate" or "windows") says whether a long text is cut or read whole; any other
 request parameter is refused with INVALID_ARGUMENT.
 """
 
@@ -55,6 +56,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "typed_output": ("bool_param",),  # answers in typed contents instead of raw_output_contents
     "priority": ("int64_param", "uint64_param"),  # Triton's level: 1 the highest, 0 the default
     "timeout": ("int64_param", "uint64_param"),  # Triton's, microseconds: a deadline for this call
+    "long_texts": ("string_param",),  # truncate, or windows: a long text read whole
 }
 
 
@@ -66,6 +68,7 @@ class Options:
     typed: bool
     timeout_s: float | None
     priority: Priority = Priority.NORMAL
+    whole: bool | None = None  # long texts read in windows (None: as the server does)
 
 
 def parse_parameters(request: pb.ModelInferRequest) -> Options:
@@ -89,7 +92,12 @@ def parse_parameters(request: pb.ModelInferRequest) -> Options:
     if timeout_us is not None and timeout_us <= 0:
         raise InvalidInput(f"parameter timeout={timeout_us} must be a positive number of microseconds")
     timeout_s = None if timeout_us is None else timeout_us / 1e6
-    return Options(mode, values.get("typed_output", False), timeout_s, from_triton(values.get("priority", 0)))
+    long_texts = values.get("long_texts")
+    if long_texts not in (None, "truncate", "windows"):
+        raise InvalidInput(f"parameter long_texts={quoted(long_texts)} is unknown; use truncate or windows")
+    whole = None if long_texts is None else long_texts == "windows"
+    priority = from_triton(values.get("priority", 0))
+    return Options(mode, values.get("typed_output", False), timeout_s, priority, whole)
 
 
 def outputs_mode(request: pb.ModelInferRequest, asked: AttentionMode | None) -> AttentionMode:
@@ -257,7 +265,7 @@ class InferenceCalls:
             texts = texts_of(request, engine)
             classes = class_counts(request, len(engine.info().spec.labels))
             results = await engine.predict(
-                texts, mode, deadline, padded=True, json=json, priority=options.priority
+                texts, mode, deadline, padded=True, json=json, priority=options.priority, whole=options.whole
             )
             with engine.step("answer"):
                 spec = engine.info().spec

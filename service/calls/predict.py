@@ -35,6 +35,19 @@ SPEC_FIELDS = (
 )  # fmt: skip
 
 
+LONG_TEXTS: dict[int, bool | None] = {  # read whole (in windows), or as the server does
+    pb.LONG_TEXTS_UNSPECIFIED: None,
+    pb.LONG_TEXTS_TRUNCATE: False,
+    pb.LONG_TEXTS_WINDOWS: True,
+}
+
+
+def read_whole(value: int) -> bool | None:
+    if value not in LONG_TEXTS:
+        raise InvalidInput(f"long_texts {value} is unknown; use TRUNCATE or WINDOWS")
+    return LONG_TEXTS[value]
+
+
 def attention_mode(value: int) -> AttentionMode:
     mode = MODES.get(value)
     if mode is None:
@@ -50,6 +63,7 @@ def to_prediction(result: TextResult) -> pb.Prediction:
         probabilities=result.probabilities.tolist(),
         truncated=result.truncated,
         num_tokens=result.num_tokens,
+        windows=result.windows,
         batch=pb.BatchStats(
             queue_seconds=served.queue_seconds,
             compute_seconds=served.compute_seconds,
@@ -81,9 +95,11 @@ class SentimentCalls:
     ) -> pb.PredictResponse:
         """The answer to one request; ServiceError when it cannot be answered."""
         mode = attention_mode(request.attention)
-        priority = from_proto(request.priority)
+        priority, whole = from_proto(request.priority), read_whole(request.long_texts)
         async with self.models.use(request.model_version) as engine:  # the version answers it all
-            results = await engine.predict(list(request.texts), mode, deadline, json=json, priority=priority)
+            results = await engine.predict(
+                list(request.texts), mode, deadline, json=json, priority=priority, whole=whole
+            )
             return await self._answer(engine, results, mode)
 
     @staticmethod

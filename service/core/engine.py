@@ -4,7 +4,9 @@ into a prediction."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import itertools
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -15,16 +17,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from model_contract import padding_runs
-from service.core.errors import NotServing, VersionRefused
+from service.core.errors import InvalidInput, NotServing, VersionRefused
 from service.core.fair_queue import ItemResult, Priority
-from service.core.postprocess import softmax
-from service.core.results import AttentionMode, PredictionObserver, TextResult, text_result
+from service.core.results import AttentionMode, PredictionObserver, TextResult, softmax, text_result
+from service.core.windows import combine
 
 if TYPE_CHECKING:
     from service.core.answer_size import AnswerSizePolicy
     from service.core.batcher import Batcher
     from service.core.cache import Answer, AnswerCache
-    from service.core.preprocess import Encoded, Preprocessor
+    from service.core.preprocess import Encoded, Preprocessor, Windows
     from service.core.runtime import OnnxModel
 
 
@@ -118,6 +120,7 @@ class Engine:
         observer: PredictionObserver | None = None,
         tracing: CallTracer | None = None,
         cache: AnswerCache | None = None,
+        read_whole: bool = False,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -127,6 +130,7 @@ class Engine:
         self.observer = observer
         self.tracing = tracing
         self.cache = cache
+        self.read_whole = read_whole  # whether a long text is read in windows unless a call says
         self._info = EngineInfo(spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing)
 
     def info(self) -> EngineInfo:
@@ -251,6 +255,25 @@ class Engine:
             return encode(texts)
         return await asyncio.to_thread(encode, texts)
 
+    async def _cut(
+        self, texts: Sequence[str], encoded: Sequence[Encoded], mode: AttentionMode
+    ) -> dict[int, Windows]:
+        """The windows of each text the model would cut, by its place; a large request's in a worker
+        thread. Attention is not given for a text read in windows."""
+        long = [index for index, each in enumerate(encoded) if each.truncated]
+        if long and mode is not AttentionMode.NONE:
+            raise InvalidInput(
+                f"text {long[0]} is longer than the model reads at once and is to be read whole, in "
+                "windows: attention is not given for such a text; ask for none, or let it be cut"
+            )
+
+        def cut_all() -> dict[int, Windows]:
+            return {index: self.preprocessor.windows(texts[index]) for index in long}
+
+        return (
+            await asyncio.to_thread(cut_all) if sum(len(texts[i]) for i in long) > INLINE_CHARS else cut_all()
+        )
+
     async def predict(
         self,
         texts: Sequence[str],
@@ -259,13 +282,16 @@ class Engine:
         padded: bool = False,
         json: bool = False,
         priority: Priority = Priority.NORMAL,
+        whole: bool | None = None,
     ) -> list[TextResult]:
         """Predictions in the order of `texts`. padded: the answer pads attention to the longest
         text (KServe tensors); json: it is sent as JSON; the size check counts both. With the
         answer cache on, a text the cache holds is answered from it (its batch figures are 0: it
         rode in no batch), and a text the request holds twice runs once. priority: how soon its
-        texts want their turn (fair_queue.py)."""
+        texts want their turn (fair_queue.py). whole: a text longer than the model's window is
+        read in overlapping windows (core/windows.py) instead of cut (None: as the server does)."""
         self.admit(len(texts), priority)  # refuse before paying for tokenizing
+        whole = self.read_whole if whole is None else whole
         texts = list(texts)
         cache = self.cache
         kept: list[Answer | None]
@@ -274,11 +300,16 @@ class Engine:
             run_of = to_run = list(range(len(texts)))
         else:
             kept = cache.get(texts, mode)
+            if whole:  # a cut text's answer is not the answer to reading it whole
+                kept = [None if answer is None or answer.encoded.truncated else answer for answer in kept]
             run_of, to_run = runs_once(texts, kept)
         with self.step("tokenize") as span:
             every = len(to_run) == len(texts)  # then the texts run are the request's, in order
             run_texts = texts if every else [texts[position] for position in to_run]
             ran_encoded = await self.encode(run_texts, None if every else to_run) if to_run else []
+            cuts = await self._cut(run_texts, ran_encoded, mode) if whole else {}
+            for index, windows in cuts.items():
+                ran_encoded[index] = windows.whole
             encoded = [
                 ran_encoded[index] if answer is None else answer.encoded
                 for index, answer in zip(run_of, kept, strict=True)
@@ -290,16 +321,29 @@ class Engine:
                     {"call.texts": len(texts), "call.tokens": sum(lengths), "call.truncated": truncated}
                 )
         self.answer_size.check_request(lengths, mode, padded, json)
-        ran = await self._run(ran_encoded, mode, deadline, priority)
+        if cuts:  # each window rides as a text of its own, then its text's windows are combined
+            parts = [cuts[i].parts if i in cuts else [e] for i, e in enumerate(ran_encoded)]
+            flat = await self._run([part for each in parts for part in each], mode, deadline, priority)
+            ends = list(itertools.accumulate(len(each) for each in parts))
+            ran = [
+                combine(flat[end - len(each) : end]) if i in cuts else flat[end - 1]
+                for i, (each, end) in enumerate(zip(parts, ends, strict=True))
+            ]
+        else:
+            ran = await self._run(ran_encoded, mode, deadline, priority)
         if cache is not None:
             for index, position in enumerate(to_run):
-                cache.put(texts[position], mode, ran_encoded[index], ran[index].value)
+                if index not in cuts:
+                    cache.put(texts[position], mode, ran_encoded[index], ran[index].value)
         served = [
             ran[index] if answer is None else ItemResult(answer.row, 0.0, 0.0, 0, 0)
             for index, answer in zip(run_of, kept, strict=True)
         ]
         labels = self.spec.labels
         results = [text_result(labels, enc, item) for enc, item in zip(encoded, served, strict=True)]
+        for position, index in enumerate(run_of):
+            if index in cuts and kept[position] is None:
+                results[position] = dataclasses.replace(results[position], windows=len(cuts[index].parts))
         if self.observer is not None:
             self.observer.predicted(texts, results, self.spec.version)
         return results

@@ -9,18 +9,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.core.attention import cls_attention, rollout
-from service.core.results import AttentionMode, RowResult
+from service.core.results import AttentionMode, RowResult, softmax
 
 if TYPE_CHECKING:
     from service.core.batcher import RunFn
     from service.core.runtime import OnnxModel
-
-
-def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Row-wise softmax of (B, labels) logits."""
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    result: NDArray[np.float32] = (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
-    return result
 
 
 def make_run_fn(model: OnnxModel) -> RunFn:

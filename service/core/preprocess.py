@@ -22,6 +22,7 @@ WHITESPACE = " \t\n\r\f\v"
 
 UNREADABLE = "has no word the model can read (only spaces, control or zero-width characters)"
 UNKNOWN_TOKEN = "[UNK]"  # WordPiece's token for what the vocabulary does not hold
+WINDOW_OVERLAP = 0.25  # of a window's width, read again by the next window (core/windows.py)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class Piece:
     stop: int | None
 
 
+def window_starts(tokens: int, width: int, overlap: float = WINDOW_OVERLAP) -> list[int]:
+    """Where each window begins, for a text of `tokens` tokens and windows of `width`: a step of
+    width less the overlap, the last window ending at the text's end."""
+    if tokens <= width:
+        return [0]
+    step = max(1, width - int(width * overlap))
+    return [*range(0, tokens - width, step), tokens - width]
+
+
 @dataclass(frozen=True)
 class Encoded:
     """One text as the model reads it."""
@@ -49,6 +59,14 @@ class Encoded:
     @property
     def length(self) -> int:
         return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """A long text as the model reads it whole (core/windows.py): every token, and its windows."""
+
+    whole: Encoded  # [CLS] every token [SEP], not truncated
+    parts: list[Encoded]
 
 
 def _prefix(text: str, chars: int) -> str:
@@ -141,6 +159,22 @@ class Preprocessor:
             Encoded(e.ids, e.tokens, bool(e.overflowing), 0 if unknown is None else e.ids.count(unknown))
             for e in encodings
         ]
+
+    def windows(self, text: str) -> Windows:
+        """A text the model would cut, as overlapping windows as wide as the model reads, each
+        wrapped as a text of its own ([CLS] piece [SEP]), to be read whole (core/windows.py)."""
+        encoding = self.whole.encode(text, add_special_tokens=False)
+        ids, tokens = encoding.ids, encoding.tokens
+        empty = self.tokenizer.encode("")  # [CLS] [SEP]: what the tokenizer adds around a text
+        width, unknown = self.max_length - self.specials, self.unknown_id
+
+        def wrapped(lo: int, hi: int) -> Encoded:
+            window = [empty.ids[0], *ids[lo:hi], empty.ids[-1]]
+            names = [empty.tokens[0], *tokens[lo:hi], empty.tokens[-1]]
+            return Encoded(window, names, False, 0 if unknown is None else window.count(unknown))
+
+        parts = [wrapped(begin, begin + width) for begin in window_starts(len(ids), width)]
+        return Windows(wrapped(0, len(ids)), parts)
 
     def pieces(self, texts: Sequence[str], special: bool = True) -> list[list[Piece]]:
         """Every token of each text, past max_length too (what the model would cut is shown, not

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from service.core.preprocess import Encoded
 
 
+def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Row-wise softmax of (B, labels) logits."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    result: NDArray[np.float32] = (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return result
+
+
 class AttentionMode(StrEnum):
     NONE = "none"
     SUMMARY = "summary"  # tokens, [CLS] attention of the last layer, rollout
@@ -54,6 +61,7 @@ class TextResult:
         0  # tokens the vocabulary did not know ([UNK]), [CLS] and [SEP] included in num_tokens
     )
     logits: NDArray[np.float32] | None = None
+    windows: int = 1  # the overlapping windows a long text was read in (core/windows.py)
 
 
 def text_result(labels: Sequence[str], encoded: Encoded, served: ItemResult) -> TextResult:

@@ -4,7 +4,8 @@ calls/classify.py, answered and refused in its own shapes:
 - vLLM and SGLang: POST /v1/classify, {"model", "input"} in; {"id", "object", "created", "model",
   "data": [{"index", "label", "probs", "num_classes"}], "usage"} out; OpenAI's error shape.
 - Infinity: POST /classify, {"model", "input", "raw_scores"} in; each text's labels by score out.
-- Hugging Face text-embeddings-inference: POST /predict ({"inputs", "truncate", "raw_scores"}),
+- Hugging Face text-embeddings-inference: POST /predict ({"inputs", "truncate", "raw_scores"}; a
+  long text with "truncate": false is read whole, in windows),
   POST /tokenize, GET /info, GET /health; its {"error", "error_type"} error shape. POST / answers
   the Inference API's text-classification shape that huggingface_hub's InferenceClient sends there.
 
@@ -117,7 +118,7 @@ class ClassifyEndpoints:
         return await parsed(data, lambda: parse_json(data, "the request body", self.limits.max_json_values))
 
     async def _classify(
-        self, request: Request, body: dict[str, Any], texts: list[str], whole: bool = False
+        self, request: Request, body: dict[str, Any], texts: list[str], whole: bool | None = None
     ) -> Classified:
         """The texts' answer, at the priority the Priority header asks for (the body's `priority`,
         vLLM's field, first)."""
@@ -203,7 +204,8 @@ class ClassifyEndpoints:
         direction = body.get("truncation_direction", "Right")
         if direction not in ("Right", "right", None):
             raise InvalidInput(f"truncation_direction {quoted(str(direction))} is not taken: only Right")
-        whole = not _flag(body, "truncate", True)
+        truncate = body.get("truncate")
+        whole = None if truncate is None else not _flag(body, "truncate", True)  # None: the server's way
         function = "none" if _flag(body, "raw_scores", False) else "softmax"
         answer = await self._classify(request, body, texts, whole)
         ranked = [_ranked(answer.labels, _scores(r, function)) for r in answer.results]
@@ -271,7 +273,7 @@ class ClassifyEndpoints:
                 },
                 "max_input_length": spec.max_length,
                 "max_client_batch_size": info.max_texts,
-                "auto_truncate": True,
+                "auto_truncate": not self.calls.reads_whole(),
                 "tokenization_workers": info.sizing.workers,
                 "version": __version__,
                 "sha": None,

@@ -99,7 +99,11 @@ def classify_schemas() -> dict[str, Any]:
                     "oneOf": [STRING, one_text, {"type": "array", "items": one_text, "minItems": 1}],
                     "description": 'one text ("text" or ["text"]), or a batch [["text"], ["text"]]',
                 },
-                "truncate": {**BOOLEAN, "description": "false: a text over max_input_length is refused"},
+                "truncate": {
+                    **BOOLEAN,
+                    "description": "false: a text over max_input_length is read whole, in windows; "
+                    "left out: as auto_truncate says",
+                },
                 "raw_scores": {**BOOLEAN, "description": "logits instead of probabilities"},
                 "truncation_direction": {"enum": ["Right"]},
             },

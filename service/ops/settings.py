@@ -26,6 +26,11 @@ class Variant(StrEnum):
     INT8 = "int8"  # model.int8.onnx, the dynamically quantised variant
 
 
+class LongTexts(StrEnum):
+    TRUNCATE = "truncate"  # read the first max_length tokens; the answer says truncated
+    WINDOWS = "windows"  # read whole, in overlapping windows (service/core/windows.py)
+
+
 class ModelControl(StrEnum):
     """How the loaded versions change while the server runs."""
 
@@ -120,6 +125,10 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(2048, ge=1)
     """Most texts waiting; beyond it requests fail at once with RESOURCE_EXHAUSTED. Low-priority
     requests may fill half of it."""
+    long_texts: LongTexts = LongTexts.TRUNCATE
+    """A text longer than the model reads at once (max_length tokens): cut (its end unread, the answer
+    says truncated) or read whole in overlapping windows whose logits are averaged; a request may
+    ask for either."""
     priority_aging_s: float = Field(2.0, gt=0.0, le=3600.0)
     """A waiting text's priority rises one step (low to normal to high) each time this passes without
     a round for its priority, so that a flood of more urgent requests never starves the others."""

@@ -15,6 +15,7 @@ from service.core.postprocess import make_run_fn
 from service.core.preprocess import Preprocessor
 from service.core.runtime import OnnxModel
 from service.ops.cpus import available_cpus
+from service.ops.settings import LongTexts
 from service.ops.tracing import BatchTracing, Tracing
 from service.versions.store import load_spec
 
@@ -114,4 +115,5 @@ def build_engine(
         predictions,
         tracing,
         AnswerCache(settings.cache_entries, observer) if settings.cache_entries else None,
+        read_whole=settings.long_texts is LongTexts.WINDOWS,
     )

@@ -207,3 +207,13 @@ def test_token_and_mutual_tls_options(model_root: Path, tmp_path: Path, door: st
             client.predict("hello")
     finally:
         assert running.stop() == 0
+
+
+def test_a_client_may_read_long_texts_whole(server: RunningServer, door: str) -> None:
+    long = " ".join(f"part {n}: slow at first, then quite wonderful" for n in range(40))
+    with SentimentClient(address(server, door)) as client:
+        cut = client.predict(long)
+    with SentimentClient(address(server, door), read_whole=True) as client:
+        whole = client.predict(long)
+    assert cut.truncated and cut.windows == 1
+    assert not whole.truncated and whole.windows > 1 and whole.num_tokens > cut.num_tokens

@@ -16,6 +16,7 @@ import pytest_asyncio
 from service.core.answer_size import response_bytes
 from service.core.errors import InvalidInput
 from service.core.postprocess import make_run_fn
+from service.core.preprocess import window_starts
 from service.core.results import AttentionMode
 from service.ops.settings import Settings
 from service.versions.assembly import build_engine
@@ -129,3 +130,35 @@ async def repeats_run_once(engine: Engine, monkeypatch) -> None:
     # a bad text is named by its place in the request, whatever the cache answered before it
     with pytest.raises(InvalidInput, match="text 2 is empty"):
         await engine.predict(["Loved it.", "Something new.", "  "], AttentionMode.NONE, None)
+
+
+async def test_a_long_text_read_whole_is_the_mean_of_its_windows_logits(engine: Engine) -> None:
+    long = " ".join(f"the {n}th scene was dull but the ending was wonderful" for n in range(30))
+    short = "a fine film"
+    cut_answer, short_alone = await engine.predict([long, short], AttentionMode.NONE, None)
+    whole, short_beside = await engine.predict([long, short], AttentionMode.NONE, None, whole=True)
+    windows = engine.preprocessor.windows(long)
+    assert cut_answer.truncated and cut_answer.windows == 1
+    assert not whole.truncated and whole.windows == len(windows.parts) > 2
+    assert whole.num_tokens == len(windows.whole.ids) > engine.spec.max_length
+    # every window is as wide as the model reads, they overlap, and together they read every token
+    content, width = windows.whole.ids[1:-1], engine.spec.max_length - 2
+    begins = window_starts(len(content), width)
+    assert begins[0] == 0 and begins[-1] + width == len(content)
+    assert all(0 < b - a < width for a, b in zip(begins, begins[1:], strict=False))
+    for begin, part in zip(begins, windows.parts, strict=True):
+        assert part.ids[1:-1] == content[begin : begin + width] and len(part.ids) == width + 2
+    # the answer: the softmax of the mean of each window's logits, each window read as a text alone
+    run = make_run_fn(engine.model)
+    logits = [
+        run(np.array([part.ids]), np.ones((1, len(part.ids)), np.int64), [AttentionMode.NONE], False)[
+            0
+        ].logits
+        for part in windows.parts
+    ]
+    mean = np.mean(logits, axis=0)
+    expected = np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()
+    np.testing.assert_allclose(whole.probabilities, expected, atol=1e-5)
+    np.testing.assert_allclose(short_beside.probabilities, short_alone.probabilities, atol=1e-5)
+    with pytest.raises(InvalidInput, match="attention is not given"):
+        await engine.predict([long], AttentionMode.SUMMARY, None, whole=True)

@@ -75,6 +75,7 @@ class _BaseClient:
         token: str | None = None,
         tls: bool = False,
         priority: Priority | str = Priority.NORMAL,
+        read_whole: bool | None = None,
         root_certificates: bytes | str | Path | None = None,
         client_certificate: bytes | str | Path | None = None,
         client_key: bytes | str | Path | None = None,
@@ -84,6 +85,12 @@ class _BaseClient:
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.priority = Priority(priority)
+        # a text longer than the model reads at once: read whole in windows, cut, or as the server does
+        self._long_texts = {
+            None: pb.LONG_TEXTS_UNSPECIFIED,
+            True: pb.LONG_TEXTS_WINDOWS,
+            False: pb.LONG_TEXTS_TRUNCATE,
+        }[read_whole]
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self._credentials: grpc.ChannelCredentials | None = None
         if tls or root_certificates or client_certificate:
@@ -111,7 +118,10 @@ class _BaseClient:
 
     def _request(self, texts: Sequence[str], attention: AttentionMode | str) -> pb.PredictRequest:
         return pb.PredictRequest(
-            texts=list(texts), attention=MODES[AttentionMode(attention)], priority=PRIORITIES[self.priority]
+            texts=list(texts),
+            attention=MODES[AttentionMode(attention)],
+            priority=PRIORITIES[self.priority],
+            long_texts=self._long_texts,
         )
 
     @staticmethod
@@ -137,6 +147,7 @@ class _BaseClient:
             num_tokens=message.num_tokens,
             batch=BatchInfo(b.queue_seconds, b.compute_seconds, b.batch_size, b.padded_length),
             attention=attention,
+            windows=message.windows or 1,
         )
 
     @staticmethod

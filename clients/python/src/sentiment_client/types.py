@@ -71,6 +71,7 @@ class Prediction:
     num_tokens: int
     batch: BatchInfo
     attention: Attention | None = None
+    windows: int = 1  # the overlapping windows a long text was read in (read_whole=True)
 
 
 @dataclass(frozen=True)

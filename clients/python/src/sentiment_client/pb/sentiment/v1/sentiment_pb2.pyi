@@ -20,6 +20,12 @@ class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRIORITY_HIGH: _ClassVar[Priority]
     PRIORITY_NORMAL: _ClassVar[Priority]
     PRIORITY_LOW: _ClassVar[Priority]
+
+class LongTexts(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LONG_TEXTS_UNSPECIFIED: _ClassVar[LongTexts]
+    LONG_TEXTS_TRUNCATE: _ClassVar[LongTexts]
+    LONG_TEXTS_WINDOWS: _ClassVar[LongTexts]
 ATTENTION_MODE_UNSPECIFIED: AttentionMode
 ATTENTION_MODE_NONE: AttentionMode
 ATTENTION_MODE_SUMMARY: AttentionMode
@@ -28,18 +34,23 @@ PRIORITY_UNSPECIFIED: Priority
 PRIORITY_HIGH: Priority
 PRIORITY_NORMAL: Priority
 PRIORITY_LOW: Priority
+LONG_TEXTS_UNSPECIFIED: LongTexts
+LONG_TEXTS_TRUNCATE: LongTexts
+LONG_TEXTS_WINDOWS: LongTexts
 
 class PredictRequest(_message.Message):
-    __slots__ = ("texts", "attention", "model_version", "priority")
+    __slots__ = ("texts", "attention", "model_version", "priority", "long_texts")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    LONG_TEXTS_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     attention: AttentionMode
     model_version: int
     priority: Priority
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., attention: _Optional[_Union[AttentionMode, str]] = ..., model_version: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
+    long_texts: LongTexts
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., attention: _Optional[_Union[AttentionMode, str]] = ..., model_version: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., long_texts: _Optional[_Union[LongTexts, str]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("predictions", "model_name", "model_version")
@@ -52,7 +63,7 @@ class PredictResponse(_message.Message):
     def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("label", "score", "probabilities", "truncated", "num_tokens", "batch", "attention")
+    __slots__ = ("label", "score", "probabilities", "truncated", "num_tokens", "batch", "attention", "windows")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +71,7 @@ class Prediction(_message.Message):
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     label: str
     score: float
     probabilities: _containers.RepeatedScalarFieldContainer[float]
@@ -67,7 +79,8 @@ class Prediction(_message.Message):
     num_tokens: int
     batch: BatchStats
     attention: Attention
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., truncated: _Optional[bool] = ..., num_tokens: _Optional[int] = ..., batch: _Optional[_Union[BatchStats, _Mapping]] = ..., attention: _Optional[_Union[Attention, _Mapping]] = ...) -> None: ...
+    windows: int
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., truncated: _Optional[bool] = ..., num_tokens: _Optional[int] = ..., batch: _Optional[_Union[BatchStats, _Mapping]] = ..., attention: _Optional[_Union[Attention, _Mapping]] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class BatchStats(_message.Message):
     __slots__ = ("queue_seconds", "compute_seconds", "batch_size", "padded_length")
