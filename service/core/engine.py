@@ -259,12 +259,12 @@ class Engine:
         self, texts: Sequence[str], encoded: Sequence[Encoded], mode: AttentionMode
     ) -> dict[int, Windows]:
         """The windows of each text the model would cut, by its place; a large request's in a worker
-        thread. Attention is not given for a text read in windows."""
+        thread. Full attention is not given for a text read in windows (its summary is)."""
         long = [index for index, each in enumerate(encoded) if each.truncated]
-        if long and mode is not AttentionMode.NONE:
+        if long and mode is AttentionMode.FULL:
             raise InvalidInput(
                 f"text {long[0]} is longer than the model reads at once and is to be read whole, in "
-                "windows: attention is not given for such a text; ask for none, or let it be cut"
+                "windows: full attention is not given for such a text; ask for the summary, or let it be cut"
             )
 
         def cut_all() -> dict[int, Windows]:
@@ -326,7 +326,7 @@ class Engine:
             flat = await self._run([part for each in parts for part in each], mode, deadline, priority)
             ends = list(itertools.accumulate(len(each) for each in parts))
             ran = [
-                combine(flat[end - len(each) : end]) if i in cuts else flat[end - 1]
+                combine(flat[end - len(each) : end], cuts[i]) if i in cuts else flat[end - 1]
                 for i, (each, end) in enumerate(zip(parts, ends, strict=True))
             ]
         else:

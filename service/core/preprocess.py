@@ -67,6 +67,7 @@ class Windows:
 
     whole: Encoded  # [CLS] every token [SEP], not truncated
     parts: list[Encoded]
+    begins: list[int]  # where each part begins among the text's tokens ([CLS] not counted)
 
 
 def _prefix(text: str, chars: int) -> str:
@@ -173,8 +174,8 @@ class Preprocessor:
             names = [empty.tokens[0], *tokens[lo:hi], empty.tokens[-1]]
             return Encoded(window, names, False, 0 if unknown is None else window.count(unknown))
 
-        parts = [wrapped(begin, begin + width) for begin in window_starts(len(ids), width)]
-        return Windows(wrapped(0, len(ids)), parts)
+        begins = window_starts(len(ids), width)
+        return Windows(wrapped(0, len(ids)), [wrapped(begin, begin + width) for begin in begins], begins)
 
     def pieces(self, texts: Sequence[str], special: bool = True) -> list[list[Piece]]:
         """Every token of each text, past max_length too (what the model would cut is shown, not

@@ -47,10 +47,12 @@ def test_a_request_chooses_cut_or_whole(server: RunningServer) -> None:
     assert list(whole.probabilities) != list(cut.probabilities)
     assert short_whole.windows == 1 and short_whole.probabilities == pytest.approx(short_cut.probabilities)
     assert predict(server, long_texts=pb.LONG_TEXTS_TRUNCATE)[0].truncated
+    seen = predict(server, long_texts=pb.LONG_TEXTS_WINDOWS, attention=pb.ATTENTION_MODE_SUMMARY)[0]
+    assert len(seen.attention.tokens) == whole.num_tokens == len(seen.attention.rollout)
     with pytest.raises(grpc.RpcError) as refused:
-        predict(server, long_texts=pb.LONG_TEXTS_WINDOWS, attention=pb.ATTENTION_MODE_SUMMARY)
+        predict(server, long_texts=pb.LONG_TEXTS_WINDOWS, attention=pb.ATTENTION_MODE_FULL)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "attention is not given" in str(refused.value.details())
+    assert "full attention is not given" in str(refused.value.details())
     # the same answer over HTTP, over KServe v2 and over text-embeddings-inference's /predict
     body = {"texts": [LONG], "longTexts": "LONG_TEXTS_WINDOWS"}
     over_http = requests.post(server.http + "/v1/predict", json=body, timeout=PATIENCE_S).json()[

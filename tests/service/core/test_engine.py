@@ -16,8 +16,9 @@ import pytest_asyncio
 from service.core.answer_size import response_bytes
 from service.core.errors import InvalidInput
 from service.core.postprocess import make_run_fn
-from service.core.preprocess import window_starts
+from service.core.preprocess import Encoded, Windows, window_starts
 from service.core.results import AttentionMode
+from service.core.windows import placed
 from service.ops.settings import Settings
 from service.versions.assembly import build_engine
 
@@ -160,5 +161,23 @@ async def test_a_long_text_read_whole_is_the_mean_of_its_windows_logits(engine: 
     expected = np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()
     np.testing.assert_allclose(whole.probabilities, expected, atol=1e-5)
     np.testing.assert_allclose(short_beside.probabilities, short_alone.probabilities, atol=1e-5)
-    with pytest.raises(InvalidInput, match="attention is not given"):
-        await engine.predict([long], AttentionMode.SUMMARY, None, whole=True)
+    # its attention summary: the windows' placed on the whole text's tokens, each a distribution
+    (seen,) = await engine.predict([long], AttentionMode.SUMMARY, None, whole=True)
+    assert seen.attention is not None and seen.attention.tokens == windows.whole.tokens
+    assert seen.attention.rollout.shape == (len(windows.whole.ids),)
+    assert seen.attention.rollout.sum() == pytest.approx(1.0, abs=1e-4)
+    assert seen.attention.cls_attention.sum() == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_allclose(seen.probabilities, whole.probabilities, atol=1e-5)
+    with pytest.raises(InvalidInput, match="full attention is not given"):
+        await engine.predict([long], AttentionMode.FULL, None, whole=True)
+
+
+def test_window_attention_is_placed_on_the_tokens_each_window_read() -> None:
+    # two windows of 2 tokens ([CLS] a b [SEP]) over a text of 3 tokens: begins 0 and 1
+    whole = Encoded([0, 1, 2, 3, 9], ["[CLS]", "a", "b", "c", "[SEP]"], False)
+    windows = Windows(whole, [whole, whole], [0, 1])
+    first = np.array([0.1, 0.4, 0.4, 0.1], np.float32)  # [CLS] a b [SEP]
+    second = np.array([0.3, 0.2, 0.2, 0.3], np.float32)  # [CLS] b c [SEP]
+    got = placed([first, second], windows)
+    mean = np.array([0.2, 0.4, (0.4 + 0.2) / 2, 0.2, 0.2])  # b read twice: averaged
+    np.testing.assert_allclose(got, mean / mean.sum(), atol=1e-6)
