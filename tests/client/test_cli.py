@@ -36,6 +36,9 @@ def test_the_same_commands_over_http(server: RunningServer) -> None:
     assert over_http.returncode == 0, over_http.stderr
     labels = [[json.loads(line)["label"] for line in r.stdout.splitlines()] for r in (over_grpc, over_http)]
     assert labels[0] == labels[1] and len(labels[0]) == 2
+    long = " ".join(["the plot wandered but the cast was lovely"] * 40)
+    cut, whole = (json.loads(run(server, "predict", long, *flag).stdout) for flag in ((), ("--read-whole",)))
+    assert cut["truncated"] and cut["windows"] == 1 and not whole["truncated"] and whole["windows"] > 1
     refused = run(server, "predict", "   ", http=True)
     assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr + refused.stdout
 

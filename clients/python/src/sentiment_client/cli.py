@@ -56,10 +56,11 @@ class Connection:
     tls: bool
     timeout_s: float
 
-    def client(self, priority: Priority = Priority.NORMAL) -> SentimentClient:
+    def client(self, priority: Priority = Priority.NORMAL, read_whole: bool | None = None) -> SentimentClient:
         return SentimentClient(
             self.target,
             priority=priority,
+            read_whole=read_whole,
             token=self.token,
             tls=self.tls,
             root_certificates=self.ca_file,
@@ -165,13 +166,21 @@ def predict(
     priority: Annotated[
         Priority, typer.Option(help="How soon the texts want their turn on a busy server (low: a bulk job).")
     ] = Priority.NORMAL,
+    read_whole: Annotated[
+        bool | None,
+        typer.Option(
+            "--read-whole/--truncate",
+            help="A text longer than the model reads at once: read whole in windows, or cut "
+            "(default: as the server does).",
+        ),
+    ] = None,
 ) -> None:
     """Classify texts given as arguments, or a whole file streamed to the server."""
     if not texts and file is None:
         raise typer.BadParameter("give texts or --file")
     table = Table("label", "score", "text") if output is OutputFormat.TABLE else None
     try:
-        with ctx.obj.client(priority) as client:
+        with ctx.obj.client(priority, read_whole) as client:
             if texts:
                 results: Iterator[Prediction] = iter(client.predict(list(texts), attention=attention))
             else:
