@@ -59,6 +59,7 @@ def classify_routes(boundary: Boundary, classify: ClassifyEndpoints) -> list[Rou
     get, post = ["GET"], ["POST"]
     table: tuple[tuple[str, str, Handler, list[str], dict[str, Any]], ...] = (
         ("/v1/classify", "http/v1/classify", classify.vllm_classify, post, {"shape": openai_error}),
+        ("/v1/models", "http/v1/models", classify.openai_models, get, {"shape": openai_error}),
         ("/classify", "http/classify", classify.infinity_classify, post, {"shape": openai_error}),
         ("/predict", "http/predict", classify.tei_predict, post, {"shape": tei_error}),
         ("/", "http/index", classify.hf_task, post, {"shape": tei_error}),

@@ -2,7 +2,8 @@
 calls/classify.py, answered and refused in its own shapes:
 
 - vLLM and SGLang: POST /v1/classify, {"model", "input"} in; {"id", "object", "created", "model",
-  "data": [{"index", "label", "probs", "num_classes"}], "usage"} out; OpenAI's error shape.
+  "data": [{"index", "label", "probs", "num_classes"}], "usage"} out; OpenAI's error shape; and
+  GET /v1/models, the model list OpenAI's clients read.
 - Infinity: POST /classify, {"model", "input", "raw_scores"} in; each text's labels by score out.
 - Hugging Face text-embeddings-inference: POST /predict ({"inputs", "truncate", "raw_scores"}; a
   long text with "truncate": false is read whole, in windows),
@@ -112,6 +113,7 @@ class ClassifyEndpoints:
         self.calls = calls
         self.limits = limits
         self._serving = serving
+        self._started = int(time.time())
 
     async def _body(self, request: Request) -> dict[str, Any]:
         data = await read_body(request, self.limits, ("application/json",))
@@ -162,6 +164,13 @@ class ClassifyEndpoints:
                 },
             }
         )
+
+    async def openai_models(self, request: Request) -> Response:
+        """OpenAI's model list, as vLLM serves it (clients list the models before they call)."""
+        spec = self.calls.info().spec
+        model = {"id": spec.name, "object": "model", "created": self._started,
+                 "owned_by": "sentiment-service", "max_model_len": spec.max_length}  # fmt: skip
+        return JSONResponse({"object": "list", "data": [model]})
 
     async def infinity_classify(self, request: Request) -> Response:
         """Infinity's /classify: each text's labels by score (logits with raw_scores)."""

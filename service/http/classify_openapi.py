@@ -65,6 +65,22 @@ def classify_schemas() -> dict[str, Any]:
                 ),
             }
         ),
+        "OpenAIModels": _object(
+            {
+                "object": {"const": "list"},
+                "data": _list(
+                    _object(
+                        {
+                            "id": STRING,
+                            "object": {"const": "model"},
+                            "created": INTEGER,
+                            "owned_by": STRING,
+                            "max_model_len": INTEGER,
+                        }
+                    )
+                ),
+            }
+        ),
         "OpenAIError": _object(
             {
                 "error": _object(
@@ -185,6 +201,14 @@ def classify_paths(operation: Any) -> dict[str, dict[str, Any]]:
                 "vLLM's and SGLang's classify API: each text's label and probabilities, tokens counted",
                 json("VllmClassifyResponse"),
                 json("VllmClassifyRequest"),
+                "OpenAIError",
+            )
+        },
+        "/v1/models": {
+            "get": operation(
+                "OpenAI's model list, as vLLM serves it: the one model served here",
+                json("OpenAIModels"),
+                None,
                 "OpenAIError",
             )
         },

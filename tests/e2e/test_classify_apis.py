@@ -69,6 +69,8 @@ def test_vllm_classify_from_a_plain_requests_script(guarded: RunningServer) -> N
     tokens = sum(reference["numTokens"] for reference in own)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
     assert answer["usage"] == {**usage, "prompt_tokens_details": None}
+    models = requests.get(f"{guarded.http}/v1/models", headers=AUTH, timeout=PATIENCE_S).json()
+    assert [m["id"] for m in models["data"]] == ["sentiment"] and models["object"] == "list"
     # one string, no model named: one answer
     single = post(guarded, "/v1/classify", {"input": TEXTS[1]}).json()
     assert [d["label"] for d in single["data"]] == [own[1]["label"]]
