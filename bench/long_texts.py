@@ -75,7 +75,7 @@ def compare(model: OnnxModel, tokenizer: Path, window: int, examples: list[Any])
     whole, at = [], 0
     for each in windows:
         served = [ItemResult(row, 0.0, 0.0, 1, 0) for row in parts[at : at + len(each.parts)]]
-        whole.append(int(combine(served).value.probabilities.argmax()))
+        whole.append(int(combine(served, each).value.probabilities.argmax()))
         at += len(each.parts)
     return {
         "texts": len(long),
