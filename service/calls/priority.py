@@ -9,18 +9,13 @@ from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from service.core.errors import InvalidInput
 from service.core.fair_queue import Priority
 
-PROTO: dict[int, Priority] = {
-    pb.PRIORITY_UNSPECIFIED: Priority.NORMAL,
-    pb.PRIORITY_HIGH: Priority.HIGH,
-    pb.PRIORITY_NORMAL: Priority.NORMAL,
-    pb.PRIORITY_LOW: Priority.LOW,
-}
-TRITON_LEVEL = {Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
 PROTO_OF: dict[Priority, pb.Priority] = {
     Priority.HIGH: pb.PRIORITY_HIGH,
     Priority.NORMAL: pb.PRIORITY_NORMAL,
     Priority.LOW: pb.PRIORITY_LOW,
 }
+PROTO: dict[int, Priority] = {pb.PRIORITY_UNSPECIFIED: Priority.NORMAL, **{v: p for p, v in PROTO_OF.items()}}
+TRITON_LEVEL = {Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
 DEFAULT_URGENCY = 3  # RFC 9218's default; 0 to 2 are more urgent, 4 to 7 less
 
 

@@ -341,8 +341,8 @@ class Engine:
         ]
         labels = self.spec.labels
         results = [text_result(labels, enc, item) for enc, item in zip(encoded, served, strict=True)]
-        for position, index in enumerate(run_of):
-            if index in cuts and kept[position] is None:
+        for position, index in enumerate(run_of):  # a kept answer's index is -1: never cut
+            if index in cuts:
                 results[position] = dataclasses.replace(results[position], windows=len(cuts[index].parts))
         if self.observer is not None:
             self.observer.predicted(texts, results, self.spec.version)

@@ -89,6 +89,7 @@ class Preprocessor:
         self.unknown_id = self.tokenizer.token_to_id(UNKNOWN_TOKEN)
         self.whole = Tokenizer.from_str(self.tokenizer.to_str())  # the same, cutting nothing
         self.whole.no_truncation()
+        self._around = self.tokenizer.encode("")  # [CLS] [SEP]: what the tokenizer adds around a text
         self.max_length = max_length
         self.max_texts = max_texts
         self.max_chars = max_chars
@@ -166,12 +167,12 @@ class Preprocessor:
         wrapped as a text of its own ([CLS] piece [SEP]), to be read whole (core/windows.py)."""
         encoding = self.whole.encode(text, add_special_tokens=False)
         ids, tokens = encoding.ids, encoding.tokens
-        empty = self.tokenizer.encode("")  # [CLS] [SEP]: what the tokenizer adds around a text
+        around = self._around
         width, unknown = self.max_length - self.specials, self.unknown_id
 
         def wrapped(lo: int, hi: int) -> Encoded:
-            window = [empty.ids[0], *ids[lo:hi], empty.ids[-1]]
-            names = [empty.tokens[0], *tokens[lo:hi], empty.tokens[-1]]
+            window = [around.ids[0], *ids[lo:hi], around.ids[-1]]
+            names = [around.tokens[0], *tokens[lo:hi], around.tokens[-1]]
             return Encoded(window, names, False, 0 if unknown is None else window.count(unknown))
 
         begins = window_starts(len(ids), width)

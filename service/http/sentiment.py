@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 JSON_TYPES = ("application/json", NDJSON)
 
 
+def _prioritised(message: pb.PredictRequest, priority: Priority | None) -> None:
+    """The Priority header's priority for a request that names none (the body's field wins)."""
+    if priority is not None and message.priority == pb.PRIORITY_UNSPECIFIED:
+        message.priority = PROTO_OF[priority]
+
+
 class SentimentEndpoints:
     """The endpoints of sentiment.v1; stalled() counts a stream dropped because its caller stopped
     reading."""
@@ -40,9 +46,7 @@ class SentimentEndpoints:
     async def predict(self, request: Request) -> Response:
         message = await read_message(request, self.limits, pb.PredictRequest())
         assert isinstance(message, pb.PredictRequest)
-        priority = from_urgency(header(request, "priority"))
-        if priority is not None and message.priority == pb.PRIORITY_UNSPECIFIED:  # the body's field wins
-            message.priority = PROTO_OF[priority]
+        _prioritised(message, from_urgency(header(request, "priority")))
         response = await self.calls.predict(message, None, json=True)
         full = message.attention == pb.ATTENTION_MODE_FULL
         return await json_answer(response, self.limits.max_body_bytes, heavy=full)
@@ -109,8 +113,7 @@ class SentimentEndpoints:
             json_format.Parse(line, message)
         except (json_format.ParseError, UnicodeDecodeError, RecursionError) as err:
             return Malformed(message.DESCRIPTOR.full_name, err)
-        if priority is not None and message.request.priority == pb.PRIORITY_UNSPECIFIED:
-            message.request.priority = PROTO_OF[priority]
+        _prioritised(message.request, priority)
         return message
 
     async def model_info(self, request: Request) -> Response:

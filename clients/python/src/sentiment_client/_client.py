@@ -253,6 +253,24 @@ class _BaseClient:
         if chunk:
             yield order.sent(chunk, self._request(chunk, attention))
 
+    def _stream_groups(
+        self,
+        texts: Iterable[str],
+        attention: AttentionMode | str,
+        chunk_size: int,
+        window: int,
+        order: _InOrder,
+    ) -> Iterator[list[pb.PredictStreamRequest]]:
+        """The stream's requests `window` at a time: over HTTP, each group is one NDJSON exchange."""
+        group: list[pb.PredictStreamRequest] = []
+        for request in self._stream_requests(texts, attention, chunk_size, order):
+            group.append(request)
+            if len(group) == max(1, window):
+                yield group
+                group = []
+        if group:
+            yield group
+
     @staticmethod
     def _stream_result(
         response: pb.PredictStreamResponse, texts: Sequence[str], labels: Sequence[str]
@@ -437,7 +455,8 @@ class SentimentClient(_BaseClient):
         """
         order = _InOrder(self._model_info().labels)
         if self._http is not None:
-            yield from self._http_stream(self._http, texts, attention, chunk_size, window, order)
+            for group in self._stream_groups(texts, attention, chunk_size, window, order):
+                yield from self._http_exchange(self._http, group, order)
             return
         # gRPC's thread reads requests() while this one reads the answers; the condition wakes the
         # reader when an answer frees a slot of the window or the stream ends
@@ -472,24 +491,6 @@ class SentimentClient(_BaseClient):
                 stopped = True
                 room.notify_all()
             responses.cancel()
-
-    def _http_stream(
-        self,
-        http: HttpStub,
-        texts: Iterable[str],
-        attention: AttentionMode | str,
-        chunk_size: int,
-        window: int,
-        order: _InOrder,
-    ) -> Iterator[Prediction]:
-        group: list[pb.PredictStreamRequest] = []
-        for request in self._stream_requests(texts, attention, chunk_size, order):
-            group.append(request)
-            if len(group) == max(1, window):
-                yield from self._http_exchange(http, group, order)
-                group = []
-        if group:
-            yield from self._http_exchange(http, group, order)
 
     def _http_exchange(
         self, http: HttpStub, group: list[pb.PredictStreamRequest], order: _InOrder
@@ -622,14 +623,7 @@ class AsyncSentimentClient(_BaseClient):
         """As SentimentClient.stream: in order, at most `window` requests in flight."""
         order = _InOrder((self._info or await self.model_info()).labels)
         if self._http is not None:
-            group: list[pb.PredictStreamRequest] = []
-            for request in self._stream_requests(texts, attention, chunk_size, order):
-                group.append(request)
-                if len(group) == max(1, window):
-                    for prediction in await self._http_exchange(self._http, group, order):
-                        yield prediction
-                    group = []
-            if group:
+            for group in self._stream_groups(texts, attention, chunk_size, window, order):
                 for prediction in await self._http_exchange(self._http, group, order):
                     yield prediction
             return

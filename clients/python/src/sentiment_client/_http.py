@@ -111,6 +111,17 @@ class Call:
     body: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
+    def arguments(self, timeout: float | None, metadata: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """httpx's request() arguments for this call."""
+        return {"method": self.method, "url": self.path, "json": self.body, "params": self.params,
+                "headers": dict(metadata), "timeout": timeout}  # fmt: skip
+
+    def answer(self, response: httpx.Response) -> Any:
+        """The answer's message, or the error it says."""
+        if response.status_code != 200:
+            raise error_of(response)
+        return self.parse(response.json())
+
 
 def call_of(name: str, request: Any) -> Call:
     """The HTTP request for the gRPC method `name` with `request`."""
@@ -128,8 +139,14 @@ def call_of(name: str, request: Any) -> Call:
     return Call("POST", path, lambda _: None, {"parameters": _parameters(request.parameters)})
 
 
-def stream_body(requests: Sequence[pb.PredictStreamRequest]) -> bytes:
-    return b"".join(json.dumps(_json(r), separators=(",", ":")).encode() + b"\n" for r in requests)
+def stream_arguments(
+    requests: Sequence[pb.PredictStreamRequest], timeout: float | None, metadata: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
+    """httpx's stream() arguments for one NDJSON exchange of /v1/predict/stream."""
+    body = b"".join(json.dumps(_json(r), separators=(",", ":")).encode() + b"\n" for r in requests)
+    headers = {**dict(metadata), "content-type": NDJSON}
+    return {"method": "POST", "url": "/v1/predict/stream", "content": body, "headers": headers,
+            "timeout": timeout}  # fmt: skip
 
 
 def stream_answers(lines: Iterable[str]) -> list[pb.PredictStreamResponse]:
@@ -177,15 +194,10 @@ class HttpStub:
         def call(request: Any, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> Any:
             spec = call_of(name, request)
             try:
-                response = self.client.request(
-                    spec.method, spec.path, json=spec.body, params=spec.params, headers=dict(metadata),
-                    timeout=timeout,
-                )  # fmt: skip
+                response = self.client.request(**spec.arguments(timeout, metadata))
             except httpx.HTTPError as err:
                 raise transport_error(err) from err
-            if response.status_code != 200:
-                raise error_of(response)
-            return spec.parse(response.json())
+            return spec.answer(response)
 
         return call
 
@@ -196,11 +208,8 @@ class HttpStub:
         metadata: Sequence[tuple[str, str]],
     ) -> list[pb.PredictStreamResponse]:
         """One NDJSON exchange of /v1/predict/stream: the requests in, their answers out."""
-        headers = {**dict(metadata), "content-type": NDJSON}
         try:
-            with self.client.stream(
-                "POST", "/v1/predict/stream", content=stream_body(requests), headers=headers, timeout=timeout
-            ) as response:
+            with self.client.stream(**stream_arguments(requests, timeout, metadata)) as response:
                 if response.status_code != 200:
                     response.read()
                     raise error_of(response)
@@ -231,15 +240,10 @@ class AsyncHttpStub:
         ) -> Any:
             spec = call_of(name, request)
             try:
-                response = await self.client.request(
-                    spec.method, spec.path, json=spec.body, params=spec.params, headers=dict(metadata),
-                    timeout=timeout,
-                )  # fmt: skip
+                response = await self.client.request(**spec.arguments(timeout, metadata))
             except httpx.HTTPError as err:
                 raise transport_error(err) from err
-            if response.status_code != 200:
-                raise error_of(response)
-            return spec.parse(response.json())
+            return spec.answer(response)
 
         return call
 
@@ -249,11 +253,8 @@ class AsyncHttpStub:
         timeout: float | None,
         metadata: Sequence[tuple[str, str]],
     ) -> list[pb.PredictStreamResponse]:
-        headers = {**dict(metadata), "content-type": NDJSON}
         try:
-            async with self.client.stream(
-                "POST", "/v1/predict/stream", content=stream_body(requests), headers=headers, timeout=timeout
-            ) as response:
+            async with self.client.stream(**stream_arguments(requests, timeout, metadata)) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise error_of(response)
