@@ -119,10 +119,20 @@ def judge(call, kind: str) -> object | None:
 
 @pytest.mark.usefixtures("before")
 @slow_settings(60)
-@given(texts=TEXTS, attention=st.integers(-3, 5), version=st.sampled_from([0, 0, 0, 1, 1, 2, -1, 1 << 40]))
-def test_sentiment_v1_predict_survives_anything(channel, texts, attention, version) -> None:
+@given(
+    texts=TEXTS,
+    attention=st.integers(-3, 5),
+    version=st.sampled_from([0, 0, 0, 1, 1, 2, -1, 1 << 40]),
+    priority=st.integers(-2, 5),
+    long_texts=st.integers(-2, 4),
+)
+def test_sentiment_v1_predict_survives_anything(
+    channel, texts, attention, version, priority, long_texts
+) -> None:
     stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
-    request = pb.PredictRequest(texts=texts, attention=attention, model_version=version)  # type: ignore[arg-type]
+    request = pb.PredictRequest(
+        texts=texts, attention=attention, model_version=version, priority=priority, long_texts=long_texts
+    )  # type: ignore[arg-type]
     answer = judge(lambda: stub.Predict(request, timeout=60), "v1")
     if answer is not None:
         assert isinstance(answer, pb.PredictResponse)
@@ -223,7 +233,16 @@ JSON_VALUE = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=24,
 )
-V1_KEYS = st.sampled_from(["texts", "attention", "modelVersion", "model_version", "x", ""])
+V1_KEYS = st.sampled_from(
+    ["texts", "attention", "modelVersion", "model_version", "priority", "longTexts", "x", ""]
+)
+# the classify APIs of other servers (vLLM, Infinity, text-embeddings-inference, the Inference API)
+CLASSIFY_PATHS = st.sampled_from(["/v1/classify", "/classify", "/predict", "/", "/tokenize"])
+CLASSIFY_KEYS = st.sampled_from([
+    "input", "inputs", "model", "raw_scores", "truncate", "truncation_direction", "parameters", "priority",
+    "truncate_prompt_tokens", "add_special_tokens", "x",
+])  # fmt: skip
+PRIORITY_HEADERS = st.sampled_from([None, "u=0", "u=7, i", "u=9", "u=", "nonsense", "u=3"])
 V2_KEYS = st.sampled_from(["inputs", "outputs", "parameters", "id", "name", "data", "shape", "datatype"])
 
 
@@ -245,11 +264,19 @@ def tensor_json(draw: st.DrawFn) -> dict[str, object]:
 def http_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
     """(path, body, headers): well-formed but hostile JSON, JSON of any shape, or any bytes."""
     json_type = {"Content-Type": "application/json"}
-    kind = draw(st.sampled_from(["v1", "v1 any", "v2", "v2 any", "v2 binary", "bytes"]))
+    kind = draw(st.sampled_from(["v1", "v1 any", "v2", "v2 any", "v2 binary", "classify", "bytes"]))
+    priority = draw(PRIORITY_HEADERS)
+    if priority is not None:
+        json_type = {**json_type, "Priority": priority}
     if kind == "v1":
         attention = draw(st.sampled_from(["ATTENTION_MODE_SUMMARY", "ATTENTION_MODE_FULL", "MOST", 7, None]))
         body = {"texts": draw(TEXTS), "attention": attention}
         return "/v1/predict", json.dumps(body).encode(), json_type
+    if kind == "classify":
+        texts = draw(st.one_of(TEXTS, TEXT, st.lists(st.lists(TEXT, max_size=3), max_size=3)))
+        body = {draw(st.sampled_from(["input", "inputs"])): texts}
+        body.update(draw(st.dictionaries(CLASSIFY_KEYS, JSON_VALUE, max_size=3)))
+        return draw(CLASSIFY_PATHS), json.dumps(body).encode(), json_type
     if kind == "v1 any":
         body = draw(st.one_of(JSON_VALUE, st.dictionaries(V1_KEYS, JSON_VALUE, max_size=3)))
         return "/v1/predict", json.dumps(body).encode(), json_type
@@ -260,7 +287,9 @@ def http_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
         body = {"inputs": [tensor_json(draw) for _ in range(draw(st.sampled_from([1, 1, 1, 0, 2])))]}
         if draw(st.booleans()):
             body["parameters"] = draw(
-                st.dictionaries(st.sampled_from(["attention", "timeout", "x"]), JSON_VALUE)
+                st.dictionaries(
+                    st.sampled_from(["attention", "timeout", "priority", "long_texts", "x"]), JSON_VALUE
+                )
             )
         return path, json.dumps(body).encode(), json_type
     if kind == "v2 any":
@@ -291,14 +320,18 @@ def test_http_endpoints_survive_anything(hostile_server, request) -> None:
         status, answer = response.status, response.read()
     finally:
         connection.close()
-    kind = "http v1" if path.startswith("/v1") else "http v2"
+    kind = "http v1" if path == "/v1/predict" else "http v2" if path.startswith("/v2") else "http classify"
     outcomes[f"{kind} {status}"] += 1
     if status != 200:
         assert status in HTTP_REFUSALS, (status, answer[:300])
-        assert len(json.loads(answer)["error"]) > 10, answer[:300]
+        error = json.loads(answer)["error"]
+        message = error["message"] if isinstance(error, dict) else error  # OpenAI's shape nests it
+        assert len(message) > 10, answer[:300]
         return
     parsed = json.loads(answer[: int(response.headers.get("Inference-Header-Content-Length") or len(answer))])
-    if path == "/v1/predict":
+    if kind == "http classify":
+        assert parsed  # an answer in the API's own shape: its contents are tested in test_classify_apis
+    elif path == "/v1/predict":
         assert all(p["label"] in ("negative", "positive") for p in parsed["predictions"])
     else:
         assert parsed["model_name"] == "sentiment" and parsed["outputs"]
