@@ -14,8 +14,8 @@ from service.core.fair_queue import Priority
 from service.core.results import AttentionMode, TextResult
 
 if TYPE_CHECKING:
-    from service.core.engine import EngineInfo
     from service.core.preprocess import Piece
+    from service.core.spec import EngineInfo
     from service.versions.registry import ModelRegistry
 
 INLINE_TOKENIZE_CHARS = 20_000  # more is tokenized in a worker thread, off the event loop

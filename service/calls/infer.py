@@ -11,8 +11,12 @@ the `attention` parameter, the outputs asked for choose it: a request that names
 the summary, one that names `attention_weights` the full weights, as generic clients that ask for
 every output the metadata lists expect. Triton's `priority` (1 the highest, 2 the next, 3 or more
 low, 0 the default) sets the texts' priority, `timeout` (microseconds) is a deadline, and
-`long_texts` ("truncate" or "windows") says whether a long text is cut or read whole; any other
-request parameter is refused with INVALID_ARGUMENT.
+`long_texts` ("truncate" or "windows") says whether a long text is cut or read whole, and `explain`
+("shapley" or "occlusion", core/explain.py) adds each text's words' contributions to its answer:
+`num_words` (INT32 [N]), `words` (BYTES [N, W]) and `contributions` (FP32 [N, W], towards the
+predicted label), W the most words of any text, rows padded with "" and 0 (naming one of these
+outputs without the parameter asks for "shapley"); any other request parameter is refused with
+INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from model_contract import version_number
 from sentiment_client.pb.inference import grpc_predict_v2_pb2 as pb
 from service.calls.priority import from_triton
 from service.calls.streams import Malformed, answer_each
-from service.calls.tensors import INPUT, fill_outputs, parse_bytes_tensor
+from service.calls.tensors import EXPLANATION_OUTPUTS, INPUT, fill_outputs, parse_bytes_tensor
 from service.core.errors import InvalidInput, ModelNotFound, quoted
+from service.core.explain import DEFAULT as DEFAULT_EXPLANATION
+from service.core.explain import Method
 from service.core.fair_queue import Priority
 from service.core.results import AttentionMode
 
@@ -57,6 +63,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "priority": ("int64_param", "uint64_param"),  # Triton's level: 1 the highest, 0 the default
     "timeout": ("int64_param", "uint64_param"),  # Triton's, microseconds: a deadline for this call
     "long_texts": ("string_param",),  # truncate, or windows: a long text read whole
+    "explain": ("string_param",),  # none, shapley or occlusion: the words' contributions
 }
 
 
@@ -69,6 +76,7 @@ class Options:
     timeout_s: float | None
     priority: Priority = Priority.NORMAL
     whole: bool | None = None  # long texts read in windows (None: as the server does)
+    explain: Method | None = None  # the `explain` parameter's method (None: no such parameter)
 
 
 def parse_parameters(request: pb.ModelInferRequest) -> Options:
@@ -97,7 +105,13 @@ def parse_parameters(request: pb.ModelInferRequest) -> Options:
         raise InvalidInput(f"parameter long_texts={quoted(long_texts)} is unknown; use truncate or windows")
     whole = None if long_texts is None else long_texts == "windows"
     priority = from_triton(values.get("priority", 0))
-    return Options(mode, values.get("typed_output", False), timeout_s, priority, whole)
+    explain_name = values.get("explain")
+    if explain_name not in (None, *(m.value for m in Method)):
+        raise InvalidInput(
+            f"parameter explain={quoted(explain_name)} is unknown; use none, shapley or occlusion"
+        )
+    explain = None if explain_name is None else Method(explain_name)
+    return Options(mode, values.get("typed_output", False), timeout_s, priority, whole, explain)
 
 
 def outputs_mode(request: pb.ModelInferRequest, asked: AttentionMode | None) -> AttentionMode:
@@ -109,6 +123,16 @@ def outputs_mode(request: pb.ModelInferRequest, asked: AttentionMode | None) -> 
     if names & set(FULL_OUTPUTS):
         return AttentionMode.FULL
     return AttentionMode.SUMMARY if names & set(SUMMARY_OUTPUTS) else AttentionMode.NONE
+
+
+def outputs_explain(request: pb.ModelInferRequest, asked: Method | None) -> Method:
+    """The explanation: the `explain` parameter's, or else the default one when the request names
+    an output only an explanation makes."""
+    if asked is not None:
+        return asked
+    return (
+        DEFAULT_EXPLANATION if {o.name for o in request.outputs} & set(EXPLANATION_OUTPUTS) else Method.NONE
+    )
 
 
 # parameters an output may carry: Triton's classification extension, the number of classes wanted
@@ -145,13 +169,17 @@ def class_counts(request: pb.ModelInferRequest, labels: int) -> dict[str, int]:
     return counts
 
 
-def wanted_outputs(request: pb.ModelInferRequest, mode: AttentionMode) -> list[str]:
-    """The outputs the request asks for (all that `mode` makes when it names none)."""
+def wanted_outputs(
+    request: pb.ModelInferRequest, mode: AttentionMode, explain: Method = Method.NONE
+) -> list[str]:
+    """The outputs the request asks for (all that `mode` and `explain` make when it names none)."""
     available = list(DEFAULT_OUTPUTS)
     if mode is not AttentionMode.NONE:
         available += SUMMARY_OUTPUTS
     if mode is AttentionMode.FULL:
         available += FULL_OUTPUTS
+    if explain is not Method.NONE:
+        available += EXPLANATION_OUTPUTS
     wanted = [o.name for o in request.outputs] or available
     twice = sorted(name for name, count in Counter(wanted).items() if count > 1)
     if twice:
@@ -159,7 +187,9 @@ def wanted_outputs(request: pb.ModelInferRequest, mode: AttentionMode) -> list[s
     unknown = [name for name in wanted if name not in available]
     if unknown:
         raise InvalidInput(
-            f"unknown or unavailable outputs {quoted(unknown)}; with attention={mode.value} use {available}"
+            f"unknown or unavailable outputs {quoted(unknown)}; with attention={mode.value}"
+            + ("" if explain is Method.NONE else f" and explain={explain.value}")
+            + f" use {available}"
         )
     return wanted
 
@@ -247,6 +277,9 @@ class InferenceCalls:
                     datatype="FP32",
                     shape=[-1, spec.num_layers, spec.num_heads, -1, -1],
                 ),
+                tensor(name="num_words", datatype="INT32", shape=[-1]),
+                tensor(name="words", datatype="BYTES", shape=[-1, -1]),
+                tensor(name="contributions", datatype="FP32", shape=[-1, -1]),
             ],
         )
 
@@ -257,15 +290,23 @@ class InferenceCalls:
         number = self.check_model(request.model_name, request.model_version)
         options = parse_parameters(request)
         mode, typed = outputs_mode(request, options.mode), options.typed
+        explain = outputs_explain(request, options.explain)
         if options.timeout_s is not None:
             own = time.monotonic() + options.timeout_s
             deadline = own if deadline is None else min(deadline, own)
-        wanted = wanted_outputs(request, mode)
+        wanted = wanted_outputs(request, mode, explain)
         async with self.models.use(number) as engine:  # the version answers it all
             texts = texts_of(request, engine)
             classes = class_counts(request, len(engine.info().spec.labels))
             results = await engine.predict(
-                texts, mode, deadline, padded=True, json=json, priority=options.priority, whole=options.whole
+                texts,
+                mode,
+                deadline,
+                padded=True,
+                json=json,
+                priority=options.priority,
+                whole=options.whole,
+                explain=explain,
             )
             with engine.step("answer"):
                 spec = engine.info().spec
@@ -278,7 +319,7 @@ class InferenceCalls:
                     )
                 else:
                     fill_outputs(response, wanted, results, typed, classes, spec.labels)
-                if mode is not AttentionMode.NONE:
+                if mode is not AttentionMode.NONE or explain is not Method.NONE:
                     engine.check_sent_size(response.ByteSize())
         return response
 

@@ -15,6 +15,7 @@ from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
 from service.calls.priority import from_proto
 from service.calls.streams import Malformed, answer_each
 from service.core.errors import InvalidInput
+from service.core.explain import Method
 from service.core.results import AttentionMode, TextResult
 
 if TYPE_CHECKING:
@@ -40,6 +41,20 @@ LONG_TEXTS: dict[int, bool | None] = {  # read whole (in windows), or as the ser
     pb.LONG_TEXTS_TRUNCATE: False,
     pb.LONG_TEXTS_WINDOWS: True,
 }
+
+
+EXPLAIN: dict[int, Method] = {
+    pb.EXPLAIN_MODE_UNSPECIFIED: Method.NONE,
+    pb.EXPLAIN_MODE_NONE: Method.NONE,
+    pb.EXPLAIN_MODE_SHAPLEY: Method.SHAPLEY,
+    pb.EXPLAIN_MODE_OCCLUSION: Method.OCCLUSION,
+}
+
+
+def explain_method(value: int) -> Method:
+    if value not in EXPLAIN:
+        raise InvalidInput(f"explain mode {value} is unknown; use NONE, SHAPLEY or OCCLUSION")
+    return EXPLAIN[value]
 
 
 def read_whole(value: int) -> bool | None:
@@ -80,6 +95,20 @@ def to_prediction(result: TextResult) -> pb.Prediction:
             attention.num_layers, attention.num_heads = view.weights.shape[:2]
             attention.weights.extend(view.weights.ravel().tolist())
         prediction.attention.CopyFrom(attention)
+    why = result.explanation
+    if why is not None:
+        prediction.explanation.CopyFrom(
+            pb.Explanation(
+                method=why.method.value,
+                label=result.label,
+                baseline=why.baseline,
+                passes=why.passes,
+                words=[
+                    pb.WordContribution(text=w.text, contribution=c, start=w.start, end=w.stop)
+                    for w, c in zip(why.words, why.contributions.tolist(), strict=True)
+                ],
+            )
+        )
     return prediction
 
 
@@ -94,16 +123,24 @@ class SentimentCalls:
         self, request: pb.PredictRequest, deadline: float | None, json: bool = False
     ) -> pb.PredictResponse:
         """The answer to one request; ServiceError when it cannot be answered."""
-        mode = attention_mode(request.attention)
+        mode, explain = attention_mode(request.attention), explain_method(request.explain)
         priority, whole = from_proto(request.priority), read_whole(request.long_texts)
         async with self.models.use(request.model_version) as engine:  # the version answers it all
             results = await engine.predict(
-                list(request.texts), mode, deadline, json=json, priority=priority, whole=whole
+                list(request.texts),
+                mode,
+                deadline,
+                json=json,
+                priority=priority,
+                whole=whole,
+                explain=explain,
             )
-            return await self._answer(engine, results, mode)
+            return await self._answer(engine, results, mode, explain)
 
     @staticmethod
-    async def _answer(engine: Engine, results: list[TextResult], mode: AttentionMode) -> pb.PredictResponse:
+    async def _answer(
+        engine: Engine, results: list[TextResult], mode: AttentionMode, explain: Method
+    ) -> pb.PredictResponse:
         with engine.step("answer"):
             if mode is AttentionMode.FULL:  # megabytes of floats to copy: not on the event loop
                 predictions = await asyncio.to_thread(lambda: [to_prediction(r) for r in results])
@@ -113,7 +150,7 @@ class SentimentCalls:
             response = pb.PredictResponse(
                 predictions=predictions, model_name=spec.name, model_version=spec.version
             )
-            if mode is not AttentionMode.NONE:
+            if mode is not AttentionMode.NONE or explain is not Method.NONE:
                 engine.check_sent_size(response.ByteSize())
         return response
 
@@ -150,6 +187,7 @@ class SentimentCalls:
             metrics_json=json.dumps(spec.metrics.get("test", {})),
             max_texts_per_request=info.max_texts,
             max_text_chars=info.max_chars,
+            max_explained_words=info.max_explained_words,
             execution_provider=info.provider,
             available_versions=models.available(),
             loaded_versions=models.loaded(),

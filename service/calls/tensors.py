@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from service.core.results import TextResult
 
 INPUT = "text"
+# the words' contributions (core/explain.py): W is the most words of any text, rows padded with ""
+# and 0 past a text's num_words
+EXPLANATION_OUTPUTS = ("num_words", "words", "contributions")
 LENGTH = struct.Struct("<I")
 
 
@@ -97,6 +100,8 @@ def output_tensor(name: str, results: list[TextResult]) -> tuple[str, np.ndarray
         return "FP32", np.stack([r.probabilities for r in results]).astype("<f4")
     if name == "num_tokens":
         return "INT32", np.array([r.num_tokens for r in results], dtype="<i4")
+    if name in EXPLANATION_OUTPUTS:
+        return explanation_tensor(name, results)
     longest = max(r.num_tokens for r in results)
     views = [r.attention for r in results if r.attention is not None]
     if len(views) != len(results):  # the engine computes attention for every text that asked
@@ -121,3 +126,22 @@ def output_tensor(name: str, results: list[TextResult]) -> tuple[str, np.ndarray
         n = array.shape[-1]
         padded[row, :, :, :n, :n] = array
     return "FP32", padded
+
+
+def explanation_tensor(name: str, results: list[TextResult]) -> tuple[str, np.ndarray]:
+    """One of EXPLANATION_OUTPUTS for the batch of results."""
+    explained = [r.explanation for r in results if r.explanation is not None]
+    if len(explained) != len(results):  # the engine explains every text when asked
+        raise RuntimeFailure(f"output {name!r} needs an explanation that was not made")
+    if name == "num_words":
+        return "INT32", np.array([len(e.words) for e in explained], dtype="<i4")
+    most = max(len(e.words) for e in explained)
+    if name == "words":
+        words = np.full((len(results), most), "", dtype=object)
+        for row, each in enumerate(explained):
+            words[row, : len(each.words)] = [w.text for w in each.words]
+        return "BYTES", words
+    values = np.zeros((len(results), most), dtype="<f4")
+    for row, each in enumerate(explained):
+        values[row, : len(each.words)] = each.contributions
+    return "FP32", values

@@ -10,6 +10,7 @@ MAX_TEXT_CHARS are not kept, so memory stays bounded by the entry count.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -72,3 +73,21 @@ class AnswerCache:
         self._answers.move_to_end((text, mode))
         while len(self._answers) > self.entries:
             self._answers.popitem(last=False)
+
+
+def runs_once(texts: Sequence[str], kept: Sequence[Answer | None]) -> tuple[list[int], list[int]]:
+    """Which texts run when each distinct text runs once and kept answers run not at all: for each
+    text its place among those run (-1: kept), and the texts run by their place in the request."""
+    run_of: list[int] = []
+    to_run: list[int] = []
+    first: dict[str, int] = {}
+    for position, (text, answer) in enumerate(zip(texts, kept, strict=True)):
+        if answer is not None:
+            run_of.append(-1)
+            continue
+        index = first.get(text)
+        if index is None:
+            index = first[text] = len(to_run)
+            to_run.append(position)
+        run_of.append(index)
+    return run_of, to_run

@@ -6,21 +6,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import itertools
-import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from model_contract import padding_runs
+from service.core.cache import runs_once
 from service.core.errors import InvalidInput, NotServing, VersionRefused
+from service.core.explain import Method, Plan, plan
 from service.core.fair_queue import ItemResult, Priority
 from service.core.results import AttentionMode, PredictionObserver, TextResult, softmax, text_result
-from service.core.windows import combine
+from service.core.rides import ride
+from service.core.spec import EngineInfo, ModelSpec, Sizing
 
 if TYPE_CHECKING:
     from service.core.answer_size import AnswerSizePolicy
@@ -43,67 +42,7 @@ class CallTracer(Protocol):
 
 # requests up to this many characters are tokenized on the event loop: cheaper than a thread hop
 INLINE_CHARS = 4096
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the engine knows of its model directory (versions/store.py checks it against the
-    contract)."""
-
-    name: str
-    version: int
-    path: Path
-    onnx_path: Path
-    labels: tuple[str, ...]
-    max_length: int
-    num_layers: int
-    num_heads: int
-    hidden_size: int
-    vocab_size: int
-    metrics: dict[str, Any]
-    available_versions: tuple[int, ...]  # every version under the model root
-    variant: str = "fp32"  # the graph onnx_path holds: fp32 (model.onnx) or int8 (model.int8.onnx)
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """How the server uses the machine, as chosen at start (flags, or sized from the CPUs)."""
-
-    workers: int
-    max_concurrent_batches: int
-    intra_op_threads: int
-    lone_batch_threads: int
-    available_cpus: int
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What the APIs say about the model and the server: the model directory's spec, the runtime's
-    provider, the request limits and how the machine is used."""
-
-    spec: ModelSpec
-    provider: str
-    max_texts: int
-    max_chars: int
-    sizing: Sizing
-
-
-def runs_once(texts: Sequence[str], kept: Sequence[Answer | None]) -> tuple[list[int], list[int]]:
-    """Which texts run when each distinct text runs once and kept answers run not at all: for each
-    text its place among those run (-1: kept), and the texts run by their place in the request."""
-    run_of: list[int] = []
-    to_run: list[int] = []
-    first: dict[str, int] = {}
-    for position, (text, answer) in enumerate(zip(texts, kept, strict=True)):
-        if answer is not None:
-            run_of.append(-1)
-            continue
-        index = first.get(text)
-        if index is None:
-            index = first[text] = len(to_run)
-            to_run.append(position)
-        run_of.append(index)
-    return run_of, to_run
+EXPLAINED_WORDS = 512  # about a thousand model passes at most for one request's explanations
 
 
 class Engine:
@@ -121,6 +60,7 @@ class Engine:
         tracing: CallTracer | None = None,
         cache: AnswerCache | None = None,
         read_whole: bool = False,
+        explained_words: int = EXPLAINED_WORDS,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -131,7 +71,10 @@ class Engine:
         self.tracing = tracing
         self.cache = cache
         self.read_whole = read_whole  # whether a long text is read in windows unless a call says
-        self._info = EngineInfo(spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing)
+        self.explained_words = explained_words  # most words a request may have explained
+        self._info = EngineInfo(
+            spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing, explained_words
+        )
 
     def info(self) -> EngineInfo:
         return self._info
@@ -210,21 +153,6 @@ class Engine:
                     f"(at most {tolerance} allowed): the graph does not honour the padding mask"
                 )
 
-    async def _run(
-        self, encoded: list[Encoded], mode: AttentionMode, deadline: float | None, priority: Priority
-    ) -> list[ItemResult]:
-        """Each text through the batcher; the call's queue and model spans when it is traced."""
-        if not encoded:
-            return []
-        tracing = self.tracing
-        call = tracing.current() if tracing is not None else None
-        queued = time.monotonic()
-        futures = self.batcher.submit([e.ids for e in encoded], mode, deadline, call, priority)
-        served = [await futures[0]] if len(futures) == 1 else list(await asyncio.gather(*futures))
-        if call is not None and tracing is not None:
-            tracing.served(queued, [item.trace for item in served if item.trace is not None])
-        return served
-
     def step(self, name: str) -> AbstractContextManager[Any]:
         """A span for one step of the current call when it is traced (service/ops/tracing), else
         nothing; `as` gives the span or None."""
@@ -274,6 +202,36 @@ class Engine:
             await asyncio.to_thread(cut_all) if sum(len(texts[i]) for i in long) > INLINE_CHARS else cut_all()
         )
 
+    def _plans(
+        self, texts: Sequence[str], encoded: Sequence[Encoded], explain: Method, cut: bool, priority: Priority
+    ) -> dict[int, Plan]:
+        """What to run to explain each text (nothing unless asked): InvalidInput beyond the words a
+        request may have explained or for a text read whole; admitted as the work it is (QueueFull
+        when the queue has no room for the variants)."""
+        if explain is Method.NONE:
+            return {}
+        if cut:
+            raise InvalidInput(
+                "a text longer than the model reads at once cannot be explained when read whole, in "
+                "windows; let it be cut (long_texts TRUNCATE) to explain the words the model reads"
+            )
+        words = self.preprocessor.words(texts)
+        count = sum(map(len, words))
+        if count > self.explained_words:
+            raise InvalidInput(
+                f"the request asks to explain {count} words; the limit is {self.explained_words} per "
+                "request (each word costs about a model pass): send fewer or shorter texts"
+            )
+        plans = {i: plan(e.ids, w, explain) for i, (e, w) in enumerate(zip(encoded, words, strict=True))}
+        passes, room = sum(len(p.sequences) for p in plans.values()), self.batcher.limits.max_queue_size
+        if passes > room:
+            raise InvalidInput(
+                f"explaining these {count} words takes {passes} model passes and the queue holds at most "
+                f"{room}: explain fewer words per request"
+            )
+        self.batcher.admit(passes, priority)
+        return plans
+
     async def predict(
         self,
         texts: Sequence[str],
@@ -283,19 +241,22 @@ class Engine:
         json: bool = False,
         priority: Priority = Priority.NORMAL,
         whole: bool | None = None,
+        explain: Method = Method.NONE,
     ) -> list[TextResult]:
         """Predictions in the order of `texts`. padded: the answer pads attention to the longest
         text (KServe tensors); json: it is sent as JSON; the size check counts both. With the
         answer cache on, a text the cache holds is answered from it (its batch figures are 0: it
         rode in no batch), and a text the request holds twice runs once. priority: how soon its
         texts want their turn (fair_queue.py). whole: a text longer than the model's window is
-        read in overlapping windows (core/windows.py) instead of cut (None: as the server does)."""
+        read in overlapping windows (core/windows.py) instead of cut (None: as the server does).
+        explain: each text's words' contributions (core/explain.py), measured with variants of the
+        text that ride in the batches as its request's texts; such a request bypasses the cache."""
         self.admit(len(texts), priority)  # refuse before paying for tokenizing
         whole = self.read_whole if whole is None else whole
         texts = list(texts)
         cache = self.cache
         kept: list[Answer | None]
-        if cache is None:  # every text runs, in order
+        if cache is None or explain is not Method.NONE:  # every text runs, in order
             kept = [None] * len(texts)
             run_of = to_run = list(range(len(texts)))
         else:
@@ -321,17 +282,12 @@ class Engine:
                     {"call.texts": len(texts), "call.tokens": sum(lengths), "call.truncated": truncated}
                 )
         self.answer_size.check_request(lengths, mode, padded, json)
-        if cuts:  # each window rides as a text of its own, then its text's windows are combined
-            parts = [cuts[i].parts if i in cuts else [e] for i, e in enumerate(ran_encoded)]
-            flat = await self._run([part for each in parts for part in each], mode, deadline, priority)
-            ends = list(itertools.accumulate(len(each) for each in parts))
-            ran = [
-                combine(flat[end - len(each) : end], cuts[i]) if i in cuts else flat[end - 1]
-                for i, (each, end) in enumerate(zip(parts, ends, strict=True))
-            ]
-        else:
-            ran = await self._run(ran_encoded, mode, deadline, priority)
-        if cache is not None:
+        plans = self._plans(run_texts, ran_encoded, explain, bool(cuts), priority)
+        # each window or variant rides as a text of its own (core/rides.py)
+        ran, explanations = await ride(
+            self.batcher, self.tracing, ran_encoded, cuts, plans, mode, deadline, priority
+        )
+        if cache is not None and not plans:
             for index, position in enumerate(to_run):
                 if index not in cuts:
                     cache.put(texts[position], mode, ran_encoded[index], ran[index].value)
@@ -344,6 +300,8 @@ class Engine:
         for position, index in enumerate(run_of):  # a kept answer's index is -1: never cut
             if index in cuts:
                 results[position] = dataclasses.replace(results[position], windows=len(cuts[index].parts))
+            if index in explanations:
+                results[position] = dataclasses.replace(results[position], explanation=explanations[index])
         if self.observer is not None:
             self.observer.predicted(texts, results, self.spec.version)
         return results

@@ -16,12 +16,14 @@ from pathlib import Path
 from tokenizers import Encoding, Tokenizer
 
 from service.core.errors import InvalidInput
+from service.core.explain import Word
 
 CHARS_PER_TOKEN = 16  # words average 5 or 6 characters with their space; room for long ones
 WHITESPACE = " \t\n\r\f\v"
 
 UNREADABLE = "has no word the model can read (only spaces, control or zero-width characters)"
 UNKNOWN_TOKEN = "[UNK]"  # WordPiece's token for what the vocabulary does not hold
+JOINERS = ("'", "\u2019", "-")  # between letters, part of the word: wasn't, well-made
 WINDOW_OVERLAP = 0.25  # of a window's width, read again by the next window (core/windows.py)
 
 
@@ -68,6 +70,43 @@ class Windows:
     whole: Encoded  # [CLS] every token [SEP], not truncated
     parts: list[Encoded]
     begins: list[int]  # where each part begins among the text's tokens ([CLS] not counted)
+
+
+def _words(text: str, encoding: Encoding) -> list[Word]:
+    """The words of one encoded text as a person sees them: tokens that touch (no space between)
+    are one word ("wasn't", "unbelievable"), except punctuation, which is a word of its own ("rude"
+    and "." of "rude."; "!!") unless it joins letters ("wasn't", "well-made")."""
+    offsets = encoding.offsets
+    tokens = [position for position, special in enumerate(encoding.special_tokens_mask) if not special]
+    punct = {position: not any(c.isalnum() for c in text[slice(*offsets[position])]) for position in tokens}
+    groups: list[list[int]] = []
+    for index, position in enumerate(tokens):
+        touches = bool(groups) and offsets[groups[-1][-1]][1] == offsets[position][0]
+        after = tokens[index + 1] if index + 1 < len(tokens) else None
+        joins = (
+            punct[position]
+            and text[slice(*offsets[position])] in JOINERS
+            and touches
+            and not punct[groups[-1][-1]]
+            and after is not None
+            and offsets[after][0] == offsets[position][1]
+            and not punct[after]
+        )
+        if joins:
+            punct[position] = False  # reads as part of the word it joins
+        if touches and punct[position] == punct[groups[-1][-1]]:
+            groups[-1].append(position)
+        else:
+            groups.append([position])
+    return [
+        Word(
+            text[offsets[group[0]][0] : offsets[group[-1]][1]],
+            offsets[group[0]][0],
+            offsets[group[-1]][1],
+            tuple(group),
+        )
+        for group in groups
+    ]
 
 
 def _prefix(text: str, chars: int) -> str:
@@ -142,6 +181,19 @@ class Preprocessor:
 
     def tokenize(self, texts: Sequence[str]) -> list[Encoded]:
         """[CLS] ... [SEP], truncated at max_length, unpadded; no limit checked (encode checks them)."""
+        unknown = self.unknown_id
+        return [
+            Encoded(e.ids, e.tokens, bool(e.overflowing), 0 if unknown is None else e.ids.count(unknown))
+            for e in self._read(texts)
+        ]
+
+    def words(self, texts: Sequence[str]) -> list[list[Word]]:
+        """The words of each text among the tokens the model reads (tokenize's), as a person sees
+        them: the tokenizer's words (punctuation apart), each with the tokens that read it."""
+        return [_words(text, e) for text, e in zip(texts, self._read(texts), strict=True)]
+
+    def _read(self, texts: Sequence[str]) -> list[Encoding]:
+        """What tokenize reads of each text, as the tokenizer's encodings."""
         if not texts:
             return []
         chars = self.max_length * CHARS_PER_TOKEN
@@ -156,11 +208,7 @@ class Preprocessor:
             for i, encoding in zip(short, self._encode_all([read[i] for i in short]), strict=True):
                 encodings[i] = encoding
             short = [i for i in short if len(read[i]) < len(texts[i]) and not encodings[i].overflowing]
-        unknown = self.unknown_id
-        return [
-            Encoded(e.ids, e.tokens, bool(e.overflowing), 0 if unknown is None else e.ids.count(unknown))
-            for e in encodings
-        ]
+        return encodings
 
     def windows(self, text: str) -> Windows:
         """A text the model would cut, as overlapping windows as wide as the model reads, each

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
+    from service.core.explain import Explanation
     from service.core.fair_queue import ItemResult
     from service.core.preprocess import Encoded
 
@@ -62,6 +63,7 @@ class TextResult:
     )
     logits: NDArray[np.float32] | None = None
     windows: int = 1  # the overlapping windows a long text was read in (core/windows.py)
+    explanation: Explanation | None = None  # the words' contributions, when asked (core/explain.py)
 
 
 def text_result(labels: Sequence[str], encoded: Encoded, served: ItemResult) -> TextResult:

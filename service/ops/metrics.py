@@ -165,6 +165,19 @@ class Metrics:
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
+        self.explained = Counter(
+            "sentiment_explained_texts",
+            "Texts answered with their words' contributions, by method (shapley, occlusion)",
+            ["method"],
+            registry=r,
+        )
+        self.explanation_passes = Counter(
+            "sentiment_explanation_passes",
+            "Sequences the model read to explain texts (each text itself included): explanation work "
+            "apart from the rest, by method; the batch metrics count it with all the other work",
+            ["method"],
+            registry=r,
+        )
         self.truncated = Counter(
             "sentiment_truncated_texts",
             "Texts longer than the model reads: their end was not read",
@@ -276,6 +289,10 @@ class Metrics:
             tokens.observe(result.num_tokens)
             unknown.observe(result.unknown_tokens / result.num_tokens)
             truncated += result.truncated
+            if result.explanation is not None:
+                method = result.explanation.method.value
+                self.explained.labels(method).inc()
+                self.explanation_passes.labels(method).inc(result.explanation.passes)
         if truncated:
             self.truncated.labels(tag).inc(truncated)
 

@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     counted before it is parsed."""
     max_text_chars: int = Field(20_000, ge=1)
     """Most characters in one text."""
+    max_explained_words: int = Field(512, ge=1)
+    """Most words one request may ask to have explained (their contributions to the answer): each
+    costs about two model passes of half its text, queued as the request's texts (a request whose
+    passes the queue could never hold is refused as too large)."""
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
     max_connections: int = Field(1000, ge=1)

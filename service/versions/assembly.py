@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Protocol
 from service.core.answer_size import AnswerSizePolicy
 from service.core.batcher import Batcher, BatchObserver
 from service.core.cache import AnswerCache, CacheObserver
-from service.core.engine import Engine, Sizing
+from service.core.engine import Engine
 from service.core.errors import ModelDirectoryError
 from service.core.fair_queue import BatchLimits
 from service.core.postprocess import make_run_fn
 from service.core.preprocess import Preprocessor
 from service.core.runtime import OnnxModel
+from service.core.spec import Sizing
 from service.ops.cpus import available_cpus
 from service.ops.settings import LongTexts
 from service.ops.tracing import BatchTracing, Tracing
@@ -116,4 +117,5 @@ def build_engine(
         tracing,
         AnswerCache(settings.cache_entries, observer) if settings.cache_entries else None,
         read_whole=settings.long_texts is LongTexts.WINDOWS,
+        explained_words=settings.max_explained_words,
     )

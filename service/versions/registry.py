@@ -22,8 +22,9 @@ from service.core.errors import ModelNotFound, NotServing, quoted
 from service.versions.shadows import Shadows
 
 if TYPE_CHECKING:
-    from service.core.engine import Engine, EngineInfo
+    from service.core.engine import Engine
     from service.core.results import PredictionObserver, TextResult
+    from service.core.spec import EngineInfo
     from service.ops.metrics import Metrics
     from service.versions.loaded import Loaded
 

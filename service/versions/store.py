@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from model_contract import sha256_mismatch, versions
-from service.core.engine import ModelSpec
 from service.core.errors import ModelDirectoryError
+from service.core.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 

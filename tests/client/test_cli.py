@@ -92,6 +92,22 @@ def test_explain_writes_png_and_self_contained_html(server: RunningServer, tmp_p
     assert "http://" not in content and "https://" not in content and "<script" not in content
 
 
+def test_explain_why_colours_the_words_that_moved_the_answer(server: RunningServer) -> None:
+    text = "The flight was delayed four hours and the staff were rude."
+    why = run(server, "explain", text, "--why")
+    assert why.returncode == 0, why.stderr
+    assert "how far each word moved the answer, shapley" in why.stdout and "rude" in why.stdout
+    assert "faithful explanation" in why.stderr
+    strongest = re.search(r"most: (.*)", why.stdout)
+    assert strongest is not None and re.fullmatch(r"(\S+ [+-]\d\.\d\d(, )?)+", strongest.group(1).strip())
+    looked = run(server, "explain", text)
+    assert (
+        "attention rollout" in looked.stdout and "--why shows which words moved the answer" in looked.stderr
+    )
+    occlusion = run(server, "explain", text, "--why", "--method", "occlusion", http=True)
+    assert occlusion.returncode == 0 and "occlusion" in occlusion.stdout
+
+
 def test_html_page_renders_in_headless_chromium(server: RunningServer, tmp_path: Path) -> None:
     import matplotlib.image
 

@@ -13,6 +13,7 @@ import pytest
 
 from sentiment_client import (
     AsyncSentimentClient,
+    Explain,
     InvalidInput,
     NotFound,
     RetryPolicy,
@@ -98,6 +99,23 @@ def test_attention_full_is_indexable(server: RunningServer, door: str) -> None:
     n = len(attention.tokens)
     row = [attention.weight(0, 0, 0, k) for k in range(n)]
     assert sum(row) == pytest.approx(1.0, abs=1e-4)
+
+
+async def test_explanations_are_the_same_through_both_clients(server: RunningServer, door: str) -> None:
+    text = "The flight was delayed four hours and the staff were rude."
+    with SentimentClient(address(server, door)) as client:
+        explained = client.predict(text, explain="shapley")
+        plain = client.predict(text)
+        labels = client.model_info().labels
+    async with AsyncSentimentClient(address(server, door)) as client:
+        again = await client.predict([text], explain=Explain.SHAPLEY)
+    why = explained.explanation
+    assert plain.explanation is None and why is not None and why.method == "shapley"
+    assert again[0].explanation == why  # the same numbers, whichever client and door
+    assert [w.text for w in why.words] == [text[w.start : w.end] for w in why.words]
+    assert sum(w.contribution for w in why.words) == pytest.approx(explained.score - why.baseline, abs=1e-4)
+    other = next(label for label in labels if label != why.label)
+    assert why.towards(other, labels) == tuple(-w.contribution for w in why.words)
 
 
 def test_stream_keeps_order_and_bounded_memory(server: RunningServer, door: str) -> None:

@@ -179,3 +179,48 @@ async def test_a_light_caller_waits_for_about_one_batch_while_the_heaviest_reque
     # waiting for the worker that frees first costs at most one batch; riding in a round with the
     # heavy texts costs nothing more (waiting for their batch too would cost a second one)
     assert max(during) <= max(quiet) + 1.5 * longest_batch, (during, longest_batch)
+
+
+async def test_a_flood_of_explanations_costs_a_light_caller_about_one_batch(model_root: Path) -> None:
+    """An explanation is queued as the many passes it needs (a text's variants), so callers who ask
+    for explanations without pause take their share of the runtime, not all of it: a light caller
+    waits at most about one batch more than on the quiet server."""
+    async with in_process(model_root) as (server, runtime):
+        runtime.per_token_s = 0.0002
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+
+            async def light() -> float:
+                began = asyncio.get_running_loop().time()
+                await stub.Predict(pb.PredictRequest(texts=["short and sweet"]), timeout=PATIENCE_S)
+                return asyncio.get_running_loop().time() - began
+
+            quiet = [await light() for _ in range(20)]
+            words = " ".join(f"the {n}th scene was slow but the ending moved me" for n in range(4))
+            request = pb.PredictRequest(texts=[words] * 4, explain=pb.EXPLAIN_MODE_SHAPLEY)
+            stop = asyncio.Event()
+            explained = 0
+
+            async def explainer() -> None:
+                nonlocal explained
+                while not stop.is_set():
+                    answer = await stub.Predict(request, timeout=PATIENCE_S)
+                    assert all(p.explanation.words for p in answer.predictions)
+                    explained += 1
+
+            flood = [asyncio.ensure_future(explainer()) for _ in range(4)]
+            await eventually("explanations queued", lambda: sample(server, "sentiment_queue_depth") > 100)
+            during = []
+            for _ in range(25):
+                during.append(await light())
+                await asyncio.sleep(0.02)
+            stop.set()
+            await asyncio.gather(*flood)
+    longest_batch = max(runtime.seconds)
+    passes = sample(server, "sentiment_explanation_passes_total", method="shapley")
+    print(
+        f"\nquiet max {1000 * max(quiet):.0f} ms; beside {explained} explanation requests ({passes:.0f} "
+        f"passes): max {1000 * max(during):.0f} ms; longest batch {1000 * longest_batch:.0f} ms"
+    )
+    assert explained >= 4 and passes >= explained * 4 * 60  # 4 texts of over 30 words each
+    assert max(during) <= max(quiet) + 1.5 * longest_batch, (during, longest_batch)

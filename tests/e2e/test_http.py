@@ -193,12 +193,14 @@ def test_v1_model_info_and_the_openapi_document(server: RunningServer) -> None:
     schemas = document["components"]["schemas"]
     # every field the server writes is in the document, and no more
     assert set(info) == set(schemas["sentiment.v1.GetModelInfoResponse"]["properties"])
-    _, _, body = call(
-        server, "POST", "/v1/predict", {"texts": ["fine"], "attention": "ATTENTION_MODE_SUMMARY"}
-    )
+    asked = {"texts": ["fine"], "attention": "ATTENTION_MODE_SUMMARY", "explain": "EXPLAIN_MODE_OCCLUSION"}
+    _, _, body = call(server, "POST", "/v1/predict", asked)
     prediction = json.loads(body)["predictions"][0]
     assert set(prediction) == set(schemas["sentiment.v1.Prediction"]["properties"])
     assert set(prediction["attention"]) == set(schemas["sentiment.v1.Attention"]["properties"])
+    assert set(prediction["explanation"]) == set(schemas["sentiment.v1.Explanation"]["properties"])
+    word = prediction["explanation"]["words"][0]
+    assert set(word) == set(schemas["sentiment.v1.WordContribution"]["properties"])
     served = {path for path in document["paths"]}
     assert {"/v1/predict", "/v1/predict/stream", "/v2/models/{name}/infer", "/v2/health/ready"} <= served
 

@@ -39,12 +39,14 @@ COMEDY, DRAMA = "A delightful, clever comedy.", "Tedious and dull."
 
 T = TypeVar("T")
 
-# every `.result` on the page, read in one call so that no element goes stale between reads
+# every `.result` on the page, read in one call so that no element goes stale between reads: the
+# picture shown (contributions or attention) and its words with their colours
 RESULTS = """
 return [...document.querySelectorAll('#results .result')].map((result) => ({
   label: result.querySelector('.label').textContent,
   score: result.querySelector('.score').textContent,
-  words: [...result.querySelectorAll('.words span.word')].map(
+  pictures: [...result.querySelectorAll('.picture')].filter((p) => !p.hidden).map((p) => p.dataset.picture),
+  words: [...result.querySelectorAll('.picture:not([hidden]) .words span.word')].map(
     (word) => [word.textContent, getComputedStyle(word).backgroundColor]),
 }));
 """
@@ -172,13 +174,31 @@ def test_a_review_typed_and_sent_from_the_keyboard_at_a_phones_width(
     [result] = wait_for(driver, "the result", lambda d: results(d, 1))
     assert result["label"] in info["labels"]
     assert 0.5 <= float(result["score"]) <= 1.0
+    # by default the words are coloured by what moved the answer: the explanation's words, as written
+    assert result["pictures"] == ["contributions"]
+    asked = {"texts": [REVIEW], "attention": "ATTENTION_MODE_SUMMARY", "explain": "EXPLAIN_MODE_SHAPLEY"}
+    answer = call(server, "/v1/predict", asked)["predictions"][0]
+    explained = [word["text"] for word in answer["explanation"]["words"]]
+    assert [text for text, _ in result["words"]] == explained
+    assert "wonderful" in explained and ";" in explained
+    colours = {colour for _, colour in result["words"]}
+    assert len(colours) > 2, "the words are not coloured by their contributions"
+    legend = driver.find_element(By.ID, "legend").text
+    assert "faithful picture" in legend and "green towards positive" in legend
+    # the switch shows attention instead, with no call to the server
+    driver.find_element(By.CSS_SELECTOR, "#colour-by input[value='attention']").click()
+    [result] = wait_for(
+        driver,
+        "the attention picture",
+        lambda d: [r for r in results(d, 1) or [] if r["pictures"] == ["attention"]] or None,
+    )
     words = [text for text, _ in result["words"]]
     assert "wonderful" in words and "acting" in words
     # the same words as the terminal's: WordPiece pieces joined, [CLS] and [SEP] left out
-    answer = call(server, "/v1/predict", {"texts": [REVIEW], "attention": "ATTENTION_MODE_SUMMARY"})
-    attention = answer["predictions"][0]["attention"]
+    attention = answer["attention"]
     assert words == [word.text for word in shown_words(attention["tokens"], attention["rollout"])]
     assert len({colour for _, colour in result["words"]}) > 1, "every word has the same colour"
+    assert "where the model looked, not why" in driver.find_element(By.ID, "legend").text
     assert shown_error(driver) == ""
 
     driver.find_element(By.CSS_SELECTOR, "#results .result details.heatmaps summary").click()
@@ -231,6 +251,14 @@ def test_two_texts_and_a_heatmap_for_every_layer_and_head(
     assert driver.execute_script("return document.querySelectorAll('#results canvas').length") == count
     assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     assert shown_error(driver) == ""
+
+    # more words than one request may have explained: the answers come with attention, and a note says why
+    driver.execute_script("arguments[0].value = arguments[1]", texts, "\n".join([REVIEW] * 20))
+    submit.click()
+    shown = wait_for(driver, "twenty results", lambda d: results(d, 20))
+    assert all(result["pictures"] == ["attention"] and result["words"] for result in shown)
+    note = driver.find_element(By.CSS_SELECTOR, "#results .note").text
+    assert "more than the server explains in one request (512)" in note and "Showing attention only" in note
     assert console_errors(driver) == []
 
 

@@ -1,6 +1,8 @@
 // The playground: classifies the texts typed in (one per line) through the HTTP API (/v1/model and
 // /v1/predict, protobuf's JSON mapping of sentiment.v1), shows each text's label, probabilities and
-// words coloured by attention rollout, and on request every layer's and head's attention heatmap.
+// words coloured by how far each moved the answer (the explanation measured on the model) or by
+// attention rollout (where it looked), as the person chooses, and on request every layer's and
+// head's attention heatmap.
 // It loads nothing but its own origin's files (the server sends Content-Security-Policy: default-src
 // 'self'), so every node is built here and styled through the CSSOM, never from markup.
 
@@ -17,6 +19,7 @@ const page = {
   error: document.getElementById("error"),
   status: document.getElementById("status"),
   results: document.getElementById("results"),
+  colourBy: document.getElementById("colour-by"),
 };
 
 let model = null; // GET /v1/model's answer, once it has come
@@ -68,9 +71,26 @@ async function call(method, path, body) {
   return payload;
 }
 
-function predict(texts, attention) {
-  return call("POST", "v1/predict", { texts, attention });
+function predict(texts, attention, explain) {
+  return call("POST", "v1/predict", explain ? { texts, attention, explain } : { texts, attention });
 }
+
+/** Which picture colours the words: "contributions" (what moved the answer) or "attention". */
+function colouring() {
+  return page.colourBy.querySelector("input:checked")?.value ?? "contributions";
+}
+
+const LEGENDS = {
+  contributions:
+    "Each word is coloured by how far it moved the answer, measured by reading the text without it " +
+    "(sampled Shapley values): green towards positive, red towards negative, the strongest word " +
+    "fully. This is the faithful picture: remove the words it colours most and the answer falls " +
+    "furthest (the model card's figures).",
+  attention:
+    "Each word's background is as strong as its share of the attention rollout from [CLS]: the word " +
+    "the model leaned on most gets the full colour. Attention shows where the model looked, not why " +
+    "it answered so.",
+};
 
 // ---- words coloured by attention: the same words and colours as sentiment_client/_render.py ----
 
@@ -179,16 +199,12 @@ function clearResults() {
   }
 }
 
-function showResults(texts, answer) {
+function showResults(texts, answer, note) {
   clearResults();
-  page.results.append(
-    element(
-      "p",
-      "legend",
-      "Each word's background is as strong as its share of the attention rollout from [CLS]: the word " +
-        "the model leaned on most gets the full colour.",
-    ),
-  );
+  const legend = element("p", "legend", LEGENDS[colouring()]);
+  legend.id = "legend";
+  page.results.append(legend);
+  if (note) page.results.append(element("p", "note", note));
   const list = element("ol", "result-list");
   answer.predictions.forEach((prediction, index) => list.append(result(texts[index], index, prediction)));
   page.results.append(list);
@@ -221,10 +237,23 @@ function result(text, index, prediction) {
       ),
     );
   }
+  const shown = colouring();
+  const explanation = prediction.explanation;
+  if (explanation?.words?.length) {
+    const why = element("div", "picture");
+    why.dataset.picture = "contributions";
+    why.hidden = shown !== "contributions";
+    why.append(contributionsLine(explanation), movedMost(explanation));
+    item.append(why);
+  }
   const attention = prediction.attention;
   if (attention?.tokens?.length) {
     const words = shownWords(attention.tokens, attention.rollout);
-    item.append(wordsLine(words, prediction.label), topWords(words));
+    const looked = element("div", "picture");
+    looked.dataset.picture = "attention";
+    looked.hidden = shown !== "attention" && Boolean(explanation?.words?.length);
+    looked.append(wordsLine(words, prediction.label), topWords(words));
+    item.append(looked);
   }
   item.append(probabilities(prediction.probabilities, prediction.label));
   item.append(heatmaps(text, prediction.label));
@@ -241,6 +270,65 @@ function wordsLine(words, label) {
     line.append(span, " ");
   });
   return line;
+}
+
+/** The label a push away from `label` goes towards: the other of negative and positive. */
+function away(label) {
+  return label === "negative" ? "positive" : "negative";
+}
+
+/** Each word on the colour of the label it pushed towards, as strong as its contribution against the
+ * largest (sentiment_client._render.contribution_text). */
+function contributionsLine(explanation) {
+  const line = element("p", "words contributions");
+  const values = explanation.words.map((word) => word.contribution ?? 0);
+  const top = Math.max(0, ...values.map(Math.abs)) || 1;
+  explanation.words.forEach((word, index) => {
+    const value = values[index];
+    const towards = value >= 0 ? explanation.label : away(explanation.label);
+    const span = element("span", "word", word.text);
+    span.style.backgroundColor = css(rgb(Math.min(1, Math.abs(value) / top), towards));
+    span.title = `${signed(value)} to the probability of ${explanation.label}`;
+    span.dataset.contribution = String(value);
+    line.append(span, " ");
+  });
+  return line;
+}
+
+function signed(value) {
+  return `${value >= 0 ? "+" : "−"}${Math.abs(value).toFixed(2)}`;
+}
+
+/** The words that moved the answer most, in words. */
+function movedMost(explanation) {
+  const top = [...explanation.words]
+    .sort((a, b) => Math.abs(b.contribution ?? 0) - Math.abs(a.contribution ?? 0))
+    .slice(0, 3);
+  const named = top
+    .map((word) => {
+      const value = word.contribution ?? 0;
+      return `“${word.text}” ${signed(value)} towards ${value >= 0 ? explanation.label : away(explanation.label)}`;
+    })
+    .join(", ");
+  return element("p", "top-words", `Moved the answer most: ${named}.`);
+}
+
+/** At least as many words as the server counts to explain `texts`: each run of letters and digits,
+ * and each run of other characters that are not spaces (the server joins some of these, "wasn't",
+ * and reads no word past the model's window), so that a request the page sends is not refused. */
+function wordsAtMost(texts) {
+  return texts.reduce((sum, text) => sum + (text.match(/[\p{L}\p{N}]+|[^\p{L}\p{N}\s]+/gu) ?? []).length, 0);
+}
+
+/** Shows the chosen picture of every result, without asking the server again. */
+function switchPicture() {
+  const shown = colouring();
+  const legend = document.getElementById("legend");
+  if (legend) legend.textContent = LEGENDS[shown];
+  for (const picture of page.results.querySelectorAll(".picture")) {
+    const siblings = picture.parentElement.querySelectorAll(".picture").length;
+    picture.hidden = siblings > 1 && picture.dataset.picture !== shown;
+  }
 }
 
 /** The colours in words, for those who do not see them. */
@@ -423,7 +511,26 @@ async function classify(texts) {
   setBusy(true);
   page.status.textContent = `Classifying ${count(texts.length, "text")}…`;
   try {
-    showResults(texts, await predict(texts, "ATTENTION_MODE_SUMMARY"));
+    const words = wordsAtMost(texts);
+    const limit = model?.maxExplainedWords ?? 0;
+    let answer;
+    let note = "";
+    if (words <= limit) {
+      try {
+        answer = await predict(texts, "ATTENTION_MODE_SUMMARY", "EXPLAIN_MODE_SHAPLEY");
+      } catch (err) {
+        // the server counted more words to explain than the page did: the answers still come
+        if (!(err instanceof ApiError && err.status === 400 && /explain/.test(err.message))) throw err;
+        note = `${err.message} `;
+      }
+    } else {
+      note = `These texts hold up to ${count(words, "word")}, more than the server explains in one request (${limit}). `;
+    }
+    if (!answer) {
+      answer = await predict(texts, "ATTENTION_MODE_SUMMARY");
+      note += "Showing attention only; classify fewer texts to see what moved each answer.";
+    }
+    showResults(texts, answer, note);
   } catch (err) {
     page.status.textContent = "";
     if (err instanceof ApiError && err.status === 401) askForToken("predict", () => classify(texts), err);
@@ -498,6 +605,8 @@ page.form.addEventListener("submit", (event) => {
   event.preventDefault();
   submit();
 });
+
+page.colourBy.addEventListener("change", switchPicture);
 
 page.texts.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {

@@ -26,10 +26,13 @@ from sentiment_client.types import (
     Attention,
     AttentionMode,
     BatchInfo,
+    Explain,
+    Explanation,
     ModelInfo,
     ModelVersion,
     Prediction,
     Priority,
+    WordContribution,
 )
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "Attention",
     "AttentionMode",
     "BatchInfo",
+    "Explain",
+    "Explanation",
     "DeadlineExceeded",
     "InvalidInput",
     "ModelInfo",
@@ -45,6 +50,7 @@ __all__ = [
     "Overloaded",
     "Prediction",
     "Priority",
+    "WordContribution",
     "Refused",
     "RetryPolicy",
     "SentimentClient",

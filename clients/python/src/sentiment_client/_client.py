@@ -29,10 +29,13 @@ from sentiment_client.types import (
     Attention,
     AttentionMode,
     BatchInfo,
+    Explain,
+    Explanation,
     ModelInfo,
     ModelVersion,
     Prediction,
     Priority,
+    WordContribution,
 )
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -40,6 +43,13 @@ MODES = {
     AttentionMode.NONE: pb.ATTENTION_MODE_NONE,
     AttentionMode.SUMMARY: pb.ATTENTION_MODE_SUMMARY,
     AttentionMode.FULL: pb.ATTENTION_MODE_FULL,
+}
+
+
+EXPLAIN = {
+    Explain.NONE: pb.EXPLAIN_MODE_NONE,
+    Explain.SHAPLEY: pb.EXPLAIN_MODE_SHAPLEY,
+    Explain.OCCLUSION: pb.EXPLAIN_MODE_OCCLUSION,
 }
 
 
@@ -116,12 +126,15 @@ class _BaseClient:
         if service not in SERVICES:
             raise from_status(grpc.StatusCode.NOT_FOUND, f"unknown service {service[:80]!r}")
 
-    def _request(self, texts: Sequence[str], attention: AttentionMode | str) -> pb.PredictRequest:
+    def _request(
+        self, texts: Sequence[str], attention: AttentionMode | str, explain: Explain | str = Explain.NONE
+    ) -> pb.PredictRequest:
         return pb.PredictRequest(
             texts=list(texts),
             attention=MODES[AttentionMode(attention)],
             priority=PRIORITIES[self.priority],
             long_texts=self._long_texts,
+            explain=EXPLAIN[Explain(explain)],
         )
 
     @staticmethod
@@ -137,6 +150,11 @@ class _BaseClient:
                 a.num_heads,
                 tuple(a.weights),
             )
+        explanation = None
+        if message.HasField("explanation"):
+            e = message.explanation
+            words = tuple(WordContribution(w.text, w.contribution, w.start, w.end) for w in e.words)
+            explanation = Explanation(e.method, e.label, words, e.baseline, e.passes)
         b = message.batch
         return Prediction(
             text=text,
@@ -148,6 +166,7 @@ class _BaseClient:
             batch=BatchInfo(b.queue_seconds, b.compute_seconds, b.batch_size, b.padded_length),
             attention=attention,
             windows=message.windows or 1,
+            explanation=explanation,
         )
 
     @staticmethod
@@ -169,6 +188,7 @@ class _BaseClient:
             loaded_versions=tuple(message.loaded_versions),
             default_version=message.default_version,
             shadow_versions=tuple(message.shadow_versions),
+            max_explained_words=message.max_explained_words,
         )
 
     @staticmethod
@@ -401,12 +421,22 @@ class SentimentClient(_BaseClient):
 
     @overload
     def predict(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
-        self, texts: str, attention: AttentionMode | str = ..., timeout_s: float | None = ...
+        self,
+        texts: str,
+        attention: AttentionMode | str = ...,
+        timeout_s: float | None = ...,
+        *,
+        explain: Explain | str = ...,
     ) -> Prediction: ...
 
     @overload
     def predict(
-        self, texts: Sequence[str], attention: AttentionMode | str = ..., timeout_s: float | None = ...
+        self,
+        texts: Sequence[str],
+        attention: AttentionMode | str = ...,
+        timeout_s: float | None = ...,
+        *,
+        explain: Explain | str = ...,
     ) -> list[Prediction]: ...
 
     def predict(
@@ -414,13 +444,18 @@ class SentimentClient(_BaseClient):
         texts: str | Sequence[str],
         attention: AttentionMode | str = AttentionMode.NONE,
         timeout_s: float | None = None,
+        *,
+        explain: Explain | str = Explain.NONE,
     ) -> Prediction | list[Prediction]:
         """Classify one text (returns a Prediction) or many (a list, in order), chunked to the
-        server's per-request limit."""
+        server's per-request limit. explain: also measure which words moved each answer
+        (Prediction.explanation; "shapley" is the faithful one, at about two model passes per word)."""
         single, items = self._items(texts)
         info = self._model_info()
         chunks = self._chunks(items, info.max_texts_per_request)
-        responses = [self._call(self._stub.Predict, self._request(c, attention), timeout_s) for c in chunks]
+        responses = [
+            self._call(self._stub.Predict, self._request(c, attention, explain), timeout_s) for c in chunks
+        ]
         results = self._results(chunks, responses, info.labels)
         return results[0] if single else results
 
@@ -586,13 +621,15 @@ class AsyncSentimentClient(_BaseClient):
         texts: str | Sequence[str],
         attention: AttentionMode | str = AttentionMode.NONE,
         timeout_s: float | None = None,
+        *,
+        explain: Explain | str = Explain.NONE,
     ) -> Prediction | list[Prediction]:
         """As SentimentClient.predict; the chunks of a long input are sent concurrently."""
         single, items = self._items(texts)
         info = self._info or await self.model_info()
         chunks = self._chunks(items, info.max_texts_per_request)
         responses = await asyncio.gather(
-            *(self._call(self._stub.Predict, self._request(c, attention), timeout_s) for c in chunks)
+            *(self._call(self._stub.Predict, self._request(c, attention, explain), timeout_s) for c in chunks)
         )
         results = self._results(chunks, responses, info.labels)
         return results[0] if single else results

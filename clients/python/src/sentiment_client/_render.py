@@ -1,4 +1,5 @@
-"""Attention made visible: coloured words in the terminal, a PNG, a self-contained HTML page."""
+"""Attention and word contributions made visible: coloured words in the terminal, a PNG, a
+self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -82,6 +83,37 @@ def terminal_text(prediction: Prediction, special_tokens: bool = False) -> objec
     for word, strength in zip(words, _strengths(words), strict=True):
         text.append(f" {word.text} ", style=f"black on {_css(strength, prediction.label)}")
     return text
+
+
+def _away(label: str) -> str:
+    """The colour's label for a push away from `label`: the other of negative and positive."""
+    return "positive" if label == "negative" else "negative"
+
+
+def contribution_text(prediction: Prediction) -> object:
+    """A rich Text: each word on a background of the label it pushed towards (green positive, red
+    negative), as strong as its contribution against the largest; the words as written."""
+    from rich.text import Text
+
+    why = prediction.explanation
+    if why is None:
+        raise ValueError("the prediction carries no explanation: ask for explain='shapley' or 'occlusion'")
+    top = max((abs(w.contribution) for w in why.words), default=0.0) or 1.0
+    text = Text()
+    for word in why.words:
+        towards = why.label if word.contribution >= 0 else _away(why.label)
+        strength = min(1.0, abs(word.contribution) / top)
+        text.append(f" {word.text} ", style=f"black on {_css(strength, towards)}")
+    return text
+
+
+def strongest_words(prediction: Prediction, count: int = 5) -> str:
+    """The words that moved the answer most, signed towards the predicted label: "rude +0.21, ..."."""
+    why = prediction.explanation
+    if why is None:
+        return ""
+    ranked = sorted(why.words, key=lambda w: -abs(w.contribution))[:count]
+    return ", ".join(f"{w.text} {w.contribution:+.2f}" for w in ranked)
 
 
 def _heatmap_png(attention: Attention, layer: int, head: int, label: str) -> str:

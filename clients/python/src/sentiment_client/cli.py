@@ -26,12 +26,21 @@ from opentelemetry import context, propagate
 from sentiment_client import _render
 from sentiment_client._client import SentimentClient
 from sentiment_client.errors import SentimentError
-from sentiment_client.types import AttentionMode, Prediction, Priority
+from sentiment_client.types import AttentionMode, Explain, Prediction, Priority
 
 app = typer.Typer(help="Ask the sentiment service whether texts are positive or negative, and why.",
                   no_args_is_help=True, add_completion=False)  # fmt: skip
 out = Console()
 notes = Console(stderr=True)
+# the one line that says which picture to trust (the model card's faithfulness figures)
+FAITHFUL = (
+    "These contributions are measured on the model: leave out the words it colours most and its answer "
+    "falls furthest. The faithful explanation (model card, 'Explanations')."
+)
+LOOKED = (
+    "Attention shows where the model looked, not why it answered so; --why shows which words moved the "
+    "answer, the faithful explanation (model card, 'Explanations')."
+)
 
 
 class InputFormat(StrEnum):
@@ -206,6 +215,18 @@ def predict(
 def explain(
     ctx: typer.Context,
     text: Annotated[str, typer.Argument(help="The text to explain.")],
+    why: Annotated[
+        bool,
+        typer.Option(
+            "--why",
+            help="Colour each word by how far it moved the answer (measured on the model: the faithful "
+            "explanation) instead of by attention (where the model looked).",
+        ),
+    ] = False,
+    method: Annotated[
+        Explain,
+        typer.Option(help="With --why: shapley (the faithful one) or occlusion (each word left out)."),
+    ] = Explain.SHAPLEY,
     png: Annotated[
         Path | None, typer.Option(help="Write a PNG: the coloured words and a heatmap per layer and head.")
     ] = None,
@@ -219,15 +240,28 @@ def explain(
         ),
     ] = False,
 ) -> None:
-    """Show which words the model attended to: coloured in the terminal, and as PNG or HTML."""
+    """Show which words moved the answer (--why) or which the model attended to: coloured in the
+    terminal, and attention as PNG or HTML."""
+    if why and method is Explain.NONE:
+        raise typer.BadParameter("--why needs a method: shapley or occlusion", param_hint="--method")
     mode = AttentionMode.FULL if png or html_file else AttentionMode.SUMMARY
     try:
         with ctx.obj.client() as client:
-            prediction = client.predict(text, attention=mode)
+            prediction = client.predict(text, attention=mode, explain=method if why else Explain.NONE)
     except SentimentError as error:
         raise _fail(error) from error
-    out.print(f"[bold]{prediction.label}[/bold] {prediction.score:.3f}  (colour: attention rollout)")
-    out.print(_render.terminal_text(prediction, special_tokens))
+    if why:
+        out.print(
+            f"[bold]{prediction.label}[/bold] {prediction.score:.3f}  (colour: how far each word moved the "
+            f"answer, {method.value}; green towards positive, red towards negative)"
+        )
+        out.print(_render.contribution_text(prediction))
+        out.print(f"most: {_render.strongest_words(prediction)}", soft_wrap=True)
+        notes.print(FAITHFUL, soft_wrap=True)
+    else:
+        out.print(f"[bold]{prediction.label}[/bold] {prediction.score:.3f}  (colour: attention rollout)")
+        out.print(_render.terminal_text(prediction, special_tokens))
+        notes.print(LOOKED, soft_wrap=True)
     if png:
         _render.png_figure(prediction, png, special_tokens)
         notes.print(f"wrote {png}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -12,6 +13,14 @@ class AttentionMode(StrEnum):
     NONE = "none"
     SUMMARY = "summary"  # tokens, [CLS] attention of the last layer, rollout across layers
     FULL = "full"  # the summary and every layer's and head's token-by-token weights
+
+
+class Explain(StrEnum):
+    """Which explanation of the answer to ask for: how much each word moved it."""
+
+    NONE = "none"
+    SHAPLEY = "shapley"  # sampled Shapley values: the faithful one (the model card measures it)
+    OCCLUSION = "occlusion"  # each word left out once
 
 
 class Priority(StrEnum):
@@ -60,6 +69,41 @@ class Attention:
 
 
 @dataclass(frozen=True)
+class WordContribution:
+    """One word as written (text[start:end]) and how far it moved the probability of the predicted
+    label: positive towards it, negative away from it."""
+
+    text: str
+    contribution: float
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Which words moved the answer (`label`, the predicted one), measured on the model by reading the
+    text without some of them. baseline: the label's probability with no word; with shapley the
+    contributions sum to the prediction's score less it."""
+
+    method: str
+    label: str
+    words: tuple[WordContribution, ...]
+    baseline: float
+    passes: int  # sequences the model read to measure it
+
+    def towards(self, label: str, labels: Sequence[str]) -> tuple[float, ...]:
+        """Each word's contribution towards `label` (one of the model's two `labels`): the other
+        label's contributions change sign."""
+        if label == self.label:
+            return tuple(w.contribution for w in self.words)
+        if len(labels) != 2 or label not in labels:
+            raise ValueError(
+                f"contributions towards {label!r} are known for the predicted label of a two-label model"
+            )
+        return tuple(-w.contribution for w in self.words)
+
+
+@dataclass(frozen=True)
 class Prediction:
     """The model's answer for one text."""
 
@@ -72,6 +116,7 @@ class Prediction:
     batch: BatchInfo
     attention: Attention | None = None
     windows: int = 1  # the overlapping windows a long text was read in (read_whole=True)
+    explanation: Explanation | None = None  # which words moved the answer (explain=...)
 
 
 @dataclass(frozen=True)
@@ -94,6 +139,7 @@ class ModelInfo:
     loaded_versions: tuple[int, ...] = ()  # versions calls may name
     default_version: int = 0  # the version answering calls that name none
     shadow_versions: tuple[int, ...] = ()  # loaded to be compared with the default, answering nothing
+    max_explained_words: int = 0  # most words one request may have explained
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0sentiment_client/pb/sentiment/v1/sentiment.proto\x12\x0csentiment.v1\"\xbd\x01\n\x0ePredictRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12.\n\tattention\x18\x02 \x01(\x0e\x32\x1b.sentiment.v1.AttentionMode\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12(\n\x08priority\x18\x04 \x01(\x0e\x32\x16.sentiment.v1.Priority\x12+\n\nlong_texts\x18\x05 \x01(\x0e\x32\x17.sentiment.v1.LongTexts\"k\n\x0fPredictResponse\x12-\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x18.sentiment.v1.Prediction\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"\xce\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x12\n\nnum_tokens\x18\x05 \x01(\x05\x12\'\n\x05\x62\x61tch\x18\x06 \x01(\x0b\x32\x18.sentiment.v1.BatchStats\x12*\n\tattention\x18\x07 \x01(\x0b\x32\x17.sentiment.v1.Attention\x12\x0f\n\x07windows\x18\x08 \x01(\x05\"g\n\nBatchStats\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x15\n\rpadded_length\x18\x04 \x01(\x05\"\x7f\n\tAttention\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x15\n\rcls_attention\x18\x02 \x03(\x02\x12\x0f\n\x07rollout\x18\x03 \x03(\x02\x12\x12\n\nnum_layers\x18\x04 \x01(\x05\x12\x11\n\tnum_heads\x18\x05 \x01(\x05\x12\x13\n\x07weights\x18\x06 \x03(\x02\x42\x02\x10\x01\"Y\n\x14PredictStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x07request\x18\x02 \x01(\x0b\x32\x1c.sentiment.v1.PredictRequest\"\x94\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\x08response\x18\x02 \x01(\x0b\x32\x1d.sentiment.v1.PredictResponseH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.sentiment.v1.StreamErrorH\x00\x42\x08\n\x06result\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\",\n\x13GetModelInfoRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\x03\"\xf8\x03\n\x14GetModelInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x12\n\nmax_length\x18\x04 \x01(\x05\x12\x12\n\nnum_layers\x18\x05 \x01(\x05\x12\x11\n\tnum_heads\x18\x06 \x01(\x05\x12\x13\n\x0bhidden_size\x18\x07 \x01(\x05\x12\x12\n\nvocab_size\x18\x08 \x01(\x05\x12\x14\n\x0cmetrics_json\x18\t \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\n \x03(\x03\x12\x1d\n\x15max_texts_per_request\x18\x0b \x01(\x05\x12\x16\n\x0emax_text_chars\x18\x0c \x01(\x05\x12\x1a\n\x12\x65xecution_provider\x18\r \x01(\t\x12\x0f\n\x07workers\x18\x0e \x01(\x05\x12\x1e\n\x16max_concurrent_batches\x18\x0f \x01(\x05\x12\x18\n\x10intra_op_threads\x18\x10 \x01(\x05\x12\x1a\n\x12lone_batch_threads\x18\x11 \x01(\x05\x12\x16\n\x0e\x61vailable_cpus\x18\x12 \x01(\x05\x12\x17\n\x0floaded_versions\x18\x13 \x03(\x03\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x14 \x01(\x03\x12\x17\n\x0fshadow_versions\x18\x15 \x03(\x03*}\n\rAttentionMode\x12\x1e\n\x1a\x41TTENTION_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41TTENTION_MODE_NONE\x10\x01\x12\x1a\n\x16\x41TTENTION_MODE_SUMMARY\x10\x02\x12\x17\n\x13\x41TTENTION_MODE_FULL\x10\x03*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_HIGH\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x10\n\x0cPRIORITY_LOW\x10\x03*X\n\tLongTexts\x12\x1a\n\x16LONG_TEXTS_UNSPECIFIED\x10\x00\x12\x17\n\x13LONG_TEXTS_TRUNCATE\x10\x01\x12\x16\n\x12LONG_TEXTS_WINDOWS\x10\x02\x32\x8f\x02\n\x10SentimentService\x12\x46\n\x07Predict\x12\x1c.sentiment.v1.PredictRequest\x1a\x1d.sentiment.v1.PredictResponse\x12\\\n\rPredictStream\x12\".sentiment.v1.PredictStreamRequest\x1a#.sentiment.v1.PredictStreamResponse(\x01\x30\x01\x12U\n\x0cGetModelInfo\x12!.sentiment.v1.GetModelInfoRequest\x1a\".sentiment.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0sentiment_client/pb/sentiment/v1/sentiment.proto\x12\x0csentiment.v1\"\xe9\x01\n\x0ePredictRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12.\n\tattention\x18\x02 \x01(\x0e\x32\x1b.sentiment.v1.AttentionMode\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12(\n\x08priority\x18\x04 \x01(\x0e\x32\x16.sentiment.v1.Priority\x12+\n\nlong_texts\x18\x05 \x01(\x0e\x32\x17.sentiment.v1.LongTexts\x12*\n\x07\x65xplain\x18\x06 \x01(\x0e\x32\x19.sentiment.v1.ExplainMode\"k\n\x0fPredictResponse\x12-\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x18.sentiment.v1.Prediction\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"\xfe\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x12\n\nnum_tokens\x18\x05 \x01(\x05\x12\'\n\x05\x62\x61tch\x18\x06 \x01(\x0b\x32\x18.sentiment.v1.BatchStats\x12*\n\tattention\x18\x07 \x01(\x0b\x32\x17.sentiment.v1.Attention\x12\x0f\n\x07windows\x18\x08 \x01(\x05\x12.\n\x0b\x65xplanation\x18\t \x01(\x0b\x32\x19.sentiment.v1.Explanation\"}\n\x0b\x45xplanation\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12-\n\x05words\x18\x03 \x03(\x0b\x32\x1e.sentiment.v1.WordContribution\x12\x10\n\x08\x62\x61seline\x18\x04 \x01(\x02\x12\x0e\n\x06passes\x18\x05 \x01(\x05\"R\n\x10WordContribution\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x02\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\"g\n\nBatchStats\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x15\n\rpadded_length\x18\x04 \x01(\x05\"\x7f\n\tAttention\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x15\n\rcls_attention\x18\x02 \x03(\x02\x12\x0f\n\x07rollout\x18\x03 \x03(\x02\x12\x12\n\nnum_layers\x18\x04 \x01(\x05\x12\x11\n\tnum_heads\x18\x05 \x01(\x05\x12\x13\n\x07weights\x18\x06 \x03(\x02\x42\x02\x10\x01\"Y\n\x14PredictStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x07request\x18\x02 \x01(\x0b\x32\x1c.sentiment.v1.PredictRequest\"\x94\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\x08response\x18\x02 \x01(\x0b\x32\x1d.sentiment.v1.PredictResponseH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.sentiment.v1.StreamErrorH\x00\x42\x08\n\x06result\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\",\n\x13GetModelInfoRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\x03\"\x95\x04\n\x14GetModelInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x12\n\nmax_length\x18\x04 \x01(\x05\x12\x12\n\nnum_layers\x18\x05 \x01(\x05\x12\x11\n\tnum_heads\x18\x06 \x01(\x05\x12\x13\n\x0bhidden_size\x18\x07 \x01(\x05\x12\x12\n\nvocab_size\x18\x08 \x01(\x05\x12\x14\n\x0cmetrics_json\x18\t \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\n \x03(\x03\x12\x1d\n\x15max_texts_per_request\x18\x0b \x01(\x05\x12\x16\n\x0emax_text_chars\x18\x0c \x01(\x05\x12\x1a\n\x12\x65xecution_provider\x18\r \x01(\t\x12\x0f\n\x07workers\x18\x0e \x01(\x05\x12\x1e\n\x16max_concurrent_batches\x18\x0f \x01(\x05\x12\x18\n\x10intra_op_threads\x18\x10 \x01(\x05\x12\x1a\n\x12lone_batch_threads\x18\x11 \x01(\x05\x12\x16\n\x0e\x61vailable_cpus\x18\x12 \x01(\x05\x12\x17\n\x0floaded_versions\x18\x13 \x03(\x03\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x14 \x01(\x03\x12\x17\n\x0fshadow_versions\x18\x15 \x03(\x03\x12\x1b\n\x13max_explained_words\x18\x16 \x01(\x05*}\n\rAttentionMode\x12\x1e\n\x1a\x41TTENTION_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41TTENTION_MODE_NONE\x10\x01\x12\x1a\n\x16\x41TTENTION_MODE_SUMMARY\x10\x02\x12\x17\n\x13\x41TTENTION_MODE_FULL\x10\x03*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_HIGH\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x10\n\x0cPRIORITY_LOW\x10\x03*X\n\tLongTexts\x12\x1a\n\x16LONG_TEXTS_UNSPECIFIED\x10\x00\x12\x17\n\x13LONG_TEXTS_TRUNCATE\x10\x01\x12\x16\n\x12LONG_TEXTS_WINDOWS\x10\x02*x\n\x0b\x45xplainMode\x12\x1c\n\x18\x45XPLAIN_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPLAIN_MODE_NONE\x10\x01\x12\x18\n\x14\x45XPLAIN_MODE_SHAPLEY\x10\x02\x12\x1a\n\x16\x45XPLAIN_MODE_OCCLUSION\x10\x03\x32\x8f\x02\n\x10SentimentService\x12\x46\n\x07Predict\x12\x1c.sentiment.v1.PredictRequest\x1a\x1d.sentiment.v1.PredictResponse\x12\\\n\rPredictStream\x12\".sentiment.v1.PredictStreamRequest\x1a#.sentiment.v1.PredictStreamResponse(\x01\x30\x01\x12U\n\x0cGetModelInfo\x12!.sentiment.v1.GetModelInfoRequest\x1a\".sentiment.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,32 +33,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ATTENTION'].fields_by_name['weights']._loaded_options = None
   _globals['_ATTENTION'].fields_by_name['weights']._serialized_options = b'\020\001'
-  _globals['_ATTENTIONMODE']._serialized_start=1651
-  _globals['_ATTENTIONMODE']._serialized_end=1776
-  _globals['_PRIORITY']._serialized_start=1778
-  _globals['_PRIORITY']._serialized_end=1872
-  _globals['_LONGTEXTS']._serialized_start=1874
-  _globals['_LONGTEXTS']._serialized_end=1962
+  _globals['_ATTENTIONMODE']._serialized_start=1983
+  _globals['_ATTENTIONMODE']._serialized_end=2108
+  _globals['_PRIORITY']._serialized_start=2110
+  _globals['_PRIORITY']._serialized_end=2204
+  _globals['_LONGTEXTS']._serialized_start=2206
+  _globals['_LONGTEXTS']._serialized_end=2294
+  _globals['_EXPLAINMODE']._serialized_start=2296
+  _globals['_EXPLAINMODE']._serialized_end=2416
   _globals['_PREDICTREQUEST']._serialized_start=67
-  _globals['_PREDICTREQUEST']._serialized_end=256
-  _globals['_PREDICTRESPONSE']._serialized_start=258
-  _globals['_PREDICTRESPONSE']._serialized_end=365
-  _globals['_PREDICTION']._serialized_start=368
-  _globals['_PREDICTION']._serialized_end=574
-  _globals['_BATCHSTATS']._serialized_start=576
-  _globals['_BATCHSTATS']._serialized_end=679
-  _globals['_ATTENTION']._serialized_start=681
-  _globals['_ATTENTION']._serialized_end=808
-  _globals['_PREDICTSTREAMREQUEST']._serialized_start=810
-  _globals['_PREDICTSTREAMREQUEST']._serialized_end=899
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=902
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1050
-  _globals['_STREAMERROR']._serialized_start=1052
-  _globals['_STREAMERROR']._serialized_end=1096
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1098
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1142
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1145
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1649
-  _globals['_SENTIMENTSERVICE']._serialized_start=1965
-  _globals['_SENTIMENTSERVICE']._serialized_end=2236
+  _globals['_PREDICTREQUEST']._serialized_end=300
+  _globals['_PREDICTRESPONSE']._serialized_start=302
+  _globals['_PREDICTRESPONSE']._serialized_end=409
+  _globals['_PREDICTION']._serialized_start=412
+  _globals['_PREDICTION']._serialized_end=666
+  _globals['_EXPLANATION']._serialized_start=668
+  _globals['_EXPLANATION']._serialized_end=793
+  _globals['_WORDCONTRIBUTION']._serialized_start=795
+  _globals['_WORDCONTRIBUTION']._serialized_end=877
+  _globals['_BATCHSTATS']._serialized_start=879
+  _globals['_BATCHSTATS']._serialized_end=982
+  _globals['_ATTENTION']._serialized_start=984
+  _globals['_ATTENTION']._serialized_end=1111
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=1113
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1202
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1205
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1353
+  _globals['_STREAMERROR']._serialized_start=1355
+  _globals['_STREAMERROR']._serialized_end=1399
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1401
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1445
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1448
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1981
+  _globals['_SENTIMENTSERVICE']._serialized_start=2419
+  _globals['_SENTIMENTSERVICE']._serialized_end=2690
 # @@protoc_insertion_point(module_scope)

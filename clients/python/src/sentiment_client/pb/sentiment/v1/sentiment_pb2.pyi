@@ -26,6 +26,13 @@ class LongTexts(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LONG_TEXTS_UNSPECIFIED: _ClassVar[LongTexts]
     LONG_TEXTS_TRUNCATE: _ClassVar[LongTexts]
     LONG_TEXTS_WINDOWS: _ClassVar[LongTexts]
+
+class ExplainMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPLAIN_MODE_UNSPECIFIED: _ClassVar[ExplainMode]
+    EXPLAIN_MODE_NONE: _ClassVar[ExplainMode]
+    EXPLAIN_MODE_SHAPLEY: _ClassVar[ExplainMode]
+    EXPLAIN_MODE_OCCLUSION: _ClassVar[ExplainMode]
 ATTENTION_MODE_UNSPECIFIED: AttentionMode
 ATTENTION_MODE_NONE: AttentionMode
 ATTENTION_MODE_SUMMARY: AttentionMode
@@ -37,20 +44,26 @@ PRIORITY_LOW: Priority
 LONG_TEXTS_UNSPECIFIED: LongTexts
 LONG_TEXTS_TRUNCATE: LongTexts
 LONG_TEXTS_WINDOWS: LongTexts
+EXPLAIN_MODE_UNSPECIFIED: ExplainMode
+EXPLAIN_MODE_NONE: ExplainMode
+EXPLAIN_MODE_SHAPLEY: ExplainMode
+EXPLAIN_MODE_OCCLUSION: ExplainMode
 
 class PredictRequest(_message.Message):
-    __slots__ = ("texts", "attention", "model_version", "priority", "long_texts")
+    __slots__ = ("texts", "attention", "model_version", "priority", "long_texts", "explain")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     LONG_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     attention: AttentionMode
     model_version: int
     priority: Priority
     long_texts: LongTexts
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., attention: _Optional[_Union[AttentionMode, str]] = ..., model_version: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., long_texts: _Optional[_Union[LongTexts, str]] = ...) -> None: ...
+    explain: ExplainMode
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., attention: _Optional[_Union[AttentionMode, str]] = ..., model_version: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., long_texts: _Optional[_Union[LongTexts, str]] = ..., explain: _Optional[_Union[ExplainMode, str]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("predictions", "model_name", "model_version")
@@ -63,7 +76,7 @@ class PredictResponse(_message.Message):
     def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("label", "score", "probabilities", "truncated", "num_tokens", "batch", "attention", "windows")
+    __slots__ = ("label", "score", "probabilities", "truncated", "num_tokens", "batch", "attention", "windows", "explanation")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +85,7 @@ class Prediction(_message.Message):
     BATCH_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     label: str
     score: float
     probabilities: _containers.RepeatedScalarFieldContainer[float]
@@ -80,7 +94,34 @@ class Prediction(_message.Message):
     batch: BatchStats
     attention: Attention
     windows: int
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., truncated: _Optional[bool] = ..., num_tokens: _Optional[int] = ..., batch: _Optional[_Union[BatchStats, _Mapping]] = ..., attention: _Optional[_Union[Attention, _Mapping]] = ..., windows: _Optional[int] = ...) -> None: ...
+    explanation: Explanation
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., truncated: _Optional[bool] = ..., num_tokens: _Optional[int] = ..., batch: _Optional[_Union[BatchStats, _Mapping]] = ..., attention: _Optional[_Union[Attention, _Mapping]] = ..., windows: _Optional[int] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("method", "label", "words", "baseline", "passes")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    PASSES_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    label: str
+    words: _containers.RepeatedCompositeFieldContainer[WordContribution]
+    baseline: float
+    passes: int
+    def __init__(self, method: _Optional[str] = ..., label: _Optional[str] = ..., words: _Optional[_Iterable[_Union[WordContribution, _Mapping]]] = ..., baseline: _Optional[float] = ..., passes: _Optional[int] = ...) -> None: ...
+
+class WordContribution(_message.Message):
+    __slots__ = ("text", "contribution", "start", "end")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    contribution: float
+    start: int
+    end: int
+    def __init__(self, text: _Optional[str] = ..., contribution: _Optional[float] = ..., start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class BatchStats(_message.Message):
     __slots__ = ("queue_seconds", "compute_seconds", "batch_size", "padded_length")
@@ -143,7 +184,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self, model_version: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("name", "version", "labels", "max_length", "num_layers", "num_heads", "hidden_size", "vocab_size", "metrics_json", "available_versions", "max_texts_per_request", "max_text_chars", "execution_provider", "workers", "max_concurrent_batches", "intra_op_threads", "lone_batch_threads", "available_cpus", "loaded_versions", "default_version", "shadow_versions")
+    __slots__ = ("name", "version", "labels", "max_length", "num_layers", "num_heads", "hidden_size", "vocab_size", "metrics_json", "available_versions", "max_texts_per_request", "max_text_chars", "execution_provider", "workers", "max_concurrent_batches", "intra_op_threads", "lone_batch_threads", "available_cpus", "loaded_versions", "default_version", "shadow_versions", "max_explained_words")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +206,7 @@ class GetModelInfoResponse(_message.Message):
     LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHADOW_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXPLAINED_WORDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -186,4 +228,5 @@ class GetModelInfoResponse(_message.Message):
     loaded_versions: _containers.RepeatedScalarFieldContainer[int]
     default_version: int
     shadow_versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., metrics_json: _Optional[str] = ..., available_versions: _Optional[_Iterable[int]] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., execution_provider: _Optional[str] = ..., workers: _Optional[int] = ..., max_concurrent_batches: _Optional[int] = ..., intra_op_threads: _Optional[int] = ..., lone_batch_threads: _Optional[int] = ..., available_cpus: _Optional[int] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., default_version: _Optional[int] = ..., shadow_versions: _Optional[_Iterable[int]] = ...) -> None: ...
+    max_explained_words: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., metrics_json: _Optional[str] = ..., available_versions: _Optional[_Iterable[int]] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., execution_provider: _Optional[str] = ..., workers: _Optional[int] = ..., max_concurrent_batches: _Optional[int] = ..., intra_op_threads: _Optional[int] = ..., lone_batch_threads: _Optional[int] = ..., available_cpus: _Optional[int] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., default_version: _Optional[int] = ..., shadow_versions: _Optional[_Iterable[int]] = ..., max_explained_words: _Optional[int] = ...) -> None: ...
