@@ -1,7 +1,8 @@
 """Entry point: `python -m bench` (scenarios against the ceilings) or `python -m bench report`
 (the published comparison with the peer: bench/RESULTS.md and its plots) or `python -m bench bulk`
 (bulk scoring four ways: bench/bulk.json and its section of bench/RESULTS.md) or `python -m bench
-priority` (interactive callers beside a bulk flood: bench/priority.json)."""
+priority` (interactive callers beside a bulk flood: bench/priority.json) or `python -m bench explain`
+(explanations' latency, and other callers beside a flood of them: bench/explain.json)."""
 
 import sys
 
@@ -13,6 +14,10 @@ elif sys.argv[1:2] == ["priority"]:
     from bench.priority import main as priority
 
     priority(sys.argv[2:])
+elif sys.argv[1:2] == ["explain"]:
+    from bench.explain import main as explain
+
+    explain(sys.argv[2:])
 elif sys.argv[1:2] == ["bulk"]:
     from bench.bulk import main as bulk
 

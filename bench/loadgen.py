@@ -52,13 +52,23 @@ class Texts:
 PRIORITIES = {"high": pb.PRIORITY_HIGH, "normal": pb.PRIORITY_NORMAL, "low": pb.PRIORITY_LOW}
 
 
-def caller_for(channel: grpc.aio.Channel, protocol: str, model: str, priority: str = "normal"):
+EXPLAIN = {
+    "none": pb.EXPLAIN_MODE_NONE,
+    "shapley": pb.EXPLAIN_MODE_SHAPLEY,
+    "occlusion": pb.EXPLAIN_MODE_OCCLUSION,
+}
+
+
+def caller_for(
+    channel: grpc.aio.Channel, protocol: str, model: str, priority: str = "normal", explain: str = "none"
+):
     """An async function texts -> None that makes one call and raises grpc.RpcError on failure."""
     if protocol == "sentiment":
         stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
 
         async def predict(texts: list[str]) -> None:
-            await stub.Predict(pb.PredictRequest(texts=texts, priority=PRIORITIES[priority]), timeout=60)
+            request = pb.PredictRequest(texts=texts, priority=PRIORITIES[priority], explain=EXPLAIN[explain])
+            await stub.Predict(request, timeout=60)
 
         return predict
     v2stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -119,7 +129,10 @@ async def drive(args: argparse.Namespace, index: int) -> dict[str, Any]:
         calls = [http_caller_for(session, f"http://{args.target}", args.protocol, args.model)]
     else:
         channels = [grpc.aio.insecure_channel(args.target, options=OPTIONS) for _ in range(args.channels)]
-        calls = [caller_for(channel, args.protocol, args.model, args.priority) for channel in channels]
+        calls = [
+            caller_for(channel, args.protocol, args.model, args.priority, args.explain)
+            for channel in channels
+        ]
     try:
         for call in calls:  # connect and warm every channel before the clock starts
             await call(short[: args.texts_per_request])
@@ -225,6 +238,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         choices=list(PRIORITIES),
         default="normal",
         help="sentiment.v1 over gRPC: the requests' priority",
+    )
+    parser.add_argument(
+        "--explain", choices=list(EXPLAIN), default="none", help="sentiment.v1 over gRPC: explain each text"
     )
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--channels", type=int, default=1, help="connections per process")

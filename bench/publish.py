@@ -253,13 +253,65 @@ def write(report: dict[str, Any], out: Path) -> None:
 BULK_TITLE = "## Bulk scoring"
 PRIORITY_TITLE = "## Priorities: interactive callers beside a bulk flood"
 LONG_TITLE = "## Long texts: cut or read whole"
-OWN_TITLES = (BULK_TITLE, PRIORITY_TITLE, LONG_TITLE)
+EXPLAIN_TITLE = "## Explanations: what one costs, and what a flood of them costs others"
+OWN_TITLES = (BULK_TITLE, PRIORITY_TITLE, LONG_TITLE, EXPLAIN_TITLE)
 
 
 def own_runs(out: Path) -> str:
     """RESULTS.md's last sections, each from a bench of its own run: bulk scoring, priorities, long
-    texts."""
-    return bulk_section(out) + priority_section(out) + long_texts_section(out)
+    texts, explanations."""
+    return bulk_section(out) + priority_section(out) + long_texts_section(out) + explain_section(out)
+
+
+def explain_section(out: Path) -> str:
+    """From bench/explain.json (`python -m bench explain`), when there is one."""
+    path = out / "explain.json"
+    if not path.exists():
+        return ""
+    report = json.loads(path.read_text())
+    latency = report["latency"]
+    lines = [
+        "",
+        EXPLAIN_TITLE,
+        "",
+        f"`python -m bench explain`, its own run ({report['date']}): one server, model preset "
+        f"{report['model']}, its defaults, `--variant {report.get('variant', 'auto')}`. Texts of about 30 "
+        "words, one caller, one call at a time, the server otherwise idle; medians over "
+        f"{report['rounds']} rounds. Raw figures: bench/explain.json.",
+        "",
+        "| answer | words explained (mean) | model passes (mean) | p50 | p90 | worst |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, title in (
+        ("plain", "plain"),
+        ("shapley", "explained: Shapley (default)"),
+        ("occlusion", "explained: occlusion"),
+    ):
+        row = latency[name]
+        lines.append(
+            f"| {title} | {row.get('words_mean', '')} | {row.get('passes_mean', '')} | "
+            f"{row['p50_ms']:.1f} ms | {row['p90_ms']:.1f} ms | {row['max_ms']:.1f} ms |"
+        )
+    alone, beside = report["probe_alone"], report["probe_beside_explanations"]
+    lines += [
+        "",
+        f"Other callers beside a flood of explanations: an interactive probe (one short text per request, "
+        f"Poisson at {report['probe_rate_per_s']:g}/s for {report['duration_s']:g} s) alone, then beside "
+        f"{report['flood_callers']} callers asking, closed loop, for the Shapley explanation of one "
+        f"snippet at a time ({beside['flood_requests_per_s']:g} explanations/s served).",
+        "",
+        "| probe | p50 | p99 | errors |",
+        "|---|---|---|---|",
+        f"| alone | {alone['probe_p50_ms']:.1f} ms | {alone['probe_p99_ms']:.1f} ms | "
+        f"{alone['probe_errors']:.0f} |",
+        f"| beside the explanations | {beside['probe_p50_ms']:.1f} ms | {beside['probe_p99_ms']:.1f} ms | "
+        f"{beside['probe_errors']:.0f} |",
+        "",
+        f"p99 beside the flood is {report['probe_p99_beside_over_alone']:.2f}x the p99 alone; a batch took "
+        f"{report['mean_batch_ms_during_flood']:.0f} ms on average during the flood (the fairness rule: a "
+        "light caller waits for about one batch).",
+    ]
+    return "\n".join([*lines, ""])
 
 
 def long_texts_section(out: Path) -> str:

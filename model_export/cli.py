@@ -253,5 +253,46 @@ def report_command(
     typer.echo(markdown(table))
 
 
+@app.command("faithfulness")
+def faithfulness_command(
+    model_dir: Annotated[Path, typer.Argument(help="A version directory, e.g. models/sentiment/1.")],
+    texts: Annotated[
+        int, typer.Option(help="Texts of each test split to score (a seeded sample; 0: all of them).")
+    ] = 600,
+    cache_dir: CacheOption = DEFAULT_CACHE,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads.")] = 2,
+    variant: Annotated[
+        str, typer.Option(help="The graph, as the server's --variant: auto (what it serves), fp32 or int8.")
+    ] = "auto",
+) -> None:
+    """How far each explanation can be trusted (ERASER's comprehensiveness and sufficiency) on the
+    movie and tweet test splits: the server's word contributions, attention rollout, [CLS]
+    attention and a random ranking. Prints a table; writes faithfulness.json and .png into the
+    model directory."""
+    import random
+
+    from model_export.data import DataError, load_corpus, split, tweet_splits
+    from model_export.faithfulness import markdown, measure, write
+
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        seed = config.get("training", {}).get("config", {}).get("seed", 13)
+        examples, _ = load_corpus(cache_dir)
+        splits = {
+            "movies": [e.text for e in split(examples, seed=seed).test],
+            "tweets": [e.text for e in tweet_splits(cache_dir, seed)[0].test],
+        }
+    except (DataError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    if texts:
+        splits = {
+            name: random.Random(seed).sample(every, min(texts, len(every))) for name, every in splits.items()
+        }
+    result = measure(model_dir, splits, threads, variant)
+    write(model_dir, result)
+    typer.echo(markdown(result))
+
+
 def main() -> None:
     app()
