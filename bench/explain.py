@@ -7,9 +7,10 @@ One server (the default model, its defaults: the graph --variant auto serves).
   sampled Shapley values (the default explanation) and by occlusion. p50, p90 and the worst.
 - Fairness: an interactive probe (one short text per request, Poisson, --probe-rate) alone, then
   beside a flood of explanation requests (closed loop, --flood-callers callers each asking for the
-  Shapley explanation of a snippet at a time, so the queue always holds explanation work). The
-  fairness rule promises a light caller waits for about one batch; the probe's p99 beside the flood
-  is compared with its p99 alone.
+  Shapley explanation of a snippet at a time, so the queue always holds explanation work), then
+  beside a flood of plain requests of the same work (as many snippets per request as a snippet has
+  words). An explanation is queued as the work it is: it should cost the probe what the plain flood
+  does, no more.
 
 Each part is repeated (--rounds) and medians kept. Figures go to bench/explain.json and the
 "Explanations" section of bench/RESULTS.md (bench/publish.py).
@@ -29,7 +30,7 @@ from typing import Any
 import grpc
 
 from bench.priority import loadgen, result, run, summary
-from bench.report import scrape, start_ours
+from bench.report import start_ours
 from bench.run import ROOT, sentences_file, stop
 from model_contract import versions as model_versions
 from sentiment_client.pb.sentiment.v1 import sentiment_pb2 as pb
@@ -90,6 +91,37 @@ def latencies(port: int, texts: list[str]) -> dict[str, Any]:
     return figures
 
 
+def same_work(port: int, texts: list[str]) -> int:
+    """Texts per plain request that make the work of explaining one text: the mean words of `texts`
+    as the server counts them (an explanation reads 2n variants of half the text on average)."""
+    counts = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.SentimentServiceStub(channel)
+        for begin in range(0, len(texts), 10):  # within the words a request may have explained
+            request = pb.PredictRequest(texts=texts[begin : begin + 10], explain=pb.EXPLAIN_MODE_OCCLUSION)
+            counts += [len(p.explanation.words) for p in stub.Predict(request).predictions]
+    return max(1, round(statistics.mean(counts)))
+
+
+def beside_flood(
+    port: int, sentences: Path, probe: list[str], args: argparse.Namespace, knobs: dict[str, Any]
+) -> dict[str, Any]:
+    """The probe beside a closed-loop flood of --flood-callers, each request shaped by `knobs`."""
+    flood = subprocess.Popen(
+        loadgen(
+            port, sentences, args.duration + 6, "normal", concurrency=args.flood_callers, channels=2, **knobs
+        ),
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    time.sleep(3.0)  # the flood connects and fills the queue
+    measured = summary(run(probe))
+    flooded = result(flood)
+    measured["flood_requests_per_s"] = round(
+        flooded["sentences_per_s"] / knobs.get("texts_per_request", 1), 1
+    )
+    return measured
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,39 +156,23 @@ def main(argv: list[str]) -> None:
             [str(args.model_dir), "--metrics-host", "127.0.0.1", "--variant", args.variant]
         )
         try:
+            equal = same_work(port, json.loads(sentences.read_text())[:200])
+            report["plain_flood_texts_per_request"] = equal
             timed: list[dict[str, Any]] = []
-            alone: list[dict[str, Any]] = []
-            beside: list[dict[str, Any]] = []
-            batches: list[float] = []
+            runs: dict[str, list[dict[str, Any]]] = {"alone": [], "explanations": [], "plain": []}
             for round_ in range(args.rounds):
                 timed.append(latencies(port, texts))
                 probe = loadgen(port, sentences, args.duration, "normal", rate=args.probe_rate)
                 time.sleep(2.0)
-                alone.append(summary(run(probe)))
-                flood = subprocess.Popen(
-                    loadgen(
-                        port, sentences, args.duration + 6, "normal", concurrency=args.flood_callers,
-                        explain="shapley", channels=2,
-                    ),
-                    stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                )  # fmt: skip
-                time.sleep(3.0)  # the flood connects and fills the queue
-                before = scrape(metrics_port, ("sentiment_batch_compute_seconds",))
-                measured = summary(run(probe))
-                after = scrape(metrics_port, ("sentiment_batch_compute_seconds",))
-                flooded = result(flood)
-                measured["flood_requests_per_s"] = round(flooded["requests"] / flooded["duration_s"], 1)
-                beside.append(measured)
-                count = after.get("sentiment_batch_compute_seconds_count", 0) - before.get(
-                    "sentiment_batch_compute_seconds_count", 0
-                )
-                total = after.get("sentiment_batch_compute_seconds_sum", 0) - before.get(
-                    "sentiment_batch_compute_seconds_sum", 0
-                )
-                batches.append(1000 * total / count if count else 0.0)
+                runs["alone"].append(summary(run(probe)))
+                for name, knobs in (
+                    ("explanations", {"explain": "shapley"}),
+                    ("plain", {"texts_per_request": equal}),
+                ):
+                    runs[name].append(beside_flood(port, sentences, probe, args, knobs))
                 print(
                     f"round {round_ + 1}: "
-                    + json.dumps({"timed": timed[-1], "alone": alone[-1], "beside": beside[-1]}),
+                    + json.dumps({"timed": timed[-1]} | {k: v[-1] for k, v in runs.items()}),
                     flush=True,
                 )
         finally:
@@ -165,15 +181,13 @@ def main(argv: list[str]) -> None:
         name: {key: round(statistics.median(r[name][key] for r in timed), 1) for key in timed[0][name]}
         for name in MODES
     }
-    report["probe_alone"] = {k: round(statistics.median(r[k] for r in alone), 2) for k in alone[0]}
-    report["probe_beside_explanations"] = {
-        k: round(statistics.median(r[k] for r in beside), 2) for k in beside[0]
+    for name, results in runs.items():
+        report[f"probe_{name}"] = {k: round(statistics.median(r[k] for r in results), 2) for k in results[0]}
+    alone = report["probe_alone"]["probe_p99_ms"]
+    report["probe_p99_over_alone"] = {
+        name: round(report[f"probe_{name}"]["probe_p99_ms"] / alone, 2) for name in ("explanations", "plain")
     }
-    report["mean_batch_ms_during_flood"] = round(statistics.median(batches), 1)
-    report["probe_p99_beside_over_alone"] = round(
-        report["probe_beside_explanations"]["probe_p99_ms"] / report["probe_alone"]["probe_p99_ms"], 2
-    )
-    report["runs"] = {"latency": timed, "alone": alone, "beside": beside}
+    report["runs"] = {"latency": timed} | runs
     path = args.out / "explain.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=1))

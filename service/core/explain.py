@@ -117,9 +117,10 @@ def plan(ids: Sequence[int], words: list[Word], method: Method) -> Plan:
     return Plan(method, words, sequences, orders)
 
 
-def explanation(plan: Plan, probabilities: NDArray[np.float32]) -> Explanation:
-    """The words' contributions from the probabilities of the plan's sequences, (len(sequences), labels)."""
-    label = int(probabilities[0].argmax())
+def explanation(plan: Plan, probabilities: NDArray[np.float32], label: int | None = None) -> Explanation:
+    """The words' contributions from the probabilities of the plan's sequences, (len(sequences), labels):
+    towards `label`, by default the one the text's own row predicts."""
+    label = int(probabilities[0].argmax()) if label is None else label
     p = probabilities[:, label].astype(np.float64)
     n = len(plan.words)
     if plan.method is Method.OCCLUSION:

@@ -37,11 +37,11 @@ def test_explain_bench_times_explanations_and_a_probe_beside_them(
     for name in ("plain", "shapley", "occlusion"):
         assert report["latency"][name]["p50_ms"] > 0
     assert report["latency"]["shapley"]["passes_mean"] > report["latency"]["shapley"]["words_mean"] > 10
-    assert (
-        report["probe_alone"]["probe_requests"] > 0
-        and report["probe_beside_explanations"]["probe_p99_ms"] > 0
-    )
-    assert report["probe_beside_explanations"]["flood_requests_per_s"] > 0
+    assert report["probe_alone"]["probe_requests"] > 0 and report["plain_flood_texts_per_request"] > 5
+    for flood in ("explanations", "plain"):
+        assert report[f"probe_{flood}"]["probe_p99_ms"] > 0
+        assert report[f"probe_{flood}"]["flood_requests_per_s"] > 0
     text = (tmp_path / "RESULTS.md").read_text()
     assert text.startswith("# Benchmark results\n\nthe run before\n\n## Explanations: what one costs")
     assert "| explained: Shapley (default) |" in text
+    assert "| beside plain requests of the same work |" in text

@@ -125,13 +125,19 @@ def judge(call, kind: str) -> object | None:
     version=st.sampled_from([0, 0, 0, 1, 1, 2, -1, 1 << 40]),
     priority=st.integers(-2, 5),
     long_texts=st.integers(-2, 4),
+    explain=st.integers(-2, 5),
 )
 def test_sentiment_v1_predict_survives_anything(
-    channel, texts, attention, version, priority, long_texts
+    channel, texts, attention, version, priority, long_texts, explain
 ) -> None:
     stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
     request = pb.PredictRequest(
-        texts=texts, attention=attention, model_version=version, priority=priority, long_texts=long_texts
+        texts=texts,
+        attention=attention,
+        model_version=version,
+        priority=priority,
+        long_texts=long_texts,
+        explain=explain,
     )  # type: ignore[arg-type]
     answer = judge(lambda: stub.Predict(request, timeout=60), "v1")
     if answer is not None:
@@ -140,6 +146,8 @@ def test_sentiment_v1_predict_survives_anything(
         for prediction in answer.predictions:
             assert prediction.label in ("negative", "positive")
             assert abs(sum(prediction.probabilities) - 1) < 1e-4
+            if explain in (pb.EXPLAIN_MODE_SHAPLEY, pb.EXPLAIN_MODE_OCCLUSION):
+                assert all(-1 <= w.contribution <= 1 for w in prediction.explanation.words)
 
 
 def bytes_input(draw: st.DrawFn) -> tuple[v2.ModelInferRequest.InferInputTensor, list[bytes]]:
@@ -187,6 +195,10 @@ def infer_requests(draw: st.DrawFn) -> v2.ModelInferRequest:
             request.raw_input_contents.append(b"".join(len(t).to_bytes(4, "little") + t for t in texts))
         mode = draw(st.sampled_from(["none", "summary", "full"]))
         request.parameters["attention"].string_param = mode
+        if draw(st.booleans()):
+            request.parameters["explain"].string_param = draw(
+                st.sampled_from(["shapley", "occlusion", "none"])
+            )
         return request
     request = v2.ModelInferRequest(
         model_name=draw(st.sampled_from(["sentiment"] * 8 + ["", "other", "\x00"])),
@@ -196,10 +208,14 @@ def infer_requests(draw: st.DrawFn) -> v2.ModelInferRequest:
         tensor, raw = bytes_input(draw)
         request.inputs.append(tensor)
         request.raw_input_contents.extend(raw)
-    names = st.sampled_from(["attention", "timeout", "typed_output", "priority", "unknown", "sequence_id"])
+    names = st.sampled_from(
+        ["attention", "timeout", "typed_output", "priority", "explain", "unknown", "sequence_id"]
+    )
     for name, value in draw(st.dictionaries(names, PARAMETER, max_size=2)).items():
         request.parameters[name].CopyFrom(value)
-    wanted = st.sampled_from(["label", "probabilities", "rollout", "attention_weights", "nope", ""])
+    wanted = st.sampled_from(
+        ["label", "probabilities", "rollout", "attention_weights", "contributions", "words", "nope", ""]
+    )
     for name in draw(st.lists(wanted, max_size=3)):
         request.outputs.add(name=name)
     return request
@@ -234,7 +250,7 @@ JSON_VALUE = st.recursive(
     max_leaves=24,
 )
 V1_KEYS = st.sampled_from(
-    ["texts", "attention", "modelVersion", "model_version", "priority", "longTexts", "x", ""]
+    ["texts", "attention", "modelVersion", "model_version", "priority", "longTexts", "explain", "x", ""]
 )
 # the classify APIs of other servers (vLLM, Infinity, text-embeddings-inference, the Inference API)
 CLASSIFY_PATHS = st.sampled_from(["/v1/classify", "/classify", "/predict", "/", "/tokenize"])
@@ -271,6 +287,10 @@ def http_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
     if kind == "v1":
         attention = draw(st.sampled_from(["ATTENTION_MODE_SUMMARY", "ATTENTION_MODE_FULL", "MOST", 7, None]))
         body = {"texts": draw(TEXTS), "attention": attention}
+        if draw(st.booleans()):
+            body["explain"] = draw(
+                st.sampled_from(["EXPLAIN_MODE_SHAPLEY", "EXPLAIN_MODE_OCCLUSION", "WHY", 9])
+            )
         return "/v1/predict", json.dumps(body).encode(), json_type
     if kind == "classify":
         texts = draw(st.one_of(TEXTS, TEXT, st.lists(st.lists(TEXT, max_size=3), max_size=3)))
@@ -288,7 +308,8 @@ def http_requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
         if draw(st.booleans()):
             body["parameters"] = draw(
                 st.dictionaries(
-                    st.sampled_from(["attention", "timeout", "priority", "long_texts", "x"]), JSON_VALUE
+                    st.sampled_from(["attention", "timeout", "priority", "long_texts", "explain", "x"]),
+                    JSON_VALUE,
                 )
             )
         return path, json.dumps(body).encode(), json_type
