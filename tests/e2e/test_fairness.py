@@ -26,6 +26,13 @@ from tests.e2e.conftest import (
 )
 
 
+async def light(stub: sentiment_pb2_grpc.SentimentServiceStub) -> float:
+    """Seconds one short text takes to be answered."""
+    began = asyncio.get_running_loop().time()
+    await stub.Predict(pb.PredictRequest(texts=["short and sweet"]), timeout=PATIENCE_S)
+    return asyncio.get_running_loop().time() - began
+
+
 def answered(server: object, method: str = PREDICT) -> dict[str, int]:
     """Calls of `method` an in-process server has answered, by status code."""
     return {
@@ -153,12 +160,7 @@ async def test_a_light_caller_waits_for_about_one_batch_while_the_heaviest_reque
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
 
-            async def light() -> float:
-                began = asyncio.get_running_loop().time()
-                await stub.Predict(pb.PredictRequest(texts=["short and sweet"]), timeout=PATIENCE_S)
-                return asyncio.get_running_loop().time() - began
-
-            quiet = [await light() for _ in range(20)]
+            quiet = [await light(stub) for _ in range(20)]
             heavy_text = ("an endlessly long and winding review of a film " * 420)[:20_000]
             heavy = asyncio.ensure_future(
                 stub.Predict(pb.PredictRequest(texts=[heavy_text] * 256), timeout=PATIENCE_S)
@@ -166,7 +168,7 @@ async def test_a_light_caller_waits_for_about_one_batch_while_the_heaviest_reque
             await eventually("the heavy request queued", lambda: sample(server, "sentiment_queue_depth") > 0)
             during = []
             while not heavy.done():
-                during.append(await light())
+                during.append(await light(stub))
                 await asyncio.sleep(0.02)
             answer = await heavy
         assert len(answer.predictions) == 256
@@ -190,12 +192,7 @@ async def test_a_flood_of_explanations_costs_a_light_caller_about_one_batch(mode
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
 
-            async def light() -> float:
-                began = asyncio.get_running_loop().time()
-                await stub.Predict(pb.PredictRequest(texts=["short and sweet"]), timeout=PATIENCE_S)
-                return asyncio.get_running_loop().time() - began
-
-            quiet = [await light() for _ in range(20)]
+            quiet = [await light(stub) for _ in range(20)]
             words = " ".join(f"the {n}th scene was slow but the ending moved me" for n in range(4))
             request = pb.PredictRequest(texts=[words] * 4, explain=pb.EXPLAIN_MODE_SHAPLEY)
             stop = asyncio.Event()
@@ -212,7 +209,7 @@ async def test_a_flood_of_explanations_costs_a_light_caller_about_one_batch(mode
             await eventually("explanations queued", lambda: sample(server, "sentiment_queue_depth") > 100)
             during = []
             for _ in range(25):
-                during.append(await light())
+                during.append(await light(stub))
                 await asyncio.sleep(0.02)
             stop.set()
             await asyncio.gather(*flood)
