@@ -92,7 +92,7 @@ def test_explain_writes_png_and_self_contained_html(server: RunningServer, tmp_p
     assert "http://" not in content and "https://" not in content and "<script" not in content
 
 
-def test_explain_why_colours_the_words_that_moved_the_answer(server: RunningServer) -> None:
+def test_explain_why_colours_the_words_that_moved_the_answer(server: RunningServer, tmp_path: Path) -> None:
     text = "The flight was delayed four hours and the staff were rude."
     why = run(server, "explain", text, "--why")
     assert why.returncode == 0, why.stderr
@@ -106,6 +106,12 @@ def test_explain_why_colours_the_words_that_moved_the_answer(server: RunningServ
     )
     occlusion = run(server, "explain", text, "--why", "--method", "occlusion", http=True)
     assert occlusion.returncode == 0 and "occlusion" in occlusion.stdout
+    page = tmp_path / "why.html"
+    assert run(server, "explain", text, "--why", "--html", str(page)).returncode == 0
+    content = page.read_text()
+    assert content.index("What moved the answer (shapley") < content.index("<h2>rollout</h2>")
+    assert re.findall(r'title="([+-]\d\.\d{4})">rude<', content), "rude is not among the coloured words"
+    assert "http://" not in content and "<script" not in content
 
 
 def test_html_page_renders_in_headless_chromium(server: RunningServer, tmp_path: Path) -> None:

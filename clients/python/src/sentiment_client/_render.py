@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from sentiment_client.types import Attention, Prediction
+    from sentiment_client.types import Attention, Explanation, Prediction
 
 
 class ShownWord(NamedTuple):
@@ -98,13 +98,20 @@ def contribution_text(prediction: Prediction) -> object:
     why = prediction.explanation
     if why is None:
         raise ValueError("the prediction carries no explanation: ask for explain='shapley' or 'occlusion'")
-    top = max((abs(w.contribution) for w in why.words), default=0.0) or 1.0
     text = Text()
-    for word in why.words:
-        towards = why.label if word.contribution >= 0 else _away(why.label)
-        strength = min(1.0, abs(word.contribution) / top)
-        text.append(f" {word.text} ", style=f"black on {_css(strength, towards)}")
+    for word, colour in zip(why.words, _contribution_colours(why), strict=True):
+        text.append(f" {word.text} ", style=f"black on {colour}")
     return text
+
+
+def _contribution_colours(why: Explanation) -> list[str]:
+    """Each word's colour: the label it pushed towards (green positive, red negative), as strong as
+    its contribution against the largest."""
+    top = max((abs(w.contribution) for w in why.words), default=0.0) or 1.0
+    return [
+        _css(min(1.0, abs(w.contribution) / top), why.label if w.contribution >= 0 else _away(why.label))
+        for w in why.words
+    ]
 
 
 def strongest_words(prediction: Prediction, count: int = 5) -> str:
@@ -138,14 +145,32 @@ def _heatmap_png(attention: Attention, layer: int, head: int, label: str) -> str
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _contribution_row(prediction: Prediction) -> str:
+    """The words coloured by what they did to the answer, for the HTML page ("" without an explanation)."""
+    why = prediction.explanation
+    if why is None:
+        return ""
+    cells = "".join(
+        f'<span class="tok" style="background:{colour}" title="{w.contribution:+.4f}">'
+        f"{html.escape(w.text)}</span>"
+        for w, colour in zip(why.words, _contribution_colours(why), strict=True)
+    )
+    return (
+        f"<h2>What moved the answer ({html.escape(why.method)}: green towards positive, red towards "
+        f"negative)</h2><p>{cells}</p><p>Measured on the model, by reading the text without its words: "
+        "the faithful explanation. Attention, below, shows where the model looked.</p>"
+    )
+
+
 def html_page(prediction: Prediction, special_tokens: bool = False) -> str:
-    """One HTML file with no external resources and no script: the words coloured by rollout and
-    by [CLS] attention (the words alone unless `special_tokens`), and a heatmap per layer and head
-    (an inline PNG, token labels on both axes) when full attention was asked for."""
+    """One HTML file with no external resources and no script: the words coloured by what they did
+    to the answer (when the prediction carries an explanation), by rollout and by [CLS] attention
+    (the words alone unless `special_tokens`), and a heatmap per layer and head (an inline PNG,
+    token labels on both axes) when full attention was asked for."""
     attention = prediction.attention
     assert attention is not None
     label = prediction.label
-    rows = []
+    rows = [_contribution_row(prediction)]
     for name, values in (
         ("rollout", attention.rollout),
         ("[CLS] attention, last layer", attention.cls_attention),
