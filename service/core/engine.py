@@ -42,7 +42,6 @@ class CallTracer(Protocol):
 
 # requests up to this many characters are tokenized on the event loop: cheaper than a thread hop
 INLINE_CHARS = 4096
-EXPLAINED_WORDS = 512  # about a thousand model passes at most for one request's explanations
 
 
 class Engine:
@@ -60,7 +59,7 @@ class Engine:
         tracing: CallTracer | None = None,
         cache: AnswerCache | None = None,
         read_whole: bool = False,
-        explained_words: int = EXPLAINED_WORDS,
+        explained_words: int = 0,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -71,7 +70,9 @@ class Engine:
         self.tracing = tracing
         self.cache = cache
         self.read_whole = read_whole  # whether a long text is read in windows unless a call says
-        self.explained_words = explained_words  # most words a request may have explained
+        self.explained_words = (
+            explained_words  # most words a request may have explained (--max-explained-words)
+        )
         self._info = EngineInfo(
             spec, model.provider, preprocessor.max_texts, preprocessor.max_chars, sizing, explained_words
         )
@@ -202,7 +203,7 @@ class Engine:
             await asyncio.to_thread(cut_all) if sum(len(texts[i]) for i in long) > INLINE_CHARS else cut_all()
         )
 
-    def _plans(
+    async def _plans(
         self, texts: Sequence[str], encoded: Sequence[Encoded], explain: Method, cut: bool, priority: Priority
     ) -> dict[int, Plan]:
         """What to run to explain each text (nothing unless asked): InvalidInput beyond the words a
@@ -215,7 +216,11 @@ class Engine:
                 "a text longer than the model reads at once cannot be explained when read whole, in "
                 "windows; let it be cut (long_texts TRUNCATE) to explain the words the model reads"
             )
-        words = self.preprocessor.words(texts)
+        words = (  # a large request's words in a worker thread, as its tokens
+            self.preprocessor.words(texts)
+            if sum(map(len, texts)) <= INLINE_CHARS
+            else await asyncio.to_thread(self.preprocessor.words, texts)
+        )
         count = sum(map(len, words))
         if count > self.explained_words:
             raise InvalidInput(
@@ -282,7 +287,7 @@ class Engine:
                     {"call.texts": len(texts), "call.tokens": sum(lengths), "call.truncated": truncated}
                 )
         self.answer_size.check_request(lengths, mode, padded, json)
-        plans = self._plans(run_texts, ran_encoded, explain, bool(cuts), priority)
+        plans = await self._plans(run_texts, ran_encoded, explain, bool(cuts), priority)
         # each window or variant rides as a text of its own (core/rides.py)
         ran, explanations = await ride(
             self.batcher, self.tracing, ran_encoded, cuts, plans, mode, deadline, priority
