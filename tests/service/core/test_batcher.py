@@ -350,7 +350,9 @@ async def test_low_texts_run_at_full_width_when_no_one_interactive_is_here(make)
     batcher, runtime = make(max_batch_size=4, max_concurrent_batches=2, max_queue_delay_s=0.0)
     first_low = runtime.hold(0)
     flood = batcher.submit([[1] * 5] * 12, "low", None, priority=Priority.LOW)
-    await until(lambda: runtime.started == 2)  # both workers take low rounds: none is kept
+    # both workers take low rounds, none kept: a second run starts while the first is held (the free
+    # worker may run on through later rounds before this coroutine looks: at least 2, not exactly)
+    await until(lambda: runtime.started >= 2)
     first_low.set()
     await asyncio.gather(*flood)
 
