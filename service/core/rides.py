@@ -37,12 +37,16 @@ async def serve(
         return []
     call = tracing.current() if tracing is not None else None
     queued = time.monotonic()
-    futures: list[asyncio.Future[ItemResult]] = [None] * len(sequences)  # type: ignore[list-item]
-    for want in dict.fromkeys(wants):
-        places = [i for i, w in enumerate(wants) if w is want]
-        submitted = batcher.submit([sequences[i] for i in places], want, deadline, call, priority)
-        for place, future in zip(places, submitted, strict=True):
-            futures[place] = future
+    distinct = list(dict.fromkeys(wants))
+    if len(distinct) == 1:  # every call but an explained one: one request, as it came
+        futures = batcher.submit(sequences, distinct[0], deadline, call, priority)
+    else:
+        futures = [None] * len(sequences)  # type: ignore[list-item]
+        for want in distinct:
+            places = [i for i, w in enumerate(wants) if w is want]
+            submitted = batcher.submit([sequences[i] for i in places], want, deadline, call, priority)
+            for place, future in zip(places, submitted, strict=True):
+                futures[place] = future
     served = [await futures[0]] if len(futures) == 1 else list(await asyncio.gather(*futures))
     if call is not None and tracing is not None:
         tracing.served(queued, [item.trace for item in served if item.trace is not None])
@@ -62,6 +66,9 @@ async def ride(
     """Every text's result, a text of `cuts` read in its windows and one of `plans` with its
     variants (which carry no attention: only the text itself gets what the caller asked for); and
     the explanation of each explained text, by its place."""
+    if not cuts and not plans:  # each text rides alone: nothing to put back together
+        alone = [each.ids for each in encoded]
+        return await serve(batcher, tracing, alone, [mode] * len(alone), deadline, priority), {}
     parts: list[Sequence[Sequence[int]]] = []
     wants: list[AttentionMode] = []
     for index, each in enumerate(encoded):
