@@ -257,6 +257,12 @@ EXPLAIN_TITLE = "## Explanations: what one costs, and what a flood of them costs
 OWN_TITLES = (BULK_TITLE, PRIORITY_TITLE, LONG_TITLE, EXPLAIN_TITLE)
 
 
+def own_report(out: Path, name: str) -> dict[str, Any] | None:
+    """bench/NAME.json, the figures of a bench run on its own, when there is one."""
+    path = out / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def own_runs(out: Path) -> str:
     """RESULTS.md's last sections, each from a bench of its own run: bulk scoring, priorities, long
     texts, explanations."""
@@ -265,10 +271,9 @@ def own_runs(out: Path) -> str:
 
 def explain_section(out: Path) -> str:
     """From bench/explain.json (`python -m bench explain`), when there is one."""
-    path = out / "explain.json"
-    if not path.exists():
+    report = own_report(out, "explain")
+    if report is None:
         return ""
-    report = json.loads(path.read_text())
     latency = report["latency"]
     lines = [
         "",
@@ -322,10 +327,9 @@ def explain_section(out: Path) -> str:
 
 def long_texts_section(out: Path) -> str:
     """From bench/long_texts.json (`python -m bench.long_texts`), when there is one."""
-    path = out / "long_texts.json"
-    if not path.exists():
+    report = own_report(out, "long_texts")
+    if report is None:
         return ""
-    report = json.loads(path.read_text())
     lines = [
         "",
         LONG_TITLE,
@@ -354,10 +358,9 @@ def long_texts_section(out: Path) -> str:
 
 def priority_section(out: Path) -> str:
     """From bench/priority.json (`python -m bench priority`), when there is one."""
-    path = out / "priority.json"
-    if not path.exists():
+    report = own_report(out, "priority")
+    if report is None:
         return ""
-    report = json.loads(path.read_text())
     rows = [
         ("the probe alone", "alone"),
         ("beside the flood, probe HIGH, flood LOW", "with_priorities"),
@@ -408,10 +411,9 @@ def bulk_section(out: Path) -> str:
 
 
 def ways_lines(out: Path) -> list[str]:
-    path = out / "bulk.json"
-    if not path.exists():
+    report = own_report(out, "bulk")
+    if report is None:
         return []
-    report = json.loads(path.read_text())
     rows = [
         ("ONNX Runtime alone, length-sorted batches of 32 (ceiling)", "ceiling"),
         ("bulk command, Parquet in and out", "bulk_command"),
@@ -443,10 +445,9 @@ def ways_lines(out: Path) -> list[str]:
 
 def million_lines(out: Path) -> list[str]:
     """bench/bulk_million.json (`python -m bench.bulk_million`), when there is one."""
-    path = out / "bulk_million.json"
-    if not path.exists():
+    report = own_report(out, "bulk_million")
+    if report is None:
         return []
-    report = json.loads(path.read_text())
     first, second = report["rss_mib_by_tenth_first_run"], report["rss_mib_by_tenth_resumed_run"]
     tenths = sorted({*first, *second}, key=lambda tenth: int(tenth[:-1]))
     return [
