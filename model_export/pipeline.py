@@ -32,7 +32,7 @@ from model_export.data import (
 from model_export.export import config_json, publish, stage, write_config
 from model_export.model import SentimentTransformer
 from model_export.pretrained import fetch, load_encoder
-from model_export.quantize import quantize
+from model_export.quantize import DevSplit, quantize
 from model_export.report import int8_figures, markdown
 from model_export.report import report as domain_report
 from model_export.scoring import DevSet, Scores, evaluate, logits_of
@@ -129,8 +129,12 @@ def build(
     try:
         config["verification"] = verify(staging, model)
         if with_int8:
+            dev = [
+                DevSplit(name, [e.text for e in d], [e.label for e in d])
+                for name, d in zip(dev_names(data_file), dev_sets, strict=False)
+            ]
             config["quantized"] = quantize(
-                staging, [e.text for e in splits.test], [e.label for e in splits.test]
+                staging, dev, [e.text for e in splits.test], [e.label for e in splits.test]
             )
         write_config(staging, config)
         plots.training_curve(history, staging / "training_curve.png")
@@ -227,6 +231,14 @@ def assemble(train_config: TrainConfig, cache_dir: Path, data_file: Path | None 
         source.rows_skipped,
     )
     return Data(source, splits, train_set, dev_sets, calibration_only, balanced, people, added)
+
+
+def dev_names(data_file: Path | None) -> tuple[str, str]:
+    """What Data.dev_sets hold, in order: the main corpus's dev split, then the tweets'."""
+    return (
+        "movies (dev split)" if data_file is None else f"{data_file.name} (dev split)",
+        "tweets (dev split)",
+    )
 
 
 def distil(

@@ -1,0 +1,71 @@
+"""The int8 variant's plans: which weights stay fp32, and which plan the build keeps."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from model_export import quantize
+from model_export.quantize import INT8_FILE, PLANS, DevSplit, Plan, choose, kept_nodes, write
+
+
+def weight_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul nodes that still multiply by a stored (fp32) weight."""
+    graph = onnx.load(str(path)).graph
+    stored = {i.name for i in graph.initializer}
+    return sorted(n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in stored)
+
+
+@pytest.fixture
+def version(model_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "version"
+    copy.mkdir()
+    for name in ("model.onnx", "config.json", "tokenizer.json"):
+        shutil.copy(model_dir / name, copy / name)
+    return copy
+
+
+def dev_of(version: Path) -> list[DevSplit]:
+    texts = ["a great film", "an awful, boring mess", "fine", "the worst service ever", "loved it"] * 4
+    labels = [1, 0, 1, 0, 1] * 4
+    return [DevSplit("one", texts[:10], labels[:10]), DevSplit("two", texts[10:], labels[10:])]
+
+
+def test_each_plan_leaves_exactly_its_weights_in_fp32(version: Path) -> None:
+    layers = onnx.load(str(version / "model.onnx")).graph
+    assert len(weight_matmuls(version / "model.onnx")) >= 6  # every linear layer before quantising
+    for plan in PLANS:
+        kept = write(version, plan)
+        assert kept == kept_nodes(version / "model.onnx", plan)
+        assert all(any(part in name for part in plan.kept) for name in kept)
+        assert weight_matmuls(version / INT8_FILE) == sorted(kept)
+    # the feed-forward output projection is one node per layer
+    assert len(kept_nodes(version / "model.onnx", PLANS[1])) == sum(
+        1 for n in layers.node if n.op_type == "MatMul" and n.name.endswith("/ff/w_2/MatMul")
+    )
+
+
+def test_the_first_plan_within_tolerance_is_kept_and_nothing_after_it_is_tried(version: Path) -> None:
+    plan, reference, tried = choose(version, dev_of(version), plans=PLANS)
+    assert set(reference) == {"one", "two"}
+    losses = [t["worst_loss"] for t in tried]
+    # every plan before the kept one lost more than the tolerance on some dev split
+    assert all(loss > quantize.TOLERANCE for loss in losses[:-1]) and losses[-1] <= quantize.TOLERANCE
+    assert plan.name == tried[-1]["plan"]
+    assert weight_matmuls(version / INT8_FILE) == sorted(kept_nodes(version / "model.onnx", plan))
+
+
+def test_when_no_plan_is_within_tolerance_the_closest_is_written(
+    version: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quantize, "TOLERANCE", -1.0)  # no plan can keep accuracy within it
+    plans = (Plan("feed-forward fp32", ("/ff/w_1/", "/ff/w_2/")), Plan("every weight int8"))
+    plan, _, tried = choose(version, dev_of(version), plans=plans)
+    assert [t["plan"] for t in tried] == [p.name for p in plans]
+    best = min(tried, key=lambda t: t["worst_loss"])
+    assert plan.name == best["plan"]
+    # the file on disk is the kept plan's, even when it was not the last one written
+    assert len(weight_matmuls(version / INT8_FILE)) == best["fp32_nodes"]
