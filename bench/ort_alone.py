@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session run")
     parser.add_argument("--spin", action="store_true", help="let intra-op threads spin-wait")
     parser.add_argument("--duration", type=float, default=6.0)
+    parser.add_argument("--model-file", default="model.onnx", help="the graph: model.onnx or model.int8.onnx")
     args = parser.parse_args()
     config = json.loads((args.model_version_dir / "config.json").read_text())
     tokenizer = Tokenizer.from_file(str(args.model_version_dir / "tokenizer.json"))
@@ -48,7 +49,7 @@ def main() -> None:
     sentences = json.loads(args.sentences.read_text())
     ids = [e.ids for e in tokenizer.encode_batch(sentences)]
     model = OnnxModel(
-        args.model_version_dir / "model.onnx", "cpu", 1, lone_threads=args.threads, lone_spin=args.spin
+        args.model_version_dir / args.model_file, "cpu", 1, lone_threads=args.threads, lone_spin=args.spin
     )
     wide = model.lone_session is not None  # more than one thread: the session built for them
     work = batches(ids, args.mode)

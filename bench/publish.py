@@ -254,7 +254,8 @@ BULK_TITLE = "## Bulk scoring"
 PRIORITY_TITLE = "## Priorities: interactive callers beside a bulk flood"
 LONG_TITLE = "## Long texts: cut or read whole"
 EXPLAIN_TITLE = "## Explanations: what one costs, and what a flood of them costs others"
-OWN_TITLES = (BULK_TITLE, PRIORITY_TITLE, LONG_TITLE, EXPLAIN_TITLE)
+PRESETS_TITLE = "## Presets: the default model beside `large`"
+OWN_TITLES = (BULK_TITLE, PRIORITY_TITLE, LONG_TITLE, EXPLAIN_TITLE, PRESETS_TITLE)
 
 
 def own_report(out: Path, name: str) -> dict[str, Any] | None:
@@ -265,8 +266,53 @@ def own_report(out: Path, name: str) -> dict[str, Any] | None:
 
 def own_runs(out: Path) -> str:
     """RESULTS.md's last sections, each from a bench of its own run: bulk scoring, priorities, long
-    texts, explanations."""
-    return bulk_section(out) + priority_section(out) + long_texts_section(out) + explain_section(out)
+    texts, explanations, presets."""
+    return (
+        bulk_section(out)
+        + priority_section(out)
+        + long_texts_section(out)
+        + explain_section(out)
+        + presets_section(out)
+    )
+
+
+def presets_section(out: Path) -> str:
+    """From bench/presets.json (`python -m bench presets`), when there is one."""
+    report = own_report(out, "presets")
+    if report is None:
+        return ""
+    models = report["models"]
+    lines = [
+        "",
+        PRESETS_TITLE,
+        "",
+        f"`python -m bench presets`, its own run ({report['date']}): each version on the graph "
+        "`--variant auto` serves it as, one after the other, which goes first changing each round; "
+        f"medians over {report['rounds']} rounds, the movie test snippets. ONNX Runtime alone runs "
+        "in-process without RPC: one text per run on one thread, and batches of 32 sorted by length, "
+        "two runs side by side. The server runs its defaults. Raw figures: bench/presets.json.",
+        "",
+        "| model | graph | ORT alone, 1 text per run | ORT alone, sorted batches of 32 | server, 1 caller: "
+        "p50 / p99 | server, 64 callers: texts/s, p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, model in models.items():
+        f = model["figures"]
+        lines.append(
+            f"| {name} (`{model['preset']}`) | {model['variant']}, {model['graph_bytes'] / 1e6:.0f} MB | "
+            f"{f['ort_batch1']['sentences_per_s']:.0f} texts/s | {f['ort_sorted32']['sentences_per_s']:.0f} "
+            f"texts/s | {ms(f['server_1_caller']['p50_ms'])} / {ms(f['server_1_caller']['p99_ms'])} ms | "
+            f"{f['server_64_callers']['sentences_per_s']:.0f}, {ms(f['server_64_callers']['p99_ms'])} ms |"
+        )
+    ratios = report["large_over_default"]
+    lines += [
+        "",
+        f"`large` against the default: {ratios['ort_batch1_texts_per_s']:.2f}x the texts per second "
+        f"one at a time, {ratios['ort_sorted32_texts_per_s']:.2f}x in sorted batches, "
+        f"{ratios['server_1_caller_p50']:.2f}x the lone caller's median, "
+        f"{ratios['server_64_callers_texts_per_s']:.2f}x the texts per second at 64 callers.",
+    ]
+    return "\n".join([*lines, ""])
 
 
 def explain_section(out: Path) -> str:
