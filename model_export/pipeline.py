@@ -129,9 +129,12 @@ def build(
     try:
         config["verification"] = verify(staging, model)
         if with_int8:
+            # every corpus's dev split, trained on or not: none is a test text
+            corpora = [("movies" if data_file is None else data_file.name, splits.dev)]
+            corpora += [(name, cut.dev) for name, (cut, _) in people.items()]
             dev = [
-                DevSplit(name, [e.text for e in d], [e.label for e in d])
-                for name, d in zip(dev_names(data_file), dev_sets, strict=False)
+                DevSplit(f"{name} (dev split)", [e.text for e in d], [e.label for e in d])
+                for name, d in corpora
             ]
             config["quantized"] = quantize(
                 staging, dev, [e.text for e in splits.test], [e.label for e in splits.test]
@@ -231,14 +234,6 @@ def assemble(train_config: TrainConfig, cache_dir: Path, data_file: Path | None 
         source.rows_skipped,
     )
     return Data(source, splits, train_set, dev_sets, calibration_only, balanced, people, added)
-
-
-def dev_names(data_file: Path | None) -> tuple[str, str]:
-    """What Data.dev_sets hold, in order: the main corpus's dev split, then the tweets'."""
-    return (
-        "movies (dev split)" if data_file is None else f"{data_file.name} (dev split)",
-        "tweets (dev split)",
-    )
 
 
 def distil(
