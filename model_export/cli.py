@@ -294,5 +294,45 @@ def faithfulness_command(
     typer.echo(markdown(result))
 
 
+@app.command("int8-plans")
+def int8_plans_command(
+    model_dir: Annotated[Path, typer.Argument(help="A version directory, e.g. models/sentiment/1.")],
+    cache_dir: CacheOption = DEFAULT_CACHE,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads.")] = 2,
+) -> None:
+    """Each way the build can quantise a version (every weight int8, then the feed-forward output
+    projections left in fp32, then the whole feed-forward) beside fp32, on every corpus's dev and test
+    split: the table behind the build's choice. The version is left as it is."""
+    import tempfile
+
+    from model_export.data import DataError, load_corpus, patient_splits, split, tweet_splits
+    from model_export.quantize import DevSplit, compare
+
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        seed = config.get("training", {}).get("config", {}).get("seed", 13)
+        examples, _ = load_corpus(cache_dir)
+        cuts = {
+            "movies": split(examples, seed=seed),
+            "tweets": tweet_splits(cache_dir, seed)[0],
+            "patient reviews": patient_splits(cache_dir, seed)[0],
+        }
+    except (DataError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    splits = [
+        DevSplit(f"{name} {part}", [e.text for e in rows], [e.label for e in rows])
+        for name, cut in cuts.items()
+        for part, rows in (("dev", cut.dev), ("test", cut.test))
+    ]
+    with tempfile.TemporaryDirectory(prefix="int8-plans-") as scratch:
+        table = compare(model_dir, splits, Path(scratch), threads=threads)
+    names = [s.name for s in splits]
+    typer.echo("| graph | " + " | ".join(names) + " |")
+    typer.echo("|---" * (len(names) + 1) + "|")
+    for graph, row in table.items():
+        typer.echo(f"| {graph} | " + " | ".join(f"{100 * row[n]:.1f}" for n in names) + " |")
+
+
 def main() -> None:
     app()

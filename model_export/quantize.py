@@ -156,3 +156,24 @@ def quantize(
         "size_bytes": (model_dir / INT8_FILE).stat().st_size,
         "size_bytes_fp32": (model_dir / "model.onnx").stat().st_size,
     }
+
+
+def compare(
+    model_dir: Path,
+    splits: Sequence[DevSplit],
+    scratch: Path,
+    plans: Sequence[Plan] = PLANS,
+    threads: int = 2,
+) -> dict[str, dict[str, float]]:
+    """Accuracy on each of `splits` of fp32 and of each plan's graph, {graph: {split: accuracy}}; the
+    graphs are written in `scratch`, the version is left as it is."""
+    for name in ("model.onnx", "config.json", "tokenizer.json"):
+        target = scratch / name
+        if not target.exists():
+            target.symlink_to((model_dir / name).resolve())
+    table = {"fp32": {s.name: _accuracy(OnnxClassifier(scratch, threads=threads), s) for s in splits}}
+    for plan in plans:
+        write(scratch, plan)
+        int8 = OnnxClassifier(scratch, INT8_FILE, threads=threads)
+        table[plan.name] = {s.name: _accuracy(int8, s) for s in splits}
+    return table

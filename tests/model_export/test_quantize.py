@@ -7,8 +7,10 @@ from pathlib import Path
 
 import onnx
 import pytest
+from typer.testing import CliRunner
 
 from model_export import quantize
+from model_export.cli import app
 from model_export.quantize import INT8_FILE, PLANS, DevSplit, Plan, allowance, choose, kept_nodes, write
 
 
@@ -77,3 +79,22 @@ def test_when_no_plan_is_within_tolerance_the_closest_is_written(
     assert plan.name == best["plan"]
     # the file on disk is the kept plan's, even when it was not the last one written
     assert len(weight_matmuls(version / INT8_FILE)) == best["fp32_nodes"]
+
+
+def test_the_plans_command_scores_every_plan_on_every_split_and_leaves_the_version_alone(
+    model_dir: Path, cache_dir: Path
+) -> None:
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()}
+    done = CliRunner().invoke(app, ["int8-plans", str(model_dir), "--cache-dir", str(cache_dir)])
+    assert done.exit_code == 0, done.output
+    lines = [line for line in done.output.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["graph"] + [
+        f"{c} {p}" for c in ("movies", "tweets", "patient reviews") for p in ("dev", "test")
+    ]
+    rows = {line.strip("|").split("|")[0].strip(): line for line in lines[1:]}
+    assert list(rows) == ["fp32"] + [plan.name for plan in PLANS]
+    for line in rows.values():
+        figures = [float(cell) for cell in line.strip("|").split("|")[1:]]
+        assert len(figures) == 6 and all(0 <= f <= 100 for f in figures)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()} == before
