@@ -5,8 +5,8 @@ run time, one scale for the whole tensor; the feed-forward output projection rea
 whose few very large values stretch that range so the many small ones round to nothing. A deep
 model compounds it over its layers. So the build tries plans in order of speed (every weight int8,
 then the feed-forward output projections left in fp32, ...) and keeps the first whose accuracy on
-each dev split stays within TOLERANCE of fp32's (or one text, on a split too small to show it):
-chosen on dev, reported on test.
+dev stays within TOLERANCE of fp32's over every dev text and within SPLIT_TOLERANCE on each
+corpus's dev split: chosen on dev, reported on test.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ from model_export.scoring import Scores
 from model_export.tokenizer import encode
 
 INT8_FILE = "model.int8.onnx"
-TOLERANCE = 0.005  # half a point: what --variant auto allows int8 on a test split
+# what a plan may lose against fp32 on every dev text pooled (about 3,000 in a default build: the
+# precise estimate), and on any one corpus's dev split (smaller, so noisier: half a point of 1,636
+# tweets is 8 texts), where it catches a kind of text the plan hurts
+TOLERANCE = 0.005
+SPLIT_TOLERANCE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,16 +101,27 @@ def _accuracy(model: OnnxClassifier, split: DevSplit) -> float:
 
 
 def allowance(split: DevSplit) -> float:
-    """What int8 may lose on `split`: TOLERANCE, or one text where a split is too small to show it
-    (as --variant auto judges the test splits)."""
-    return max(TOLERANCE, 1 / max(1, len(split.texts)))
+    """What int8 may lose on `split` alone: SPLIT_TOLERANCE, or one text on a split too small to show it."""
+    return max(SPLIT_TOLERANCE, 1 / max(1, len(split.texts)))
+
+
+def excess(reference: dict[str, float], accuracy: dict[str, float], dev: Sequence[DevSplit]) -> float:
+    """How far a plan's dev accuracy falls beyond what it may lose (pooled, and split by split);
+    at most 0 when it is within both."""
+    texts = sum(len(s.texts) for s in dev)
+    if not texts:
+        return -1.0
+    pooled = sum((reference[s.name] - accuracy[s.name]) * len(s.texts) for s in dev) / texts
+    worst = max(reference[s.name] - accuracy[s.name] - allowance(s) for s in dev)
+    return max(pooled - TOLERANCE, worst)
 
 
 def choose(
     model_dir: Path, dev: Sequence[DevSplit], plans: Sequence[Plan] = PLANS
 ) -> tuple[Plan, dict[str, float], list[dict[str, Any]]]:
-    """Write model.int8.onnx by the first of `plans` within its allowance of fp32 on every dev split,
-    or by the closest when none is; returns that plan, fp32's dev accuracy and each tried plan's."""
+    """Write model.int8.onnx by the first of `plans` within what it may lose against fp32 on dev
+    (`excess`), or by the closest when none is; returns that plan, fp32's dev accuracy and each
+    tried plan's."""
     fp32 = OnnxClassifier(model_dir, threads=2)
     reference = {split.name: _accuracy(fp32, split) for split in dev}
     tried: list[dict[str, Any]] = []
@@ -114,10 +129,9 @@ def choose(
         kept = write(model_dir, plan)
         int8 = OnnxClassifier(model_dir, INT8_FILE, threads=2)
         accuracy = {split.name: _accuracy(int8, split) for split in dev}
-        # above 0 on a split: int8 lost more there than it may
-        excess = max((reference[s.name] - accuracy[s.name] - allowance(s) for s in dev), default=-1.0)
-        tried.append({"plan": plan.name, "fp32_nodes": len(kept), "dev_accuracy": accuracy, "excess": excess})
-        if excess <= 1e-9:
+        beyond = excess(reference, accuracy, dev)
+        tried.append({"plan": plan.name, "fp32_nodes": len(kept), "dev_accuracy": accuracy, "excess": beyond})
+        if beyond <= 1e-9:
             return plan, reference, tried
     best = min(range(len(plans)), key=lambda i: tried[i]["excess"])
     if best != len(plans) - 1:
@@ -146,7 +160,7 @@ def quantize(
         "fp32_node_names_holding": list(plan.kept),
         "dev_accuracy_fp32": dev_fp32,
         "plans_tried": tried,
-        "tolerance_on_dev": TOLERANCE,
+        "tolerance_on_dev": {"pooled": TOLERANCE, "each_split": SPLIT_TOLERANCE},
         "test_accuracy": int8_scores.accuracy,
         "test_accuracy_fp32": fp32_scores.accuracy,
         "test_macro_f1": int8_scores.macro_f1,
