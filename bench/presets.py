@@ -1,7 +1,8 @@
 """The default model beside the `large` one, so a user can choose with numbers: `python -m bench presets`.
 
 Each version runs the graph `--variant auto` serves it as (its int8 graph when its build measured it
-within half a point of fp32, else fp32), and is measured four ways on the movie test snippets:
+within half a point of fp32, else fp32), or each graph named by `--variants fp32,int8`, and is
+measured four ways on the movie test snippets:
 
 - ONNX Runtime alone, in-process, no RPC: one text per run on one thread (texts/s: what a text
   costs), and batches of 32 sorted by length, two runs side by side (texts/s: the model's ceiling);
@@ -58,6 +59,19 @@ def measure(version_dir: Path, variant: str, texts: Path, duration: float) -> di
     return figures
 
 
+def ratios(large: dict[str, Any], default: dict[str, Any]) -> dict[str, float]:
+    """`large`'s figures over the default's, on the same graph."""
+    return {
+        "ort_batch1_texts_per_s": large["ort_batch1"]["sentences_per_s"]
+        / default["ort_batch1"]["sentences_per_s"],
+        "ort_sorted32_texts_per_s": large["ort_sorted32"]["sentences_per_s"]
+        / default["ort_sorted32"]["sentences_per_s"],
+        "server_1_caller_p50": large["server_1_caller"]["p50_ms"] / default["server_1_caller"]["p50_ms"],
+        "server_64_callers_texts_per_s": large["server_64_callers"]["sentences_per_s"]
+        / default["server_64_callers"]["sentences_per_s"],
+    }
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,47 +86,55 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "data")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--variants",
+        default="auto",
+        help="graphs to measure, comma-separated: auto (what each is served as), fp32, int8",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args(argv)
-    models = {"default": latest(args.model_dir), "large": latest(args.large_dir)}
+    versions = {"default": latest(args.model_dir), "large": latest(args.large_dir)}
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "models": {}}
-    for name, version_dir in models.items():
+    runs: dict[str, tuple[Path, str]] = {}  # what is measured: a version on one graph
+    for name, version_dir in versions.items():
         config = json.loads((version_dir / "config.json").read_text())
-        variant, why = served(version_dir)
-        report["models"][name] = {
-            "preset": config.get("preset", "?"),
-            "variant": variant,
-            "why": why,
-            "graph_bytes": (version_dir / ONNX_FILES[variant]).stat().st_size,
-            "accuracy": (config.get("quantized") or {}).get("accuracy"),
-        }
-    runs: dict[str, list[dict[str, dict[str, Any]]]] = {name: [] for name in models}
+        auto, why = served(version_dir)
+        for asked in args.variants.split(","):
+            variant = auto if asked == "auto" else asked
+            key = name if asked == "auto" else f"{name}, {variant}"
+            runs[key] = (version_dir, variant)
+            report["models"][key] = {
+                "preset": config.get("preset", "?"),
+                "variant": variant,
+                "auto_serves": auto,
+                "why": why,
+                "graph_bytes": (version_dir / ONNX_FILES[variant]).stat().st_size,
+                "int8_plan": (config.get("quantized") or {}).get("plan"),
+            }
+    results: dict[str, list[dict[str, dict[str, Any]]]] = {key: [] for key in runs}
     with tempfile.TemporaryDirectory(prefix="bench-presets-") as scratch:
         texts = sentences_file(Path(scratch), args.cache_dir, 1000)
         for round_ in range(args.rounds):
-            order = list(models) if round_ % 2 == 0 else list(reversed(models))
-            for name in order:
-                variant = report["models"][name]["variant"]
-                runs[name].append(measure(models[name], variant, texts, args.duration))
-                print(f"round {round_ + 1} {name}: {json.dumps(runs[name][-1])}", flush=True)
-    for name, results in runs.items():
-        report["models"][name]["figures"] = {
+            order = list(runs) if round_ % 2 == 0 else list(reversed(runs))
+            for key in order:
+                results[key].append(measure(*runs[key], texts, args.duration))
+                print(f"round {round_ + 1} {key}: {json.dumps(results[key][-1])}", flush=True)
+    for key, measured in results.items():
+        report["models"][key]["figures"] = {
             scenario: {
-                key: round(statistics.median(r[scenario][key] for r in results), 2)
-                for key in ("sentences_per_s", "p50_ms", "p99_ms", "p50_ms_per_run")
-                if key in results[0][scenario]
+                figure: round(statistics.median(r[scenario][figure] for r in measured), 2)
+                for figure in ("sentences_per_s", "p50_ms", "p99_ms", "p50_ms_per_run")
+                if figure in measured[0][scenario]
             }
             for scenario in SCENARIOS
         }
-    large, default = (report["models"][n]["figures"] for n in ("large", "default"))
     report["large_over_default"] = {
-        "ort_batch1_texts_per_s": large["ort_batch1"]["sentences_per_s"]
-        / default["ort_batch1"]["sentences_per_s"],
-        "ort_sorted32_texts_per_s": large["ort_sorted32"]["sentences_per_s"]
-        / default["ort_sorted32"]["sentences_per_s"],
-        "server_1_caller_p50": large["server_1_caller"]["p50_ms"] / default["server_1_caller"]["p50_ms"],
-        "server_64_callers_texts_per_s": large["server_64_callers"]["sentences_per_s"]
-        / default["server_64_callers"]["sentences_per_s"],
+        key.removeprefix("large").lstrip(", ") or "auto": ratios(
+            report["models"][key]["figures"],
+            report["models"]["default" + key.removeprefix("large")]["figures"],
+        )
+        for key in runs
+        if key.startswith("large")
     }
     (args.out / "presets.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["large_over_default"]))

@@ -286,8 +286,8 @@ def presets_section(out: Path) -> str:
         "",
         PRESETS_TITLE,
         "",
-        f"`python -m bench presets`, its own run ({report['date']}): each version on the graph "
-        "`--variant auto` serves it as, one after the other, which goes first changing each round; "
+        f"`python -m bench presets`, its own run ({report['date']}): each version on each graph named, "
+        "one after the other, which goes first changing each round; "
         f"medians over {report['rounds']} rounds, the movie test snippets. ONNX Runtime alone runs "
         "in-process without RPC: one text per run on one thread, and batches of 32 sorted by length, "
         "two runs side by side. The server runs its defaults. Raw figures: bench/presets.json.",
@@ -298,20 +298,27 @@ def presets_section(out: Path) -> str:
     ]
     for name, model in models.items():
         f = model["figures"]
+        graph = model["variant"] + (f" ({model['int8_plan']})" if model["variant"] == "int8" else "")
         lines.append(
-            f"| {name} (`{model['preset']}`) | {model['variant']}, {model['graph_bytes'] / 1e6:.0f} MB | "
+            f"| {name} (`{model['preset']}`) | {graph}, {model['graph_bytes'] / 1e6:.0f} MB | "
             f"{f['ort_batch1']['sentences_per_s']:.0f} texts/s | {f['ort_sorted32']['sentences_per_s']:.0f} "
             f"texts/s | {ms(f['server_1_caller']['p50_ms'])} / {ms(f['server_1_caller']['p99_ms'])} ms | "
             f"{f['server_64_callers']['sentences_per_s']:.0f}, {ms(f['server_64_callers']['p99_ms'])} ms |"
         )
-    ratios = report["large_over_default"]
-    lines += [
-        "",
-        f"`large` against the default: {ratios['ort_batch1_texts_per_s']:.2f}x the texts per second "
-        f"one at a time, {ratios['ort_sorted32_texts_per_s']:.2f}x in sorted batches, "
-        f"{ratios['server_1_caller_p50']:.2f}x the lone caller's median, "
-        f"{ratios['server_64_callers_texts_per_s']:.2f}x the texts per second at 64 callers.",
-    ]
+    lines.append("")
+    for graph, ratios in report["large_over_default"].items():
+        lines.append(
+            f"- `large` against the default, {graph}: {ratios['ort_batch1_texts_per_s']:.2f}x the texts per "
+            f"second one at a time, {ratios['ort_sorted32_texts_per_s']:.2f}x in sorted batches, "
+            f"{ratios['server_1_caller_p50']:.2f}x the lone caller's median, "
+            f"{ratios['server_64_callers_texts_per_s']:.2f}x the texts per second at 64 callers."
+        )
+    served = {m["preset"]: m["auto_serves"] for m in models.values()}
+    lines.append(
+        "- `--variant auto` serves these builds as: "
+        + ", ".join(f"`{preset}` {variant}" for preset, variant in served.items())
+        + "."
+    )
     return "\n".join([*lines, ""])
 
 
