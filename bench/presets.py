@@ -1,7 +1,7 @@
 """The default model beside the `large` one, so a user can choose with numbers: `python -m bench presets`.
 
-Each version runs the graph `--variant auto` serves it as (its int8 graph when its build measured it
-within half a point of fp32, else fp32), or each graph named by `--variants fp32,int8`, and is
+Each version runs the graph `--variant auto` serves it as (its int8 graph when its build's int8 plan
+held on the dev splits, else fp32), or each graph named by `--variants fp32,int8`, and is
 measured four ways on the movie test snippets:
 
 - ONNX Runtime alone, in-process, no RPC: one text per run on one thread (texts/s: what a text

@@ -106,8 +106,9 @@ def report(model_dir: Path, data: Path = DEFAULT_FILE, cache_dir: Path | None = 
 
 
 def int8_figures(table: Table) -> dict[str, dict[str, float]]:
-    """The rows the server's --variant auto judges the int8 graph by (config.json,
-    quantized.accuracy): each test split and the mean of the file's kinds, with both graphs'
+    """What int8 loses against fp32 on the test splits (config.json, quantized.accuracy; the
+    server's log quotes it, and judges builds older than the dev verdicts by it): each test split
+    and the mean of the file's kinds, with both graphs'
     accuracy and the count of texts; empty when the table has no int8 column."""
     return {
         kind: {"texts": row["texts"], "fp32": row["model fp32"], "int8": row["model int8"]}

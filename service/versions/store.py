@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("config.json", "tokenizer.json")
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # by variant (config.Variant)
-# --variant auto serves int8 only where it costs at most this much accuracy on every text kind the
-# build measured both graphs on (or one text, on a kind too small to tell half a point)
+# --variant auto, for a build that recorded no dev verdict (before plans were judged on dev): int8
+# only where it costs at most this much accuracy on every text kind the build measured both graphs on
+# (or one text, on a kind too small to tell half a point)
 INT8_MAX_LOSS = 0.005
 MAX_ONNX_BYTES = 2**31  # a model.onnx is one protobuf message, which cannot be larger
 
@@ -29,26 +30,63 @@ def no_versions(root: Path) -> ModelDirectoryError:
     )
 
 
+def dev_verdict(quantized: dict[str, Any]) -> tuple[bool, str] | None:
+    """Whether the build's int8 plan held on the dev splits (model_export.quantize.choose: excess ≤ 0
+    keeps it), and the plan's name; None for a build that recorded no plans."""
+    plan = quantized.get("plan")
+    chosen = [tried for tried in quantized.get("plans_tried") or () if tried.get("plan") == plan]
+    if not chosen:
+        return None
+    return float(chosen[0]["excess"]) <= 1e-9, str(quantized["plan"])
+
+
+def int8_losses(figures: dict[str, Any]) -> tuple[float, str, str]:
+    """The most int8 loses against fp32 on one kind of text the build measured, that kind, and the
+    first kind where it loses more than INT8_MAX_LOSS (or one text), "" where none does."""
+    worst, kind_of_worst, beyond = 0.0, "", ""
+    for kind, scores in figures.items():
+        loss = float(scores["fp32"]) - float(scores["int8"])
+        allowed = max(INT8_MAX_LOSS, 1 / max(1, int(scores["texts"])))
+        if loss > allowed + 1e-4 and not beyond:  # the report rounds accuracy to four places
+            beyond = kind
+        if loss > worst:
+            worst, kind_of_worst = loss, kind
+    return worst, kind_of_worst, beyond
+
+
 def auto_variant(path: Path, config: dict[str, Any], provider: str) -> tuple[str, str]:
-    """The graph --variant auto serves from the version at `path`, and why: int8 on the CPU when the
-    build measured it against fp32 (config.json's quantized.accuracy, by kind of text) and it loses at
-    most INT8_MAX_LOSS on every kind; fp32 otherwise. On a GPU always fp32: the quantised graph's
-    operators run on the CPU there."""
+    """The graph --variant auto serves from the version at `path`, and why. On the CPU: int8 where the
+    build's quantisation plan held on the dev splits (the test splits only report, so that their
+    figures stay an honest estimate); for an older build without that verdict, int8 where the test
+    figures (config.json's quantized.accuracy) lose at most INT8_MAX_LOSS on every kind; fp32
+    otherwise. On a GPU always fp32: the quantised graph's operators run on the CPU there."""
     if provider != "cpu":
         return "fp32", f"the int8 graph is for the CPU, and {provider} was asked for"
     if not (path / ONNX_FILES["int8"]).is_file():
         return "fp32", "the version has no int8 graph"
-    figures = (config.get("quantized") or {}).get("accuracy")
+    quantized = config.get("quantized") or {}
+    figures = quantized.get("accuracy") or {}
+    worst, kind_of_worst, beyond = int8_losses(figures)
+    reported = (
+        (
+            f"; on the test splits it loses at most {100 * worst:.1f} points ({kind_of_worst})"
+            if worst > 0
+            else "; on the test splits it loses nothing"
+        )
+        if figures
+        else ""
+    )
+    verdict = dev_verdict(quantized)
+    if verdict is not None:
+        held, plan = verdict
+        if not held:
+            return "fp32", f"no int8 plan stayed within the build's tolerance on the dev splits{reported}"
+        return "int8", f"its int8 plan ({plan}) stayed within the build's tolerance on dev{reported}"
     if not figures:
         return "fp32", "its config.json holds no int8 accuracy by kind of text (rebuild it to have one)"
-    worst, kind_of_worst = 0.0, ""
-    for kind, scores in figures.items():
-        loss = float(scores["fp32"]) - float(scores["int8"])
-        allowed = max(INT8_MAX_LOSS, 1 / max(1, int(scores["texts"])))
-        if loss > allowed + 1e-4:  # the report rounds accuracy to four places
-            return "fp32", f"int8 loses {100 * loss:.1f} points of accuracy on {kind}"
-        if loss > worst:
-            worst, kind_of_worst = loss, kind
+    if beyond:
+        loss = float(figures[beyond]["fp32"]) - float(figures[beyond]["int8"])
+        return "fp32", f"int8 loses {100 * loss:.1f} points of accuracy on {beyond}"
     lost = f"{100 * worst:.1f} points on {kind_of_worst}" if worst > 0 else "nothing"
     return "int8", f"int8 loses at most {lost} of the {len(figures)} kinds of text the build measured"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,14 +37,18 @@ def test_broken_directories_are_refused_with_the_reason(model_root: Path, tmp_pa
         load_spec(root, "sentiment", None)
 
 
-def with_int8(root: Path, accuracy: dict[str, dict[str, float]] | None) -> Path:
+def with_int8(
+    root: Path, accuracy: dict[str, dict[str, float]] | None, plans: dict[str, Any] | None = None
+) -> Path:
     """Version 1 of `root` given an int8 graph (a copy of the fp32 one: any valid graph serves here)
-    and, unless None, the build's accuracy of both graphs by kind of text."""
+    and, unless None, the build's accuracy of both graphs by kind of text and its plans' dev verdict."""
     version = root / "1"
     shutil.copy(version / "model.onnx", version / "model.int8.onnx")
     config = json.loads((version / "config.json").read_text())
     config["sha256"]["model.int8.onnx"] = config["sha256"]["model.onnx"]
-    config["quantized"] = {"file": "model.int8.onnx"} | ({"accuracy": accuracy} if accuracy else {})
+    config["quantized"] = (
+        {"file": "model.int8.onnx"} | ({"accuracy": accuracy} if accuracy else {}) | (plans or {})
+    )
     (version / "config.json").write_text(json.dumps(config))
     return root
 
@@ -51,10 +56,14 @@ def with_int8(root: Path, accuracy: dict[str, dict[str, float]] | None) -> Path:
 def test_auto_serves_int8_only_where_the_build_measured_it_as_accurate(
     model_root: Path, tmp_path: Path
 ) -> None:
-    def served(accuracy: dict[str, dict[str, float]] | None, provider: str = "cpu") -> str:
+    def served(
+        accuracy: dict[str, dict[str, float]] | None,
+        provider: str = "cpu",
+        plans: dict[str, Any] | None = None,
+    ) -> str:
         root = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
         shutil.copytree(model_root / "1", root / "1")
-        spec = load_spec(with_int8(root, accuracy), "sentiment", None, "auto", provider)
+        spec = load_spec(with_int8(root, accuracy, plans), "sentiment", None, "auto", provider)
         assert spec.onnx_path.name == {"fp32": "model.onnx", "int8": "model.int8.onnx"}[spec.variant]
         return spec.variant
 
@@ -71,6 +80,17 @@ def test_auto_serves_int8_only_where_the_build_measured_it_as_accurate(
     assert served(worse) == "fp32"  # 0.7 points lost on the tweets
     two_texts = close | {"patient reviews (test split)": {"texts": 89, "fp32": 0.6517, "int8": 0.6292}}
     assert served(two_texts) == "fp32"
+
+    # a build that judged its plans on dev decides by that verdict; its test figures only report
+    def plans(*excess: float) -> dict[str, Any]:
+        tried = [{"plan": f"plan {i}", "excess": e} for i, e in enumerate(excess)]
+        kept = next((t for t in tried if t["excess"] <= 0), min(tried, key=lambda t: t["excess"]))
+        return {"plan": kept["plan"], "plans_tried": tried}
+
+    assert served(worse, plans=plans(-0.002)) == "int8"  # held on dev: 0.7 points on a test split reports
+    assert served(worse, plans=plans(0.004, -0.001)) == "int8"  # the second plan held
+    assert served(close, plans=plans(0.004, 0.002)) == "fp32"  # none held: the closest was written
+    assert served(close, "cuda", plans=plans(-0.002)) == "fp32"
     # without an int8 graph at all, auto is fp32 and an explicit int8 is refused with the reason
     assert load_spec(model_root, "sentiment", None, "auto").variant == "fp32"
     with pytest.raises(ModelDirectoryError, match="lacks model.int8.onnx"):
