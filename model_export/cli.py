@@ -111,8 +111,8 @@ def build(
         bool | None,
         typer.Option(
             help="Distil a fine-tuned all-mpnet-base-v2 into the model: its soft labels on every "
-            "training text and on unlabelled text people wrote. The first build fine-tunes it and "
-            "caches it, which takes most of an hour on 2 cores; later builds with the same data reuse it."
+            "training text and on unlabelled text people wrote, read from the committed copy; a build "
+            "whose data or seed differ fine-tunes the teacher first (most of an hour on 2 cores, cached)."
         ),
     ] = None,
     pooling: Annotated[
@@ -332,6 +332,17 @@ def int8_plans_command(
     typer.echo("|---" * (len(names) + 1) + "|")
     for graph, row in table.items():
         typer.echo(f"| {graph} | " + " | ".join(f"{100 * row[n]:.1f}" for n in names) + " |")
+
+
+@app.command("soft-labels")
+def soft_labels_command(cache_dir: CacheOption = DEFAULT_CACHE) -> None:
+    """Write the teacher's soft labels on every text a distilling build learns from."""
+    from model_export.pipeline import assemble
+    from model_export.soft_labels import regenerate
+
+    _logging()
+    config = recipe(Preset.ACCURATE).train
+    typer.echo(f"wrote {regenerate(assemble(config, cache_dir), config, cache_dir)}")
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ import torch
 from model_export import plots, teacher
 from model_export.calibrate import Reliability, fit_temperature, fold_into, reliability
 from model_export.config import LABELS, Preset, Recipe, TrainConfig
-from model_export.config import recipe as preset_recipe
 from model_export.data import (
     Example,
     Source,
@@ -27,7 +26,6 @@ from model_export.data import (
     patient_splits,
     split,
     tweet_splits,
-    unlabelled_texts,
 )
 from model_export.export import config_json, publish, stage, write_config
 from model_export.model import SentimentTransformer
@@ -35,9 +33,10 @@ from model_export.pretrained import fetch, load_encoder
 from model_export.quantize import DevSplit, quantize
 from model_export.report import int8_figures, markdown
 from model_export.report import report as domain_report
-from model_export.scoring import DevSet, Scores, evaluate, logits_of
+from model_export.scoring import DevSet, evaluate, logits_of
+from model_export.soft_labels import distil
 from model_export.tokenizer import encode, load_tokenizer, train_wordpiece
-from model_export.train import UNLABELLED, Distillation, train
+from model_export.train import train
 from model_export.verify import verify
 
 log = logging.getLogger(__name__)
@@ -234,46 +233,6 @@ def assemble(train_config: TrainConfig, cache_dir: Path, data_file: Path | None 
         source.rows_skipped,
     )
     return Data(source, splits, train_set, dev_sets, calibration_only, balanced, people, added)
-
-
-def distil(
-    data: Data, config: TrainConfig, cache_dir: Path
-) -> tuple[list[Example], list[int], Distillation, dict[str, Any]]:
-    """The teacher fine-tuned (or read from the cache) on the build's labelled data, its logits on
-    every training row and on unlabelled text people wrote (added to the training rows with the
-    label UNLABELLED), and what it did for config.json, its own test accuracy included."""
-    large = preset_recipe(Preset.LARGE).train
-    settings = dataclasses.replace(large, seed=config.seed, threads=config.threads)
-    tutor = teacher.fine_tune(
-        cache_dir, data.train, data.balanced, data.dev_sets, teacher.TeacherConfig.of(settings)
-    )
-    unlabelled, counts = unlabelled_texts(cache_dir, data.held_out())
-    texts = [e.text for e in data.train]
-    logits = torch.cat(
-        [teacher.soft_logits(cache_dir, tutor, texts), teacher.soft_logits(cache_dir, tutor, unlabelled)]
-    )
-    tests = {"test": data.splits.test} | {
-        name.replace(" ", "_") + "_test": cut.test for name, (cut, _) in data.people.items()
-    }
-    accuracy = {}
-    for name, rows in tests.items():
-        predicted = teacher.soft_logits(cache_dir, tutor, [e.text for e in rows]).argmax(-1).tolist()
-        scores = Scores.from_predictions([e.label for e in rows], predicted, len(LABELS))
-        accuracy[name] = round(scores.accuracy, 4)
-    log.info("teacher's own test accuracy: %s", accuracy)
-    rows = data.train + [Example(text, UNLABELLED) for text in unlabelled]
-    labels = [e.label for e in data.train] + [UNLABELLED] * len(unlabelled)
-    distillation = Distillation(
-        logits, config.distill_temperature, config.distill_weight, config.unlabelled_per_epoch
-    )
-    taught = tutor.report | {
-        "test_accuracy": accuracy,
-        "unlabelled": counts,
-        "unlabelled_per_epoch": config.unlabelled_per_epoch,
-        "temperature": config.distill_temperature,
-        "weight": config.distill_weight,
-    }
-    return rows, labels, distillation, taught
 
 
 def wanted(corpus: str, config: TrainConfig) -> bool:

@@ -143,6 +143,23 @@ def _dev_scores(
     return DevScores.of([labels for _, labels in dev], predicted, len(LABELS))
 
 
+def cache_key(
+    train: Sequence[Example],
+    balanced: Sequence[Sequence[int]],
+    dev_sets: Sequence[Sequence[Example]],
+    config: TeacherConfig,
+) -> str:
+    """What the teacher fine-tuned on this data with these settings is known by: a digest of the
+    pretrained weights' pins, the settings and every training and dev text and label."""
+    return _digest(
+        [part[2] for part in mpnet.PARTS],
+        dataclasses.asdict(config) | {"threads": None},
+        [(e.text, e.label) for e in train],
+        [list(group) for group in balanced],
+        [[(e.text, e.label) for e in dev] for dev in dev_sets],
+    )
+
+
 def fine_tune(
     cache_dir: Path,
     train: Sequence[Example],
@@ -155,13 +172,7 @@ def fine_tune(
     from the cache when it was fine-tuned on the same data before."""
     directory = mpnet.fetch(cache_dir)
     tokenizer = load_tokenizer(directory / "tokenizer.json", config.max_length)
-    key = _digest(
-        [part[2] for part in mpnet.PARTS],
-        dataclasses.asdict(config) | {"threads": None},
-        [(e.text, e.label) for e in train],
-        [list(group) for group in balanced],
-        [[(e.text, e.label) for e in dev] for dev in dev_sets],
-    )
+    key = cache_key(train, balanced, dev_sets, config)
     cached = cache_dir / "teachers" / key
     model = mpnet.load_encoder(directory)
     if (cached / "model.safetensors").exists():
