@@ -29,6 +29,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from model_contract import sha256_file
 from model_export import teacher
 from model_export.config import LABELS, Preset, TrainConfig
 from model_export.config import recipe as preset_recipe
@@ -132,7 +133,7 @@ def from_teacher(data: Data, config: TrainConfig, cache_dir: Path, unlabelled: S
     weights = cache_dir / "teachers" / tutor.key / "model.safetensors"
     report = tutor.report | {
         "cache_key": tutor.key,
-        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "weights_sha256": sha256_file(weights),
         "test_accuracy": accuracy,
     }
     return Labelled(train, others, report)

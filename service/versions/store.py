@@ -37,7 +37,7 @@ def dev_verdict(quantized: dict[str, Any]) -> tuple[bool, str] | None:
     chosen = [tried for tried in quantized.get("plans_tried") or () if tried.get("plan") == plan]
     if not chosen:
         return None
-    return float(chosen[0]["excess"]) <= 1e-9, str(quantized["plan"])
+    return float(chosen[0]["excess"]) <= 1e-9, str(plan)
 
 
 def int8_losses(figures: dict[str, Any]) -> tuple[float, str, str]:
